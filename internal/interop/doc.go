@@ -1,0 +1,10 @@
+// Package interop tests hotline's ws package against WebSocket
+// implementations written by others: Python websockets (Debian's
+// python3-websockets, scripts in testdata/) and Node ws (pinned in
+// node/package-lock.json). Each peer's client talks to a ws.Upgrade server
+// and ws.Dial talks to each peer's server, over loopback.
+//
+// The package has tests only. ./test.sh installs the peers first; run alone,
+// a test skips when its peer is missing, unless the environment variable CI
+// is set, when it fails.
+package interop

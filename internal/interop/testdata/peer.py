@@ -1,0 +1,150 @@
+#!/usr/bin/python3
+"""A Python websockets peer for hotline's interoperability tests.
+
+Usage:
+    peer.py client URL CASE   connect to URL and run CASE
+    peer.py server CASE       listen on 127.0.0.1, print the port, run CASE
+                              on the first connection, then exit
+
+Every event is printed on stdout as one JSON object per line. The exit
+status is 0 when the conversation ended with a close handshake or a
+closed connection, 1 on any other failure.
+
+Written for the legacy asyncio API of websockets 10.x (Debian 12's
+python3-websockets); that API still exists in later versions.
+"""
+
+import asyncio
+import hashlib
+import json
+import sys
+
+import websockets
+from websockets.frames import Opcode
+
+BIG = 16 << 20
+PROTOCOLS = ["chat", "superchat"]
+TIMEOUT = 45
+
+
+def emit(**event):
+    print(json.dumps(event), flush=True)
+
+
+def pattern(n):
+    unit = bytes(range(251))
+    return (unit * (n // len(unit) + 1))[:n]
+
+
+def describe(msg):
+    if isinstance(msg, str):
+        data = msg.encode()
+        event = {"event": "message", "type": "text"}
+        if len(data) <= 1024:
+            event["text"] = msg
+    else:
+        data = bytes(msg)
+        event = {"event": "message", "type": "binary"}
+        if len(data) <= 1024:
+            event["hex"] = data.hex()
+    event["len"] = len(data)
+    event["sha256"] = hashlib.sha256(data).hexdigest()
+    return event
+
+
+async def opening(ws, case):
+    """Sends what CASE asks the peer to send first."""
+    if case == "text":
+        await ws.send("peer: h\u00e9llo \u2713")
+    elif case == "binary":
+        await ws.send(bytes(range(256)))
+    elif case == "fragmented":
+        # An iterable is sent as one fragmented message, a frame per item.
+        await ws.send(["frag", "mented ", "h\u00e9llo"])
+        await ws.send([b"\x00\x01", b"\x02", b"\x03"])
+    elif case == "big":
+        await ws.send(pattern(BIG))
+    elif case == "ping":
+        pong = await ws.ping(b"peer-ping")
+        await asyncio.wait_for(pong, 10)
+        emit(event="pong", data="peer-ping")
+        await ws.send("pinged")
+    elif case == "close-peer":
+        await ws.close(4000, "bye")
+    elif case == "invalid-utf8":
+        # send() only takes str for text, so write the frame directly.
+        await ws.write_frame(True, Opcode.TEXT, b"bad \xff utf-8")
+
+
+async def converse(ws, case):
+    emit(event="open", subprotocol=ws.subprotocol or "")
+    await opening(ws, case)
+    try:
+        async for msg in ws:
+            emit(**describe(msg))
+            await ws.send(msg)
+    except websockets.ConnectionClosed:
+        pass
+    await ws.wait_closed()
+    emit(event="close", code=ws.close_code, reason=ws.close_reason or "")
+
+
+async def client(url, case):
+    protocols = PROTOCOLS if case.startswith("subprotocol") else None
+    async with websockets.connect(
+        url,
+        subprotocols=protocols,
+        max_size=None,
+        ping_interval=None,
+        close_timeout=5,
+        compression=None,
+    ) as ws:
+        await converse(ws, case)
+
+
+async def server(case):
+    done = asyncio.get_running_loop().create_future()
+
+    async def handler(ws):
+        try:
+            await converse(ws, case)
+        except Exception as exc:  # reported, then the process fails
+            if not done.done():
+                done.set_exception(exc)
+            raise
+        if not done.done():
+            done.set_result(None)
+
+    async with websockets.serve(
+        handler,
+        "127.0.0.1",
+        0,
+        subprotocols=PROTOCOLS,
+        max_size=None,
+        ping_interval=None,
+        close_timeout=5,
+        compression=None,
+    ) as srv:
+        port = srv.sockets[0].getsockname()[1]
+        emit(event="listening", port=port)
+        await done
+
+
+def main(argv):
+    if len(argv) == 4 and argv[1] == "client":
+        coro = client(argv[2], argv[3])
+    elif len(argv) == 3 and argv[1] == "server":
+        coro = server(argv[2])
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(asyncio.wait_for(coro, TIMEOUT))
+    except Exception as exc:
+        emit(event="error", error=f"{type(exc).__name__}: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
