@@ -1,0 +1,214 @@
+package ws
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// AcceptOptions configures the server side of a connection. The zero
+// value (or nil) accepts same-origin connections without a subprotocol or
+// compression, with DefaultReadLimit.
+type AcceptOptions struct {
+	// Subprotocols the server supports. The first one that the client
+	// offers and that is listed here is chosen; with none in common the
+	// connection has no subprotocol (the application may refuse it).
+	Subprotocols []string
+
+	// AllowedOrigins lists origin patterns that may connect besides the
+	// same origin (see the package documentation). "*" allows any: only
+	// for endpoints that use no cookies or other ambient credentials.
+	AllowedOrigins []string
+
+	// ReadLimit is the largest message accepted, in bytes (after
+	// decompression); 0 means DefaultReadLimit.
+	ReadLimit int64
+
+	// Header holds extra response headers, such as Set-Cookie.
+	Header http.Header
+
+	// KeepAlive, if positive, sends a ping after each such period in
+	// which nothing arrived, and closes the connection when another
+	// period passes in silence. Reading must be under way for pongs to
+	// be seen.
+	KeepAlive time.Duration
+
+	// Compression enables permessage-deflate (RFC 7692) when the client
+	// offers it; nil disables it.
+	Compression *CompressionOptions
+}
+
+// CompressionOptions configures permessage-deflate.
+type CompressionOptions struct {
+	// ContextTakeover lets both sides keep their compression window
+	// across messages: better ratios for many small similar messages,
+	// at a cost of compressor and decompressor state (hundreds of KiB
+	// with compress/flate) held by every connection for its life. Off,
+	// the state comes from a pool for one message at a time.
+	ContextTakeover bool
+
+	// Level is the compress/flate level; 0 means flate.BestSpeed.
+	Level int
+
+	// Threshold is the smallest message worth compressing, in bytes;
+	// shorter ones go out uncompressed. 0 means 128.
+	Threshold int
+}
+
+// Upgrade turns an HTTP request into a WebSocket connection by hijacking
+// it. If the request is not an acceptable handshake, Upgrade answers it
+// with the proper status (400, 403, 405 or 426 with
+// Sec-WebSocket-Version: 13) and a plain-text reason, and returns a
+// *HandshakeError.
+func Upgrade(w http.ResponseWriter, r *http.Request, opts *AcceptOptions) (*Conn, error) {
+	if opts == nil {
+		opts = &AcceptOptions{}
+	}
+	resp, herr := prepareResponse(r, opts)
+	if herr != nil {
+		if herr.StatusCode == http.StatusUpgradeRequired {
+			w.Header().Set("Sec-WebSocket-Version", "13")
+		}
+		if herr.StatusCode == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", http.MethodGet)
+		}
+		http.Error(w, herr.Reason, herr.StatusCode)
+		return nil, herr
+	}
+	nc, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		http.Error(w, "cannot take over the connection for WebSocket", http.StatusInternalServerError)
+		return nil, fmt.Errorf("ws: hijack: %w", err)
+	}
+	// net/http may have set a deadline from the server's timeouts.
+	nc.SetDeadline(time.Time{})
+	return finishAccept(nc, brw.Reader, resp)
+}
+
+// Accept runs the server side of the opening handshake on a raw
+// connection, for servers that do not use net/http. It reads the request
+// itself; set a deadline on nc first to bound it. On a refused handshake
+// it writes the HTTP error, closes nc and returns a *HandshakeError.
+func Accept(nc net.Conn, opts *AcceptOptions) (*Conn, error) {
+	if opts == nil {
+		opts = &AcceptOptions{}
+	}
+	br := bufio.NewReaderSize(nc, bufSize)
+	r, err := http.ReadRequest(br)
+	if err != nil {
+		writeHTTPError(nc, http.StatusBadRequest, "malformed HTTP request")
+		nc.Close()
+		return nil, fmt.Errorf("ws: read handshake request: %w", err)
+	}
+	resp, herr := prepareResponse(r, opts)
+	if herr != nil {
+		writeHTTPError(nc, herr.StatusCode, herr.Reason)
+		nc.Close()
+		return nil, herr
+	}
+	return finishAccept(nc, br, resp)
+}
+
+// acceptResponse is a handshake that passed the checks, ready to answer.
+type acceptResponse struct {
+	opts        *AcceptOptions
+	accept      string
+	subprotocol string
+	deflate     *deflateParams
+}
+
+func prepareResponse(r *http.Request, opts *AcceptOptions) (*acceptResponse, *HandshakeError) {
+	if status, reason := checkRequest(r); status != 0 {
+		return nil, &HandshakeError{StatusCode: status, Reason: reason}
+	}
+	if !checkOrigin(r, opts.AllowedOrigins) {
+		return nil, &HandshakeError{StatusCode: http.StatusForbidden, Reason: "origin " + r.Header.Get("Origin") + " is not allowed"}
+	}
+	resp := &acceptResponse{
+		opts:        opts,
+		accept:      AcceptKey(r.Header.Get("Sec-WebSocket-Key")),
+		subprotocol: selectSubprotocol(r, opts.Subprotocols),
+	}
+	if opts.Compression != nil {
+		// A malformed extension list only means no compression.
+		if exts, err := parseExtensions(r.Header.Values("Sec-WebSocket-Extensions")); err == nil {
+			if p, ok := negotiateDeflate(exts, opts.Compression.ContextTakeover); ok {
+				resp.deflate = &p
+			}
+		}
+	}
+	return resp, nil
+}
+
+func finishAccept(nc net.Conn, br *bufio.Reader, resp *acceptResponse) (*Conn, error) {
+	var b strings.Builder
+	b.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ")
+	b.WriteString(resp.accept)
+	b.WriteString("\r\n")
+	if resp.subprotocol != "" {
+		b.WriteString("Sec-WebSocket-Protocol: " + resp.subprotocol + "\r\n")
+	}
+	if resp.deflate != nil {
+		b.WriteString("Sec-WebSocket-Extensions: " + resp.deflate.String() + "\r\n")
+	}
+	for k, vs := range resp.opts.Header {
+		for _, v := range vs {
+			if strings.ContainsAny(k+v, "\r\n") {
+				continue
+			}
+			b.WriteString(k + ": " + v + "\r\n")
+		}
+	}
+	b.WriteString("\r\n")
+	if _, err := nc.Write([]byte(b.String())); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("ws: write handshake response: %w", err)
+	}
+	c := newConn(nc, true, resp.opts.ReadLimit)
+	c.subprotocol = resp.subprotocol
+	if resp.deflate != nil {
+		c.extensions = resp.deflate.String()
+		c.deflate = newDeflateState(*resp.deflate, true, resp.opts.Compression)
+		c.rsvAllowed = bitRsv1
+	}
+	if err := c.adoptBuffered(br); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	c.startKeepAlive(resp.opts.KeepAlive)
+	return c, nil
+}
+
+// adoptBuffered takes over bytes that the handshake's reader read past the
+// handshake (a peer may send its first frames right behind it).
+func (c *Conn) adoptBuffered(br *bufio.Reader) error {
+	n := br.Buffered()
+	if n == 0 {
+		return nil
+	}
+	if n > bufSize {
+		return errors.New("ws: too much data behind the handshake")
+	}
+	c.rbuf = getBuf()
+	p, _ := br.Peek(n)
+	c.rend = copy(c.rbuf[:], p)
+	return nil
+}
+
+// writeHTTPError answers a raw connection with a plain-text HTTP error.
+func writeHTTPError(nc net.Conn, status int, reason string) {
+	extra := ""
+	if status == http.StatusUpgradeRequired {
+		extra = "Sec-WebSocket-Version: 13\r\n"
+	}
+	if status == http.StatusMethodNotAllowed {
+		extra = "Allow: GET\r\n"
+	}
+	body := reason + "\n"
+	fmt.Fprintf(nc, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n%sConnection: close\r\nContent-Length: %d\r\n\r\n%s",
+		status, http.StatusText(status), extra, len(body), body)
+}

@@ -1,0 +1,59 @@
+// Package ws implements the WebSocket protocol (RFC 6455) with
+// permessage-deflate compression (RFC 7692), for servers and clients.
+//
+// A server upgrades a net/http request with Upgrade, or runs the
+// handshake on a raw net.Conn with Accept. A client connects with Dial.
+// Either way the result is a *Conn:
+//
+//	c, err := ws.Upgrade(w, r, &ws.AcceptOptions{Subprotocols: []string{"chat"}})
+//	if err != nil {
+//		return // Upgrade has answered the request with the reason
+//	}
+//	defer c.CloseNow()
+//	for {
+//		op, msg, err := c.ReadMessage(ctx, buf[:0])
+//		...
+//	}
+//
+// # Messages
+//
+// ReadMessage and WriteMessage move whole messages; NextReader and
+// NextWriter stream one message as an io.Reader or io.WriteCloser.
+// ReadMessage appends to a caller's buffer, so a loop that reuses it reads
+// without allocating. A PreparedMessage is encoded (and compressed) once
+// and written to many connections, for broadcast. NetConn adapts a
+// connection to net.Conn.
+//
+// # Concurrency
+//
+// One goroutine may read while any number write: whole messages are
+// written one at a time, and control frames (pongs, pings, close) may go
+// out between the frames of a fragmented message. Pings are answered and
+// the peer's close frame is echoed by the reading goroutine, so keep one
+// reading.
+//
+// # Errors and closing
+//
+// The peer's close frame reaches the reader as a *CloseError; CloseStatus
+// extracts its code. A frame that breaks the protocol closes the
+// connection with the matching status (1002 protocol error, 1007 invalid
+// UTF-8 or deflate data in text, 1009 message too big) and a reason, and
+// the reader gets a *CloseError with Local set. Close runs the closing
+// handshake with a bounded wait; the server closes the TCP connection
+// first, as RFC 6455 section 7.1.1 asks.
+//
+// # Origins
+//
+// By default a server accepts requests without an Origin header and those
+// whose Origin host equals the Host header. AcceptOptions.AllowedOrigins
+// adds patterns, matched with path.Match against the whole origin
+// ("https://*.example.com") or its host ("*.example.com").
+//
+// # Memory
+//
+// A connection borrows a 4 KiB buffer from a pool only while a frame is
+// being read or a message written, and (on a plain socket) gives it back
+// before it waits for the next frame, so an idle connection holds its
+// small Conn struct and nothing else. Without context takeover, the
+// compressor and decompressor are likewise pooled per message.
+package ws

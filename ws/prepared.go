@@ -1,0 +1,86 @@
+package ws
+
+import (
+	"context"
+	"sync"
+)
+
+// PreparedMessage is a message encoded once and written to many
+// connections, for broadcast: the server frame (and its compressed form)
+// is built on first use and shared by every connection that writes it.
+// Connections that keep a compression context, and clients (which mask
+// each frame differently), encode it for themselves.
+type PreparedMessage struct {
+	op   Opcode
+	data []byte
+
+	mu         sync.Mutex
+	plain      []byte // header and payload, unmasked
+	compressed []byte // RSV1 frame compressed without context
+	level      int
+	err        error
+}
+
+// NewPreparedMessage prepares data as a message of type op. data must not
+// change while the prepared message is in use.
+func NewPreparedMessage(op Opcode, data []byte) *PreparedMessage {
+	return &PreparedMessage{op: op, data: data}
+}
+
+// Data returns the message's payload.
+func (pm *PreparedMessage) Data() []byte { return pm.data }
+
+// frame returns the server frame for a connection, compressed or not.
+func (pm *PreparedMessage) frame(d *deflateState) ([]byte, error) {
+	pm.mu.Lock()
+	defer pm.mu.Unlock()
+	if d == nil || !d.compressWrite(len(pm.data)) {
+		if pm.plain == nil {
+			h := header{fin: true, op: pm.op, length: int64(len(pm.data))}
+			pm.plain = append(appendHeader(make([]byte, 0, maxHeaderSize+len(pm.data)), h), pm.data...)
+		}
+		return pm.plain, nil
+	}
+	if pm.compressed == nil || pm.level != d.level {
+		var s sink
+		out, err := d.compressMessage(&s, pm.data)
+		if err != nil {
+			return nil, err
+		}
+		h := header{fin: true, rsv: bitRsv1, op: pm.op, length: int64(len(out))}
+		pm.compressed = append(appendHeader(make([]byte, 0, maxHeaderSize+len(out)), h), out...)
+		pm.level = d.level
+	}
+	return pm.compressed, nil
+}
+
+// WritePrepared writes a prepared message. On the server side it costs
+// one write of the shared frame and no allocation.
+func (c *Conn) WritePrepared(ctx context.Context, pm *PreparedMessage) error {
+	if !c.server || (c.deflate != nil && c.deflate.writeTakeover && c.deflate.compressWrite(len(pm.data))) {
+		return c.WriteMessage(ctx, pm.op, pm.data)
+	}
+	frame, err := pm.frame(c.deflate)
+	if err != nil {
+		return err
+	}
+	c.msgMu.Lock()
+	defer c.msgMu.Unlock()
+	if stop := c.watch(ctx, true); stop != nil {
+		defer stop()
+	}
+	return c.ctxErr(ctx, c.writeRaw(frame))
+}
+
+// writeRaw writes a whole encoded frame.
+func (c *Conn) writeRaw(frame []byte) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if c.writeErr != nil {
+		return c.writeErr
+	}
+	if c.closeSent {
+		return ErrClosed
+	}
+	return c.wrote(c.nc.Write(frame))
+}

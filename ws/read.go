@@ -1,0 +1,475 @@
+package ws
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// ReadMessage reads the next data message, appends its payload to buf and
+// returns the result with the message's opcode (OpText or OpBinary). Pass
+// nil to get a new slice, or a slice to reuse (buf[:0]) to read without
+// allocating. Control frames that arrive meanwhile are handled: pings are
+// answered, and the peer's close frame is echoed and returned as a
+// *CloseError.
+//
+// If ctx ends before a message arrives, the connection is closed and
+// ctx.Err() returned: a read cut in the middle of a frame cannot resume.
+func (c *Conn) ReadMessage(ctx context.Context, buf []byte) (Opcode, []byte, error) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	if stop := c.watch(ctx, false); stop != nil {
+		defer stop()
+	}
+	op, buf, err := c.readMessage(buf)
+	return op, buf, c.ctxErr(ctx, err)
+}
+
+func (c *Conn) readMessage(buf []byte) (Opcode, []byte, error) {
+	if c.msgOp != 0 {
+		// A NextReader that was not read to its end: skip its rest.
+		if err := c.skipMessage(); err != nil {
+			return 0, buf, err
+		}
+	}
+	for {
+		h, err := c.nextDataFrame()
+		if err != nil {
+			return 0, buf, err
+		}
+		if c.msgDeflat {
+			// The decompressor pulls the message's later frames itself.
+			if buf, err = c.inflateAll(buf); err != nil {
+				return 0, buf, err
+			}
+			h.fin = true
+		} else if buf, err = c.readFrameInto(buf); err != nil {
+			return 0, buf, err
+		}
+		if h.fin {
+			op := c.msgOp
+			if err := c.endMessage(); err != nil {
+				return 0, buf, err
+			}
+			return op, buf, nil
+		}
+	}
+}
+
+// readFrameInto appends the rest of the current frame's payload to buf.
+func (c *Conn) readFrameInto(buf []byte) ([]byte, error) {
+	n := len(buf)
+	buf = grow(buf, int(c.remain))
+	p := buf[n : n+int(c.remain)]
+	buf = buf[:n+len(p)]
+	for len(p) > 0 {
+		m, err := c.readPayload(p)
+		p = p[m:]
+		if err != nil {
+			return buf[:len(buf)-len(p)], err
+		}
+	}
+	return buf, nil
+}
+
+// grow makes room for n more bytes in buf, like slices.Grow, but doubling
+// so that a reused buffer settles at its largest size.
+func grow(buf []byte, n int) []byte {
+	if cap(buf)-len(buf) >= n {
+		return buf
+	}
+	nb := make([]byte, len(buf), max(2*cap(buf), len(buf)+n))
+	copy(nb, buf)
+	return nb
+}
+
+// NextReader returns the opcode of the next data message and a reader of
+// its payload. The reader is valid until the next call to NextReader or
+// ReadMessage; it returns io.EOF at the end of the message. Control frames
+// are handled as in ReadMessage.
+//
+// ctx bounds the wait for the message's first frame only; reads from the
+// returned reader follow the connection's read deadline.
+func (c *Conn) NextReader(ctx context.Context) (Opcode, io.Reader, error) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	if stop := c.watch(ctx, false); stop != nil {
+		defer stop()
+	}
+	if c.msgOp != 0 {
+		if err := c.skipMessage(); err != nil {
+			return 0, nil, c.ctxErr(ctx, err)
+		}
+	}
+	if _, err := c.nextDataFrame(); err != nil {
+		return 0, nil, c.ctxErr(ctx, err)
+	}
+	c.reader.gen++
+	c.reader.eof = false
+	return c.msgOp, readerHandle{&c.reader, c.reader.gen}, nil
+}
+
+// messageReader streams one message's payload across its frames.
+type messageReader struct {
+	c   *Conn
+	gen uint64 // which message; a stale handle gets an error
+	eof bool
+}
+
+// readerHandle is what NextReader returns; it detects use after the
+// message it belonged to is gone.
+type readerHandle struct {
+	r   *messageReader
+	gen uint64
+}
+
+var errStaleReader = errors.New("ws: read from a message reader after the next message was requested")
+
+func (h readerHandle) Read(p []byte) (int, error) {
+	c := h.r.c
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	if h.gen != h.r.gen {
+		return 0, errStaleReader
+	}
+	if h.r.eof {
+		return 0, io.EOF
+	}
+	if c.readErr != nil {
+		return 0, c.readErr
+	}
+	if c.msgDeflat {
+		n, done, err := c.inflateRead(p)
+		if err != nil || !done {
+			return n, err
+		}
+		if err := c.endMessage(); err != nil {
+			return n, err
+		}
+		h.r.eof = true
+		if n == 0 {
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+	for c.remain == 0 {
+		if c.frame.fin {
+			if err := c.endMessage(); err != nil {
+				return 0, err
+			}
+			h.r.eof = true
+			return 0, io.EOF
+		}
+		if _, err := c.nextDataFrame(); err != nil {
+			return 0, err
+		}
+	}
+	return c.readPayload(p)
+}
+
+// skipMessage discards the rest of a message that the application left
+// unread.
+func (c *Conn) skipMessage() error {
+	var tmp [512]byte
+	for {
+		if c.msgDeflat {
+			_, done, err := c.inflateRead(tmp[:])
+			if err != nil {
+				return err
+			}
+			if done {
+				return c.endMessage()
+			}
+			continue
+		}
+		for c.remain > 0 {
+			if _, err := c.readPayload(tmp[:]); err != nil {
+				return err
+			}
+		}
+		if c.frame.fin {
+			return c.endMessage()
+		}
+		if _, err := c.nextDataFrame(); err != nil {
+			return err
+		}
+	}
+}
+
+// endMessage finishes the message whose last frame has been read.
+func (c *Conn) endMessage() error {
+	if c.msgDeflat {
+		if err := c.inflateEnd(); err != nil {
+			return err
+		}
+	}
+	if c.msgOp == OpText && !c.utf8.done() {
+		return c.fail(StatusInvalidFramePayloadData, "text message ends inside a UTF-8 sequence")
+	}
+	c.msgOp, c.msgLen, c.msgDeflat = 0, 0, false
+	return nil
+}
+
+// readPayload reads up to len(p) bytes of the current data frame into p,
+// unmasked, checking UTF-8 for text. It reads straight from the socket
+// when nothing is buffered and p is large, to save a copy.
+func (c *Conn) readPayload(p []byte) (int, error) {
+	if int64(len(p)) > c.remain {
+		p = p[:c.remain]
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var n int
+	if c.rpos < c.rend {
+		n = copy(p, c.rbuf[c.rpos:c.rend])
+		c.consume(n)
+	} else if len(p) >= bufSize {
+		var err error
+		n, err = c.nc.Read(p)
+		if n == 0 {
+			if err == nil || err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, c.broken(err)
+		}
+	} else {
+		if err := c.fill(1); err != nil {
+			return 0, err
+		}
+		n = copy(p, c.rbuf[c.rpos:c.rend])
+		c.consume(n)
+	}
+	p = p[:n]
+	if c.frame.masked {
+		c.maskPos = mask(c.frame.key, c.maskPos, p)
+	}
+	c.remain -= int64(n)
+	if c.msgOp == OpText && !c.msgDeflat && !c.utf8.write(p) {
+		return n, c.fail(StatusInvalidFramePayloadData, "invalid UTF-8 in text message")
+	}
+	return n, nil
+}
+
+// consume marks n buffered bytes as used, and gives the buffer back to the
+// pool when it is empty.
+func (c *Conn) consume(n int) {
+	c.rpos += n
+	if c.rpos == c.rend {
+		c.rpos, c.rend = 0, 0
+		if c.raw != nil && c.rbuf != nil {
+			putBuf(c.rbuf)
+			c.rbuf = nil
+		}
+	}
+}
+
+// fill reads from the socket until at least n (<= bufSize) bytes are
+// buffered.
+func (c *Conn) fill(n int) error {
+	for c.rend-c.rpos < n {
+		if c.rbuf != nil && c.rpos+n > bufSize {
+			// Move the partial frame start to the front to make room.
+			copy(c.rbuf[:], c.rbuf[c.rpos:c.rend])
+			c.rend -= c.rpos
+			c.rpos = 0
+		}
+		var m int
+		var err error
+		if c.raw != nil {
+			c.rbuf, m, err = c.raw.fill(c.rbuf, c.rend, c.rend == c.rpos)
+		} else {
+			if c.rbuf == nil {
+				c.rbuf = getBuf()
+			}
+			m, err = c.nc.Read(c.rbuf[c.rend:])
+		}
+		c.rend += m
+		if m == 0 {
+			if err == nil {
+				err = io.EOF
+			}
+			if err == io.EOF && c.rend > c.rpos {
+				err = io.ErrUnexpectedEOF
+			}
+			return c.broken(err)
+		}
+	}
+	return nil
+}
+
+// broken records a transport error (the peer went away without a close
+// handshake, a deadline passed) and closes the connection.
+func (c *Conn) broken(err error) error {
+	if c.readErr == nil {
+		if err == io.EOF {
+			err = &CloseError{Code: StatusAbnormalClosure, Reason: "connection closed without a close frame"}
+			err = fmt.Errorf("ws: %w", err)
+		}
+		c.readErr = err
+	}
+	c.CloseNow()
+	return c.readErr
+}
+
+// fail fails the connection (RFC 6455 section 7.1.7): it sends a close
+// frame with code and reason, closes the connection, and makes every
+// later read return the error.
+func (c *Conn) fail(code StatusCode, reason string) error {
+	if c.readErr == nil {
+		c.readErr = &CloseError{Code: code, Reason: reason, Local: true}
+	}
+	c.writeClose(code, reason)
+	c.CloseNow()
+	return c.readErr
+}
+
+// nextDataFrame reads frame headers, handling any control frames, until
+// the header of the next data frame of a message; it checks every rule of
+// RFC 6455 that a header can break.
+func (c *Conn) nextDataFrame() (header, error) {
+	for {
+		if c.readErr != nil {
+			return header{}, c.readErr
+		}
+		if err := c.fill(2); err != nil {
+			return header{}, err
+		}
+		h, n, err := parseHeader(c.rbuf[c.rpos:c.rend])
+		if err == errShortHeader {
+			if err := c.fill(headerLen(c.rbuf[c.rpos+1])); err != nil {
+				return header{}, err
+			}
+			h, n, err = parseHeader(c.rbuf[c.rpos:c.rend])
+		}
+		if err != nil {
+			return header{}, c.fail(StatusProtocolError, err.Error()[len("ws: "):])
+		}
+		c.consume(n)
+		c.frames.Add(1)
+		if err := c.checkHeader(h); err != nil {
+			return header{}, err
+		}
+		if h.op.IsControl() {
+			if err := c.handleControl(h); err != nil {
+				return header{}, err
+			}
+			continue
+		}
+		if h.op != OpContinuation {
+			c.msgOp = h.op
+			c.msgDeflat = h.rsv&bitRsv1 != 0
+			if c.msgDeflat {
+				c.inflateStart()
+			}
+		}
+		c.msgLen += h.length
+		limit := c.readLimit.Load()
+		if c.msgDeflat {
+			// The limit applies to the decompressed size, counted as
+			// it is inflated; this only stops absurd compressed sizes.
+			limit = 2*limit + 1024
+		}
+		if c.msgLen > limit {
+			return header{}, c.fail(StatusMessageTooBig, fmt.Sprintf("message larger than the limit of %d bytes", c.readLimit.Load()))
+		}
+		c.frame, c.remain, c.maskPos = h, h.length, 0
+		return h, nil
+	}
+}
+
+func (c *Conn) checkHeader(h header) error {
+	switch {
+	case h.masked != c.server:
+		if c.server {
+			return c.fail(StatusProtocolError, "client frame is not masked")
+		}
+		return c.fail(StatusProtocolError, "server frame is masked")
+	case h.op.isReserved():
+		return c.fail(StatusProtocolError, "reserved opcode "+itoa(int(h.op)))
+	case h.op.IsControl():
+		if !h.fin {
+			return c.fail(StatusProtocolError, "fragmented control frame")
+		}
+		if h.length > maxControlPayload {
+			return c.fail(StatusProtocolError, "control frame payload longer than 125 bytes")
+		}
+		if h.rsv != 0 {
+			return c.fail(StatusProtocolError, "RSV bits set on a control frame")
+		}
+	case h.op == OpContinuation:
+		if c.msgOp == 0 {
+			return c.fail(StatusProtocolError, "continuation frame without a message to continue")
+		}
+		if h.rsv != 0 {
+			return c.fail(StatusProtocolError, "RSV bits set on a continuation frame")
+		}
+	default: // text or binary
+		if c.msgOp != 0 {
+			return c.fail(StatusProtocolError, "new message before the last one was finished")
+		}
+		if h.rsv&^c.rsvAllowed != 0 {
+			return c.fail(StatusProtocolError, "RSV bits set without an extension that defines them")
+		}
+	}
+	return nil
+}
+
+// handleControl reads a control frame's payload and acts on it.
+func (c *Conn) handleControl(h header) error {
+	p := c.ctrl[:h.length]
+	if h.length > 0 {
+		if err := c.fill(int(h.length)); err != nil {
+			return err
+		}
+		copy(p, c.rbuf[c.rpos:c.rend])
+		c.consume(len(p))
+		if h.masked {
+			mask(h.key, 0, p)
+		}
+	}
+	switch h.op {
+	case OpPing:
+		if err := c.writeControl(OpPong, p); err != nil && err != ErrClosed {
+			return c.broken(err)
+		}
+	case OpPong:
+		// Any frame counts as a sign of life for the keepalive.
+	case OpClose:
+		return c.handleClose(p)
+	}
+	return nil
+}
+
+// handleClose answers the peer's close frame and ends the connection.
+func (c *Conn) handleClose(p []byte) error {
+	code, reason, err := parseClosePayload(p)
+	if err != nil {
+		status := StatusProtocolError
+		if len(p) >= 2 && StatusCode(int(p[0])<<8|int(p[1])).validOnWire() {
+			status = StatusInvalidFramePayloadData
+		}
+		return c.fail(status, err.Error())
+	}
+	c.peerClose = CloseError{Code: code, Reason: reason}
+	c.readErr = &c.peerClose
+	close(c.closeRecv)
+	// Echo the status (RFC 6455 section 5.5.1), unless this side
+	// started the handshake and the frame is the reply.
+	c.writeClose(code, reason)
+	if !c.server {
+		// The server ends the TCP connection first; wait a little
+		// for it so that the TIME_WAIT state stays on its side.
+		c.nc.SetReadDeadline(time.Now().Add(closeTimeout))
+		var tmp [64]byte
+		for i := 0; i < 64; i++ {
+			if _, err := c.nc.Read(tmp[:]); err != nil {
+				break
+			}
+		}
+	}
+	c.CloseNow()
+	return c.readErr
+}
