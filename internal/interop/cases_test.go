@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"testing"
 
 	"github.com/hotline-rt/hotline/ws"
 )
@@ -220,7 +219,7 @@ func peerPattern(n int) []byte {
 
 // bigText is 16 MiB of text, ASCII and multi-byte runes mixed.
 func bigText() []byte {
-	const unit = "héllo wörld✓ab" // 16 bytes
+	const unit = "héllo wörld✓" // 16 bytes
 	return bytes.Repeat([]byte(unit), bigSize/len(unit))
 }
 
