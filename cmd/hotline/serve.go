@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/hotline-rt/hotline/server"
+)
+
+const serveSynopsis = `Usage: hotline serve [flags]
+
+Runs the hotline server: the chat page at /, the push endpoint /chat
+(WebSocket subprotocols chat and superchat), long polling and ajax polling
+fallbacks, the publish API under /api/, /metrics, /healthz, and the
+diagnostic endpoints /echo and /broadcast.`
+
+func serve(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (host:port)")
+	origins := fs.String("allowed-origins", "", "comma-separated origin patterns allowed besides the same origin,\ne.g. http://example.com,https://*.example.org")
+	compress := fs.Bool("compress", true, "negotiate permessage-deflate (without context takeover)")
+	readLimit := fs.Int64("read-limit", 1<<20, "largest message accepted from a client, in bytes")
+	keepAlive := fs.Duration("keepalive", 30*time.Second, "WebSocket ping period when a client is silent; 0 disables")
+	shutdownTimeout := fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for queued messages to flush")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	withEnvHelp(fs, serveSynopsis)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
+	}
+	log, err := newLogger(*logFormat, *logLevel)
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(server.Config{
+		AllowedOrigins: splitList(*origins),
+		Compress:       *compress,
+		ReadLimit:      *readLimit,
+		KeepAlive:      *keepAlive,
+		Logger:         log,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	hs.RegisterOnShutdown(srv.GoingAway)
+	log.Info("hotline serving", "addr", "http://"+ln.Addr().String(), "compress", *compress)
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "timeout", *shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
+	defer cancel()
+	err = errors.Join(hs.Shutdown(sctx), srv.Shutdown(sctx))
+	if err == nil {
+		log.Info("shutdown complete")
+	}
+	return err
+}
+
+func newLogger(format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level %q: %v", level, err)
+	}
+	o := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, o)), nil
+	}
+	return nil, fmt.Errorf("-log-format %q: want text or json", format)
+}
