@@ -53,10 +53,15 @@ func (c *Conn) writeFrame(fin bool, op Opcode, rsv byte, p []byte) error {
 	}
 	h := header{fin: fin, rsv: rsv, op: op, length: int64(len(p)), masked: !c.server}
 	if c.server {
-		hdr := appendHeader(c.wctrl[:0], h)
-		if len(p) == 0 {
-			return c.wrote(c.nc.Write(hdr))
+		if len(p) <= bufSize-maxHeaderSize {
+			// One write of a copy beats writev for small frames.
+			buf := getBuf()
+			out := append(appendHeader(buf[:0], h), p...)
+			err := c.wrote(c.nc.Write(out))
+			putBuf(buf)
+			return err
 		}
+		hdr := appendHeader(c.wctrl[:0], h)
 		c.wvec[0], c.wvec[1] = hdr, p
 		c.wbufs = c.wvec[:]
 		_, err := c.wbufs.WriteTo(c.nc)
