@@ -1,0 +1,171 @@
+package push
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/hotline-rt/hotline/broker"
+)
+
+// Protocol is what a session's messages mean.
+type Protocol int
+
+const (
+	// ProtocolChat: plain text lines relayed to one room. The zero
+	// Protocol means chat, as a client that offers no subprotocol gets chat.
+	ProtocolChat Protocol = iota
+	// ProtocolSuperchat: JSON envelopes (docs/protocol.md).
+	ProtocolSuperchat
+)
+
+// String returns the WebSocket subprotocol name: "chat" or "superchat".
+func (p Protocol) String() string {
+	switch p {
+	case ProtocolChat:
+		return "chat"
+	case ProtocolSuperchat:
+		return "superchat"
+	}
+	return fmt.Sprintf("Protocol(%d)", int(p))
+}
+
+// ParseProtocol maps a subprotocol name to a Protocol; transports use it to
+// pick one from Sec-WebSocket-Protocol.
+func ParseProtocol(name string) (Protocol, bool) {
+	switch name {
+	case "chat":
+		return ProtocolChat, true
+	case "superchat":
+		return ProtocolSuperchat, true
+	}
+	return 0, false
+}
+
+// NamespaceOptions configure the channels of one namespace: the part of a
+// channel name before the first ':' ("news" in "news:eu"; a name without ':'
+// is in the "" namespace). The zero value keeps no history, tracks no
+// presence, and lets only the server publish.
+type NamespaceOptions struct {
+	HistorySize   int           // publications kept for recovery and history; 0 keeps none
+	HistoryTTL    time.Duration // how long each is kept; 0: until pushed out by HistorySize
+	Presence      bool          // track who is subscribed
+	JoinLeave     bool          // push join and leave events to superchat subscribers
+	ClientPublish bool          // clients may publish; the server API always may
+}
+
+// Default options of the namespaces that exist without configuration.
+var (
+	// ChatNamespace is "chat", the rooms of the chat protocol.
+	ChatNamespace = NamespaceOptions{HistorySize: 100, HistoryTTL: 10 * time.Minute, Presence: true, JoinLeave: true, ClientPublish: true}
+	// DefaultNamespace is "", for channels without ':'. Only the server
+	// publishes there unless configured otherwise.
+	DefaultNamespace = NamespaceOptions{HistorySize: 100, HistoryTTL: 10 * time.Minute, Presence: true}
+)
+
+// Config configures an Engine. The zero value is ready to use.
+type Config struct {
+	// Broker stores and fans out publications. nil: a broker.NewMemory,
+	// which Shutdown closes; a Broker given here is left open.
+	Broker broker.Broker
+	// Logger receives the engine's logs. nil: nothing is logged.
+	Logger *slog.Logger
+	// Namespaces configures channels by namespace. nil: "" (DefaultNamespace)
+	// and "chat" (ChatNamespace). If given and "chat" is missing,
+	// ChatNamespace is added. Channels in other namespaces are refused
+	// (ErrUnknownNamespace).
+	Namespaces map[string]NamespaceOptions
+	// MaxSessions bounds the sessions of this engine; past it Connect
+	// returns ErrTooManySessions. 0: unlimited.
+	MaxSessions int
+	// QueueMessages bounds each session's outbound queue in items.
+	// 0: 1024.
+	QueueMessages int
+	// QueueBytes bounds each session's outbound queue in bytes. 0: 1 MiB.
+	QueueBytes int
+	// PublishRate is the publications per second a session may make
+	// (chat lines and superchat publish). 0: unlimited.
+	PublishRate float64
+	// PublishBurst is how many publications a session may make at once
+	// within PublishRate. 0: PublishRate rounded up, at least 1.
+	PublishBurst int
+	// SessionGrace is how long a session outlives its last detached
+	// transport, so a client can come back with its subscriptions and
+	// positions. 0: 30s. Negative: a detached session ends at once.
+	SessionGrace time.Duration
+	// PresenceTTL is how long a presence entry lives in the broker without
+	// being refreshed; the engine refreshes at a third of it. 0: 60s.
+	PresenceTTL time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	ns := make(map[string]NamespaceOptions, len(c.Namespaces)+2)
+	if c.Namespaces == nil {
+		ns[""] = DefaultNamespace
+	}
+	for k, v := range c.Namespaces {
+		ns[k] = v
+	}
+	if _, ok := ns["chat"]; !ok {
+		ns["chat"] = ChatNamespace
+	}
+	c.Namespaces = ns
+	if c.QueueMessages <= 0 {
+		c.QueueMessages = 1024
+	}
+	if c.QueueBytes <= 0 {
+		c.QueueBytes = 1 << 20
+	}
+	if c.PublishRate > 0 && c.PublishBurst <= 0 {
+		c.PublishBurst = max(1, int(c.PublishRate+0.999999))
+	}
+	if c.SessionGrace == 0 {
+		c.SessionGrace = 30 * time.Second
+	}
+	if c.PresenceTTL <= 0 {
+		c.PresenceTTL = 60 * time.Second
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	for name := range c.Namespaces {
+		if strings.Contains(name, ":") {
+			return fmt.Errorf("push: namespace %q contains ':'", name)
+		}
+	}
+	if c.PublishRate < 0 {
+		return fmt.Errorf("push: negative PublishRate %v", c.PublishRate)
+	}
+	if c.MaxSessions < 0 {
+		return fmt.Errorf("push: negative MaxSessions %d", c.MaxSessions)
+	}
+	return nil
+}
+
+// maxChannelLen bounds channel names.
+const maxChannelLen = 255
+
+// namespace returns the options of channel's namespace.
+func (e *Engine) namespace(channel string) (NamespaceOptions, error) {
+	if channel == "" || len(channel) > maxChannelLen {
+		return NamespaceOptions{}, fmt.Errorf("%w: %q", ErrInvalidChannel, channel)
+	}
+	name, _, ok := strings.Cut(channel, ":")
+	if !ok {
+		name = ""
+	}
+	opts, found := e.cfg.Namespaces[name]
+	if !found {
+		return NamespaceOptions{}, fmt.Errorf("%w: %q", ErrUnknownNamespace, name)
+	}
+	return opts, nil
+}
+
+func (o NamespaceOptions) publishOptions() broker.PublishOptions {
+	return broker.PublishOptions{HistorySize: o.HistorySize, HistoryTTL: o.HistoryTTL}
+}

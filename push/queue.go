@@ -1,0 +1,181 @@
+package push
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Outbound is one item of a session's outbound queue.
+type Outbound struct {
+	// Seq numbers the session's items: 1, 2, 3, ... without gaps.
+	Seq uint64
+	// Data is what to send: a text line (chat) or a JSON envelope
+	// (superchat). It is shared with other sessions: never modify it.
+	Data []byte
+	// Time is when the broker accepted the publication this item carries
+	// (zero for replies and notices): the transport may observe
+	// publish-to-write latency with it.
+	Time time.Time
+}
+
+// queue is a session's outbound queue: bounded in items and bytes, grown
+// only as needed, and emptied by Ack. It also holds the session's end state
+// (err, done) so that Wait sees both under one lock.
+type queue struct {
+	mu       sync.Mutex
+	items    []Outbound // items[i].Seq == next-len(items)+i
+	next     uint64     // Seq of the next item
+	bytes    int
+	maxItems int
+	maxBytes int
+	err      *Disconnect   // set once, when the session ends
+	done     chan struct{} // closed when err is set
+	notify   chan struct{} // cap 1: something was queued or the session ended
+}
+
+// keepCap is the largest item capacity a drained queue keeps for reuse; a
+// bigger backing array is given back so an idle session stays small.
+const keepCap = 16
+
+func (q *queue) init(maxItems, maxBytes int) {
+	q.next = 1
+	q.maxItems, q.maxBytes = maxItems, maxBytes
+	q.done = make(chan struct{})
+	q.notify = make(chan struct{}, 1)
+}
+
+func (q *queue) signal() {
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}
+
+// push queues o unless the session has ended. full reports that o would
+// exceed a bound; nothing is queued then and the caller ends the session.
+func (q *queue) push(o Outbound) (ok, full bool) {
+	q.mu.Lock()
+	if q.err != nil {
+		q.mu.Unlock()
+		return false, false
+	}
+	if len(q.items)+1 > q.maxItems || q.bytes+len(o.Data) > q.maxBytes {
+		q.mu.Unlock()
+		return false, true
+	}
+	o.Seq = q.next
+	q.next++
+	q.bytes += len(o.Data)
+	q.items = append(q.items, o)
+	q.mu.Unlock()
+	q.signal()
+	return true, false
+}
+
+// close ends the session with d, queueing notice (if any) past the bounds
+// so a polling client can still be told. It reports whether this call ended
+// the session.
+func (q *queue) close(d *Disconnect, notice []byte) bool {
+	q.mu.Lock()
+	if q.err != nil {
+		q.mu.Unlock()
+		return false
+	}
+	q.err = d
+	if notice != nil {
+		q.items = append(q.items, Outbound{Seq: q.next, Data: notice})
+		q.next++
+		q.bytes += len(notice)
+	}
+	close(q.done)
+	q.mu.Unlock()
+	q.signal()
+	return true
+}
+
+func (q *queue) ended() *Disconnect {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.err
+}
+
+// wait blocks until an item with Seq > after is queued, ctx ends, or the
+// session ends. Queued items are reported before the end, so a transport can
+// flush them.
+func (q *queue) wait(ctx context.Context, after uint64) error {
+	woke := false
+	for {
+		q.mu.Lock()
+		has := len(q.items) > 0 && q.next-1 > after
+		err := q.err
+		q.mu.Unlock()
+		if has {
+			if woke {
+				q.signal() // pass the wake-up on to another waiter
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		select {
+		case <-q.notify:
+			woke = true
+		case <-q.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// pending appends the items with Seq > after to dst.
+func (q *queue) pending(after uint64, dst []Outbound) []Outbound {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	first := q.next - uint64(len(q.items))
+	if after+1 <= first {
+		return append(dst, q.items...)
+	}
+	i := after + 1 - first
+	if i >= uint64(len(q.items)) {
+		return dst
+	}
+	return append(dst, q.items[i:]...)
+}
+
+// ack drops the items with Seq <= seq.
+func (q *queue) ack(seq uint64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	first := q.next - uint64(len(q.items))
+	if seq < first {
+		return
+	}
+	k := len(q.items)
+	if d := seq + 1 - first; d < uint64(k) {
+		k = int(d)
+	}
+	for _, o := range q.items[:k] {
+		q.bytes -= len(o.Data)
+	}
+	if k == len(q.items) {
+		if cap(q.items) > keepCap {
+			q.items = nil
+		} else {
+			clear(q.items)
+			q.items = q.items[:0]
+		}
+		return
+	}
+	n := copy(q.items, q.items[k:])
+	clear(q.items[n:])
+	q.items = q.items[:n]
+}
+
+// size reports the queued items and bytes.
+func (q *queue) size() (items, bytes int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items), q.bytes
+}
