@@ -4,19 +4,22 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
-// echoServer starts an httptest server that echoes every message back.
-func echoServer(t testing.TB, opts *AcceptOptions) *httptest.Server {
-	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// echoHandler upgrades and echoes every message back with its opcode.
+func echoHandler(opts *AcceptOptions) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := Upgrade(w, r, opts)
 		if err != nil {
 			return
@@ -33,7 +36,13 @@ func echoServer(t testing.TB, opts *AcceptOptions) *httptest.Server {
 			}
 			buf = msg
 		}
-	}))
+	})
+}
+
+// echoServer starts an httptest server that echoes every message back.
+func echoServer(t testing.TB, opts *AcceptOptions) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(echoHandler(opts))
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -262,5 +271,274 @@ func TestPingInsideFragmentedMessage(t *testing.T) {
 	}
 	if _, err := br.ReadByte(); err != io.EOF {
 		t.Errorf("after close: %v, want EOF", err)
+	}
+}
+
+func TestLargeMessage(t *testing.T) {
+	for _, compress := range []bool{false, true} {
+		name := "plain"
+		var copts *CompressionOptions
+		if compress {
+			name, copts = "deflate", &CompressionOptions{}
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			srv := echoServer(t, &AcceptOptions{Compression: copts})
+			ctx := context.Background()
+			c, _, err := Dial(ctx, wsURL(srv), &DialOptions{Compression: copts})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.CloseNow()
+			msg := make([]byte, 16<<20)
+			for i := range msg {
+				msg[i] = 'a' + byte(i*7%26)
+			}
+			for _, op := range []Opcode{OpText, OpBinary} {
+				if err := c.WriteMessage(ctx, op, msg); err != nil {
+					t.Fatal(err)
+				}
+				gop, got, err := c.ReadMessage(ctx, nil)
+				if err != nil || gop != op || !bytes.Equal(got, msg) {
+					t.Fatalf("%v: got %v, %d bytes, %v", op, gop, len(got), err)
+				}
+			}
+		})
+	}
+}
+
+func TestReadLimitBoundary(t *testing.T) {
+	srv := echoServer(t, &AcceptOptions{ReadLimit: 1000})
+	ctx := context.Background()
+	c, _, err := Dial(ctx, wsURL(srv), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if err := c.WriteMessage(ctx, OpBinary, make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	if _, got, err := c.ReadMessage(ctx, nil); err != nil || len(got) != 1000 {
+		t.Fatalf("a message at the limit: %d bytes, %v", len(got), err)
+	}
+	// Over the limit in fragments: each frame is small, the sum is not.
+	w, _ := c.NextWriter(ctx, OpBinary)
+	for range 3 {
+		w.Write(make([]byte, 400))
+		w.(*messageWriter).flush(false)
+	}
+	w.Close()
+	if _, _, err := c.ReadMessage(ctx, nil); CloseStatus(err) != StatusMessageTooBig {
+		t.Fatalf("got %v, want 1009", err)
+	}
+}
+
+func TestNextReaderStale(t *testing.T) {
+	srv := echoServer(t, nil)
+	ctx := context.Background()
+	c, _, err := Dial(ctx, wsURL(srv), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	c.WriteMessage(ctx, OpText, []byte("first message"))
+	c.WriteMessage(ctx, OpBinary, []byte("second"))
+	_, r1, err := c.NextReader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b [5]byte
+	if n, err := r1.Read(b[:]); err != nil || string(b[:n]) != "first" {
+		t.Fatalf("first read %q, %v", b[:n], err)
+	}
+	// The next NextReader skips the rest of the first message.
+	op, r2, err := c.NextReader(ctx)
+	if err != nil || op != OpBinary {
+		t.Fatalf("NextReader: %v %v", op, err)
+	}
+	if _, err := r1.Read(b[:]); !errors.Is(err, errStaleReader) {
+		t.Fatalf("stale read: %v, want errStaleReader", err)
+	}
+	got, err := io.ReadAll(r2)
+	if err != nil || string(got) != "second" {
+		t.Fatalf("second: %q, %v", got, err)
+	}
+	if n, err := r2.Read(b[:]); n != 0 || err != io.EOF {
+		t.Fatalf("read after EOF: %d, %v", n, err)
+	}
+}
+
+// TestConcurrentWriters: many goroutines write at once; each message must
+// arrive whole. Every message is filled with one byte and starts with its
+// length, so a torn or interleaved message shows.
+func TestConcurrentWriters(t *testing.T) {
+	for _, compress := range []bool{false, true} {
+		var copts *CompressionOptions
+		if compress {
+			copts = &CompressionOptions{Threshold: 64}
+		}
+		for _, side := range []string{"client", "server"} {
+			name := side
+			if compress {
+				name += "/deflate"
+			}
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				testConcurrentWriters(t, side == "server", copts)
+			})
+		}
+	}
+}
+
+func testConcurrentWriters(t *testing.T, serverWrites bool, copts *CompressionOptions) {
+	const writers, perWriter = 16, 50
+	write := func(c *Conn) error {
+		var wg sync.WaitGroup
+		errs := make(chan error, writers)
+		for g := range writers {
+			wg.Go(func() {
+				for i := range perWriter {
+					size := 5 + (g*perWriter+i)*97%20000
+					msg := bytes.Repeat([]byte{byte('A' + g)}, size)
+					binary.BigEndian.PutUint32(msg, uint32(size))
+					var err error
+					switch i % 3 {
+					case 0:
+						err = c.WriteMessage(context.Background(), OpBinary, msg)
+					case 1:
+						err = c.WritePrepared(context.Background(), NewPreparedMessage(OpBinary, msg))
+					case 2:
+						var w io.WriteCloser
+						if w, err = c.NextWriter(context.Background(), OpBinary); err == nil {
+							for p := msg; len(p) > 0 && err == nil; {
+								n := min(len(p), 1000)
+								_, err = w.Write(p[:n])
+								p = p[n:]
+							}
+							if cerr := w.Close(); err == nil {
+								err = cerr
+							}
+						}
+					}
+					if err == nil && i%10 == 0 {
+						err = c.Ping(context.Background(), []byte("p"))
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		return <-errs
+	}
+	check := func(c *Conn) error {
+		seen := map[byte]int{}
+		buf := []byte(nil)
+		for range writers * perWriter {
+			_, msg, err := c.ReadMessage(context.Background(), buf[:0])
+			if err != nil {
+				return err
+			}
+			buf = msg
+			if len(msg) < 4 || int(binary.BigEndian.Uint32(msg)) != len(msg) {
+				return fmt.Errorf("message of %d bytes with a wrong length prefix", len(msg))
+			}
+			for _, b := range msg[4:] {
+				if b != msg[len(msg)-1] {
+					return fmt.Errorf("message of %d bytes mixes writers", len(msg))
+				}
+			}
+			seen[msg[len(msg)-1]]++
+		}
+		for g := range writers {
+			if seen[byte('A'+g)] != perWriter {
+				return fmt.Errorf("writer %d: %d messages, want %d", g, seen[byte('A'+g)], perWriter)
+			}
+		}
+		return nil
+	}
+	result := make(chan error, 1)
+	srv := serverFunc(t, &AcceptOptions{Compression: copts}, func(c *Conn) {
+		if serverWrites {
+			go c.ReadMessage(context.Background(), nil) // answers the client's pongs
+			result <- write(c)
+			c.Close(StatusNormalClosure, "")
+		} else {
+			result <- check(c)
+		}
+	})
+	c, _, err := Dial(context.Background(), wsURL(srv), &DialOptions{Compression: copts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	var local error
+	if serverWrites {
+		local = check(c)
+	} else {
+		go func() {
+			for {
+				if _, _, err := c.ReadMessage(context.Background(), nil); err != nil {
+					return
+				}
+			}
+		}()
+		local = write(c)
+	}
+	if local != nil {
+		t.Fatal(local)
+	}
+	if err := <-result; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNetConnCopy(t *testing.T) {
+	served := make(chan error, 1)
+	srv := serverFunc(t, nil, func(c *Conn) {
+		nc := NetConn(c, OpBinary)
+		_, err := io.Copy(nc, nc)
+		served <- err
+	})
+	ctx := context.Background()
+	c, _, err := Dial(ctx, wsURL(srv), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := NetConn(c, OpBinary)
+	if nc.LocalAddr() == nil || nc.RemoteAddr() == nil {
+		t.Error("no addresses")
+	}
+	data := make([]byte, 1<<20)
+	for i := range data {
+		data[i] = byte(i * 31)
+	}
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(nc, bytes.NewReader(data))
+		wrote <- err
+	}()
+	got := make([]byte, len(data))
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(nc, got); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("data differs")
+	}
+	if err := nc.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("server io.Copy: %v, want nil at a normal close", err)
+	}
+	if _, err := nc.Read(got); err == nil {
+		t.Error("read after Close succeeded")
 	}
 }

@@ -107,13 +107,14 @@ func putFlateWriter(level int, fw *flate.Writer) {
 }
 
 // compressMessage compresses p as one message and returns the payload
-// without its tail; the result is valid until the sink is reused.
-func (d *deflateState) compressMessage(s *sink, p []byte) ([]byte, error) {
+// without its tail; the result is valid until the sink is reused. fw is
+// the connection's compressor with context takeover; nil means a pooled
+// one, reset for this message. The caller holds msgMu if fw is d.fw.
+func compressMessage(fw *flate.Writer, level int, s *sink, p []byte) ([]byte, error) {
 	s.b = s.b[:0]
-	fw := d.fw
 	if fw == nil {
-		fw = getFlateWriter(d.level, s)
-		defer putFlateWriter(d.level, fw)
+		fw = getFlateWriter(level, s)
+		defer putFlateWriter(level, fw)
 	}
 	if _, err := fw.Write(p); err != nil {
 		return nil, err
@@ -138,7 +139,7 @@ func (c *Conn) writeCompressed(op Opcode, p []byte) error {
 		if d.fw == nil {
 			d.fw, _ = flate.NewWriter(&d.sink, d.level)
 		}
-		out, err := d.compressMessage(&d.sink, p)
+		out, err := compressMessage(d.fw, d.level, &d.sink, p)
 		if err != nil {
 			return err
 		}
@@ -146,7 +147,7 @@ func (c *Conn) writeCompressed(op Opcode, p []byte) error {
 	}
 	s := sinkPool.Get().(*sink)
 	defer sinkPool.Put(s)
-	out, err := d.compressMessage(s, p)
+	out, err := compressMessage(nil, d.level, s, p)
 	if err != nil {
 		return err
 	}

@@ -43,7 +43,9 @@ func (pm *PreparedMessage) frame(d *deflateState) ([]byte, error) {
 	}
 	if pm.compressed == nil || pm.level != d.level {
 		var s sink
-		out, err := d.compressMessage(&s, pm.data)
+		// Not d's own compressor: WritePrepared does not hold msgMu
+		// here, and a shared frame must not depend on any context.
+		out, err := compressMessage(nil, d.level, &s, pm.data)
 		if err != nil {
 			return nil, err
 		}
