@@ -7,26 +7,63 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
 
+	"github.com/hotline-rt/hotline/auth"
+	"github.com/hotline-rt/hotline/broker"
+	"github.com/hotline-rt/hotline/push"
 	"github.com/hotline-rt/hotline/transport"
 	"github.com/hotline-rt/hotline/ws"
 )
 
-// Config is the whole configuration of a server. The zero value serves
-// same-origin clients with compression off and no limits.
+// Config is the whole configuration of a server. The zero value is a
+// development server: anonymous users, memory broker, same-origin clients,
+// no limits.
 type Config struct {
 	// AllowedOrigins are origin patterns allowed besides the same
 	// origin, for WebSocket and the CORS of the polling endpoints.
 	AllowedOrigins []string
 	// Compress negotiates permessage-deflate without context takeover.
 	Compress bool
-	// ReadLimit is the largest message accepted; 0 means 1 MiB.
+	// ReadLimit is the largest message accepted; 0 means 64 KiB.
 	ReadLimit int64
 	// KeepAlive is the WebSocket ping period; 0 disables pings.
 	KeepAlive time.Duration
+	// MaxConns bounds the sessions (over every transport); past it new
+	// clients get 503 with Retry-After. 0 means no limit.
+	MaxConns int
+
+	// Auth verifies client tokens; nil means development mode
+	// (auth.Anonymous).
+	Auth auth.Verifier
+	// APIKey protects /api/ ("Authorization: apikey KEY"); empty
+	// disables the API.
+	APIKey string
+
+	// Broker is where messages meet; nil means an in-memory broker.
+	Broker broker.Broker
+	// Namespaces configures channels; nil means push's defaults plus
+	// "stats" (the dashboard feed) and "bench" (hotline bench).
+	Namespaces map[string]push.NamespaceOptions
+	// QueueMessages and QueueBytes bound each session's outbound
+	// queue; 0 means push's defaults.
+	QueueMessages, QueueBytes int
+	// PublishRate limits each client's publications per second; 0
+	// means no limit.
+	PublishRate float64
+	// StatsInterval is how often the stats:server channel gets a
+	// snapshot for the dashboard; 0 means 1s, negative disables.
+	StatsInterval time.Duration
+
+	// Web serves the pages (chat, dashboard, hotline.js) at "/"; nil
+	// serves none.
+	Web http.Handler
+	// Polling serves the long-polling and ajax-polling transports at
+	// /poll/; nil disables them.
+	Polling http.Handler
 
 	Logger *slog.Logger
 }
@@ -36,7 +73,12 @@ type Server struct {
 	cfg       Config
 	log       *slog.Logger
 	mux       *http.ServeMux
+	engine    *push.Engine
+	websocket *transport.WebSocket
 	broadcast *transport.Broadcast
+	metrics   *metrics
+	stop      chan struct{}
+	stopped   chan struct{}
 }
 
 // New builds a server from cfg.
@@ -45,24 +87,74 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.ReadLimit <= 0 {
-		cfg.ReadLimit = 1 << 20
+		cfg.ReadLimit = 64 << 10
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
-	opts := s.acceptOptions("chat", "superchat")
+	if cfg.Auth == nil {
+		cfg.Auth = auth.Anonymous()
+	}
+	if cfg.Namespaces == nil {
+		cfg.Namespaces = map[string]push.NamespaceOptions{
+			"":      push.DefaultNamespace,
+			"chat":  push.ChatNamespace,
+			"stats": {HistorySize: 1},
+			"bench": {HistorySize: 1000, HistoryTTL: time.Minute, ClientPublish: true},
+		}
+	}
+	engine, err := push.New(push.Config{
+		Broker:        cfg.Broker,
+		Logger:        cfg.Logger,
+		Namespaces:    cfg.Namespaces,
+		MaxSessions:   cfg.MaxConns,
+		QueueMessages: cfg.QueueMessages,
+		QueueBytes:    cfg.QueueBytes,
+		PublishRate:   cfg.PublishRate,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	s := &Server{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		mux:     http.NewServeMux(),
+		engine:  engine,
+		stop:    make(chan struct{}),
+		stopped: make(chan struct{}),
+	}
+	s.metrics = newMetrics(engine)
+	opts := s.acceptOptions()
+	s.websocket = &transport.WebSocket{
+		Engine:    engine,
+		Verifier:  cfg.Auth,
+		Accept:    *opts,
+		Log:       cfg.Logger,
+		OnDeliver: s.metrics.delivered,
+	}
+	opts.Subprotocols = transport.Subprotocols
 	s.broadcast = transport.NewBroadcast(opts, s.log)
+
+	s.mux.Handle("GET /chat", s.websocket)
+	s.mux.Handle("GET /chat/{room}", s.websocket)
 	s.mux.Handle("GET /echo", transport.Echo(opts, s.log))
 	s.mux.Handle("GET /broadcast", s.broadcast)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
 	})
+	s.mux.Handle("GET /metrics", s.metrics.handler())
+	s.api()
+	if cfg.Polling != nil {
+		s.mux.Handle("/poll/", cfg.Polling)
+	}
+	if cfg.Web != nil {
+		s.mux.Handle("/", cfg.Web)
+	}
+	go s.publishStats()
 	return s, nil
 }
 
 // acceptOptions are the WebSocket options every endpoint shares.
-func (s *Server) acceptOptions(subprotocols ...string) *ws.AcceptOptions {
+func (s *Server) acceptOptions() *ws.AcceptOptions {
 	o := &ws.AcceptOptions{
-		Subprotocols:   subprotocols,
 		AllowedOrigins: s.cfg.AllowedOrigins,
 		ReadLimit:      s.cfg.ReadLimit,
 		KeepAlive:      s.cfg.KeepAlive,
@@ -73,24 +165,40 @@ func (s *Server) acceptOptions(subprotocols ...string) *ws.AcceptOptions {
 	return o
 }
 
+// Engine returns the server's push engine.
+func (s *Server) Engine() *push.Engine { return s.engine }
+
 // Handler returns the server's HTTP handler.
 func (s *Server) Handler() http.Handler { return s.mux }
 
-// GoingAway starts closing every WebSocket connection with 1001, without
-// waiting. Register it with http.Server.RegisterOnShutdown.
+// GoingAway starts closing the diagnostic connections with 1001 without
+// waiting. Register it with http.Server.RegisterOnShutdown; Shutdown does
+// the rest.
 func (s *Server) GoingAway() {
 	s.broadcast.GoingAway()
 }
 
-// Shutdown closes every session and connection, bounded by ctx.
+// Shutdown ends every session (WebSocket clients get 1001 after their
+// queued messages), waits for the connections to close, and stops the
+// engine, all bounded by ctx. It is safe to call more than once.
 func (s *Server) Shutdown(ctx context.Context) error {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	<-s.stopped
 	s.GoingAway()
-	for s.broadcast.Len() > 0 {
+	err := s.engine.Shutdown(ctx)
+	err = errors.Join(err, s.websocket.Wait(ctx))
+	for s.broadcast.Len() > 0 && ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
-			return errors.New("server: shutdown: connections still open")
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	return nil
+	if ctx.Err() != nil {
+		err = errors.Join(err, fmt.Errorf("server: shutdown: %w", ctx.Err()))
+	}
+	return err
 }

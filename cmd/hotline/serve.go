@@ -11,6 +11,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/hotline-rt/hotline/auth"
 	"github.com/hotline-rt/hotline/server"
 )
 
@@ -26,7 +27,14 @@ func serve(ctx context.Context, args []string) error {
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (host:port)")
 	origins := fs.String("allowed-origins", "", "comma-separated origin patterns allowed besides the same origin,\ne.g. http://example.com,https://*.example.org")
 	compress := fs.Bool("compress", true, "negotiate permessage-deflate (without context takeover)")
-	readLimit := fs.Int64("read-limit", 1<<20, "largest message accepted from a client, in bytes")
+	readLimit := fs.Int64("read-limit", 64<<10, "largest message accepted from a client, in bytes")
+	maxConns := fs.Int("max-conns", 0, "most client sessions over all transports; past it new clients get 503\nwith Retry-After (0: no limit)")
+	publishRate := fs.Float64("publish-rate", 0, "publications per second each client may make (0: no limit)")
+	queueMessages := fs.Int("queue-messages", 1024, "outbound queue bound per client, in messages; a client past it\nis disconnected as a slow consumer (1008)")
+	queueBytes := fs.Int("queue-bytes", 1<<20, "outbound queue bound per client, in bytes")
+	jwtSecret := fs.String("jwt-secret", "", "HS256 secret that client tokens are signed with; without it (and\nwithout -jwt-public-key) the server runs in development mode with\nanonymous users")
+	jwtKey := fs.String("jwt-public-key", "", "PEM file with the RS256 or ES256 public key of client tokens")
+	apiKey := fs.String("api-key", "", "key for the server API (/api/publish, /api/presence, /api/history),\nsent as 'Authorization: apikey KEY'; empty disables the API")
 	keepAlive := fs.Duration("keepalive", 30*time.Second, "WebSocket ping period when a client is silent; 0 disables")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for queued messages to flush")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -42,11 +50,32 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	verifier := auth.Anonymous()
+	switch {
+	case *jwtSecret != "" && *jwtKey != "":
+		return errors.New("give -jwt-secret or -jwt-public-key, not both")
+	case *jwtSecret != "":
+		verifier, err = auth.New(auth.Config{Secret: []byte(*jwtSecret)})
+	case *jwtKey != "":
+		verifier, err = auth.New(auth.Config{PublicKeyFile: *jwtKey})
+	}
+	if err != nil {
+		return err
+	}
+	if verifier.Dev() {
+		log.Warn("development mode: no -jwt-secret or -jwt-public-key, every client is an anonymous guest")
+	}
 	srv, err := server.New(server.Config{
 		AllowedOrigins: splitList(*origins),
 		Compress:       *compress,
 		ReadLimit:      *readLimit,
 		KeepAlive:      *keepAlive,
+		MaxConns:       *maxConns,
+		PublishRate:    *publishRate,
+		QueueMessages:  *queueMessages,
+		QueueBytes:     *queueBytes,
+		Auth:           verifier,
+		APIKey:         *apiKey,
 		Logger:         log,
 	})
 	if err != nil {
