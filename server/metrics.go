@@ -106,7 +106,6 @@ func (l *latencyBuckets) add(d time.Duration) {
 	l.n[i].Add(1)
 }
 
-
 // takeQuantiles returns the p50 and p99 in milliseconds of what was
 // added since the last call (upper bucket bounds), and resets.
 func (l *latencyBuckets) takeQuantiles() (p50, p99 float64, count int64) {
