@@ -79,16 +79,6 @@ func (c *client) msgs() []ServerMessage {
 	return out
 }
 
-// one decodes exactly one queued envelope.
-func (c *client) one() ServerMessage {
-	c.t.Helper()
-	ms := c.msgs()
-	if len(ms) != 1 {
-		c.t.Fatalf("got %d messages, want 1: %+v", len(ms), ms)
-	}
-	return ms[0]
-}
-
 // request sends msg and returns its reply (and any pushes before it).
 // Join and leave pushes queued along with the reply (such as the client's
 // own join after a subscribe) are skipped; anything else fails the test.
@@ -107,6 +97,7 @@ func (c *client) request(msg string) ServerMessage {
 	}
 	if reply == nil {
 		c.t.Fatalf("no reply to %s", msg)
+		return ServerMessage{}
 	}
 	return *reply
 }
