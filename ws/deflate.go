@@ -81,6 +81,15 @@ func (s *sink) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// reset empties s for the next message, and lets go of a buffer that a
+// large message grew, so that a connection does not keep it while idle.
+func (s *sink) reset() {
+	s.b = s.b[:0]
+	if cap(s.b) > 4*bufSize {
+		s.b = nil
+	}
+}
+
 var (
 	flateWriters = [10]sync.Pool{}
 	flateReaders sync.Pool
@@ -140,10 +149,11 @@ func (c *Conn) writeCompressed(op Opcode, p []byte) error {
 			d.fw, _ = flate.NewWriter(&d.sink, d.level)
 		}
 		out, err := compressMessage(d.fw, d.level, &d.sink, p)
-		if err != nil {
-			return err
+		if err == nil {
+			err = c.writeFrame(true, op, bitRsv1, out)
 		}
-		return c.writeFrame(true, op, bitRsv1, out)
+		d.sink.reset()
+		return err
 	}
 	s := sinkPool.Get().(*sink)
 	defer sinkPool.Put(s)
@@ -192,13 +202,10 @@ func (c *Conn) deflateClose(w *messageWriter) error {
 		d.fw = getFlateWriter(d.level, &d.sink)
 	}
 	defer func() {
-		d.sink.b = d.sink.b[:0]
+		d.sink.reset()
 		if !d.writeTakeover {
 			putFlateWriter(d.level, d.fw)
 			d.fw = nil
-			if cap(d.sink.b) > 4*bufSize {
-				d.sink.b = nil
-			}
 		}
 	}()
 	if w.err != nil {

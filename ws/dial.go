@@ -291,4 +291,3 @@ func clientHandshake(nc net.Conn, req *http.Request, key string, opts *DialOptio
 	}
 	return c, resp, nil
 }
-
