@@ -3,9 +3,10 @@ package transport
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hotline-rt/hotline/auth"
@@ -37,7 +38,7 @@ type WebSocket struct {
 	// the time the broker accepted it (for latency metrics).
 	OnDeliver func(transport string, published time.Time)
 
-	wg sync.WaitGroup // one per connection being served
+	active atomic.Int64 // connections being served
 }
 
 func (t *WebSocket) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -76,7 +77,7 @@ func (t *WebSocket) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		t.log().Debug("websocket: upgrade refused", "err", err, "remote", r.RemoteAddr)
 		return
 	}
-	t.wg.Add(1)
+	t.active.Add(1)
 	go t.serve(c, s)
 }
 
@@ -124,7 +125,7 @@ func (t *WebSocket) log() *slog.Logger {
 // serve runs one connection: the reader here, the writer on its own
 // goroutine, which serve waits for.
 func (t *WebSocket) serve(c *ws.Conn, s *push.Session) {
-	defer t.wg.Done()
+	defer t.active.Add(-1)
 	ctx, cancel := context.WithCancel(context.Background())
 	writerDone := make(chan struct{})
 	go func() {
@@ -210,17 +211,23 @@ func (t *WebSocket) writeLoop(ctx context.Context, c *ws.Conn, s *push.Session) 
 	}
 }
 
-// Wait blocks until every connection has finished, or ctx ends.
+// Wait blocks until every connection has finished, or ctx ends. It is
+// for shutdown, after the engine has ended the sessions, so it polls.
 func (t *WebSocket) Wait(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { t.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for t.active.Load() > 0 {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return fmt.Errorf("transport: %d WebSocket connections still open: %w", t.active.Load(), ctx.Err())
+		}
 	}
+	return nil
 }
+
+// Len returns the number of connections being served.
+func (t *WebSocket) Len() int { return int(t.active.Load()) }
 
 func splitTokens(v string) []string {
 	var out []string

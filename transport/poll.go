@@ -1,0 +1,515 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hotline-rt/hotline/auth"
+	"github.com/hotline-rt/hotline/push"
+)
+
+// Polling serves push sessions over HTTP requests, for clients that cannot
+// keep a WebSocket open: long polling (the server holds each GET until there
+// is something to deliver or LongPollTimeout passes) and ajax polling (it
+// answers at once). Both speak superchat envelopes only. Mount it at /poll/;
+// it routes these itself (docs/transports.md):
+//
+//	POST   /poll/open       authenticate, open a session: {"session":ID,"protocol":"superchat"}
+//	GET    /poll/{session}  ?ack=N: acknowledge up to N, return everything after it
+//	POST   /poll/{session}  one request envelope or an array of them: 202
+//	DELETE /poll/{session}  end the session: 204
+//
+// The token is checked once, at open; later requests carry the session id,
+// an unguessable bearer credential. The session outlives each request by the
+// engine's grace period, so a client may also move it onto WebSocket with
+// /chat?session=ID.
+//
+// The zero value is not usable: set Engine and Verifier. Fields must not
+// change once it serves requests.
+type Polling struct {
+	Engine   *push.Engine
+	Verifier auth.Verifier
+	// AllowedOrigins are origin patterns allowed besides the same origin,
+	// with the semantics of ws.AcceptOptions.AllowedOrigins. Cross-origin
+	// requests from them get CORS headers; others get 403.
+	AllowedOrigins []string
+	// LongPollTimeout is how long a long poll is held when there is
+	// nothing to deliver. 0 means 25s, below common proxy idle timeouts.
+	LongPollTimeout time.Duration
+	// MaxWaiting bounds the long polls held at once; past it a long poll
+	// gets 503 with Retry-After. 0 means no limit.
+	MaxWaiting int
+	// MaxBody bounds the body of a POST; past it the answer is 413. 0
+	// means 1 MiB.
+	MaxBody int64
+	Log     *slog.Logger
+	// OnDeliver, if set, is called once for each publication sent to a
+	// client, with the time the broker accepted it (for latency metrics).
+	OnDeliver func(transport string, published time.Time)
+
+	initOnce sync.Once
+	mux      *http.ServeMux
+	log      *slog.Logger
+	waiting  atomic.Int64
+	// release ends when GoingAway is called: held polls answer at once.
+	release     context.Context
+	stopRelease context.CancelFunc
+
+	mu    sync.Mutex
+	polls map[string]*pollSession // sessions opened here, and ended ones until told
+	swept time.Time
+}
+
+// pollSession is what Polling keeps per session it opened: the session
+// after the engine dropped it (so a client can still be told why it ended),
+// the poll it holds now, and how far OnDeliver has counted.
+type pollSession struct {
+	s     *push.Session
+	hold  bool      // opened for long polling
+	ended time.Time // when a sweep first saw it ended
+
+	mu     sync.Mutex
+	cancel context.CancelFunc // ends the held poll, if any
+	holder *int               // identifies the held poll
+	sent   uint64             // highest Seq reported to OnDeliver
+}
+
+// Transport names, as push.Stats counts them.
+const (
+	transportLongPoll = "longpoll"
+	transportPoll     = "poll"
+)
+
+// endedKeep is how long an ended session stays known so that a poll can
+// still learn why it ended.
+const endedKeep = time.Minute
+
+func (p *Polling) init() {
+	p.initOnce.Do(func() {
+		p.log = p.Log
+		if p.log == nil {
+			p.log = slog.New(slog.DiscardHandler)
+		}
+		p.release, p.stopRelease = context.WithCancel(context.Background())
+		p.polls = make(map[string]*pollSession)
+		m := http.NewServeMux()
+		m.HandleFunc("POST /poll/open", p.open)
+		m.HandleFunc("GET /poll/{session}", p.poll)
+		m.HandleFunc("POST /poll/{session}", p.send)
+		m.HandleFunc("DELETE /poll/{session}", p.close)
+		m.HandleFunc("OPTIONS /poll/", p.preflight)
+		p.mux = m
+	})
+}
+
+func (p *Polling) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.init()
+	if !p.cors(w, r) {
+		http.Error(w, "origin "+r.Header.Get("Origin")+" is not allowed", http.StatusForbidden)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	p.mux.ServeHTTP(w, r)
+}
+
+// GoingAway answers every held long poll at once and holds no new ones:
+// call it when the server shuts down (http.Server.RegisterOnShutdown), as
+// net/http waits for the requests in flight. It is safe to call more than
+// once.
+func (p *Polling) GoingAway() {
+	p.init()
+	p.stopRelease()
+}
+
+// Waiting reports the long polls held now.
+func (p *Polling) Waiting() int { return int(p.waiting.Load()) }
+
+// cors checks the request's Origin and sets the CORS response headers for
+// an allowed foreign one. It reports whether the origin is allowed.
+func (p *Polling) cors(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	same, ok, wildcard := matchOrigin(origin, r.Host, p.AllowedOrigins)
+	if !ok {
+		return false
+	}
+	if !same {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Add("Vary", "Origin")
+		if !wildcard {
+			// "*" is for endpoints without ambient credentials, as for
+			// WebSocket: no cookies then.
+			h.Set("Access-Control-Allow-Credentials", "true")
+		}
+	}
+	return true
+}
+
+// matchOrigin mirrors the origin check of ws.Upgrade: the same host always,
+// else a pattern matched with path.Match against the whole origin or its
+// host. wildcard reports a match by "*" alone.
+func matchOrigin(origin, host string, allowed []string) (same, ok, wildcard bool) {
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false, false, false
+	}
+	if strings.EqualFold(u.Host, host) {
+		return true, true, false
+	}
+	origin, h := strings.ToLower(origin), strings.ToLower(u.Host)
+	star := false
+	for _, pat := range allowed {
+		pat = strings.ToLower(pat)
+		if pat == "*" {
+			star = true
+			continue
+		}
+		if pat == origin || pat == h {
+			return false, true, false
+		}
+		if m, _ := path.Match(pat, origin); m {
+			return false, true, false
+		}
+		if m, _ := path.Match(pat, h); m {
+			return false, true, false
+		}
+	}
+	return false, star, star
+}
+
+func (p *Polling) preflight(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
+	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+	h.Set("Access-Control-Max-Age", "600")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (p *Polling) maxBody() int64 {
+	if p.MaxBody <= 0 {
+		return 1 << 20
+	}
+	return p.MaxBody
+}
+
+// readBody reads a POST body within MaxBody; on failure it has answered.
+func (p *Polling) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	var buf bytes.Buffer
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, p.maxBody()))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			http.Error(w, "body larger than "+strconv.FormatInt(mbe.Limit, 10)+" bytes", http.StatusRequestEntityTooLarge)
+		} else {
+			http.Error(w, "cannot read body", http.StatusBadRequest)
+		}
+		return nil, false
+	}
+	return buf.Bytes(), true
+}
+
+// open authenticates the client and opens a superchat session.
+func (p *Polling) open(w http.ResponseWriter, r *http.Request) {
+	ident, ok := Authenticate(w, r, p.Verifier)
+	if !ok {
+		return
+	}
+	body, ok := p.readBody(w, r)
+	if !ok {
+		return
+	}
+	var req struct {
+		Transport string `json:"transport"`
+	}
+	if len(bytes.TrimSpace(body)) > 0 {
+		if err := json.Unmarshal(body, &req); err != nil {
+			http.Error(w, "body must be {\"transport\":\"longpoll\"|\"poll\"}", http.StatusBadRequest)
+			return
+		}
+	}
+	switch req.Transport {
+	case "":
+		req.Transport = transportLongPoll
+	case transportLongPoll, transportPoll:
+	default:
+		http.Error(w, "unknown transport "+strconv.Quote(req.Transport)+": longpoll or poll", http.StatusBadRequest)
+		return
+	}
+	s, err := p.Engine.Connect(r.Context(), push.ConnectRequest{
+		Identity:  ident,
+		Protocol:  push.ProtocolSuperchat,
+		Transport: req.Transport,
+	})
+	if err != nil {
+		connectError(w, err)
+		return
+	}
+	// The session is born attached; between polls it lives on its grace
+	// period.
+	s.Detach()
+	p.mu.Lock()
+	p.polls[s.ID()] = &pollSession{s: s, hold: req.Transport == transportLongPoll}
+	p.sweepLocked(time.Now())
+	p.mu.Unlock()
+	p.log.Debug("poll: session opened", "session", s.ID(), "transport", req.Transport, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, map[string]string{"session": s.ID(), "protocol": "superchat"})
+}
+
+// sweepLocked forgets ended sessions once they have been kept endedKeep. It
+// runs at most once per endedKeep/2.
+func (p *Polling) sweepLocked(now time.Time) {
+	if now.Sub(p.swept) < endedKeep/2 {
+		return
+	}
+	p.swept = now
+	for id, ps := range p.polls {
+		if ps.s.Err() == nil {
+			continue
+		}
+		if ps.ended.IsZero() {
+			ps.ended = now
+		} else if now.Sub(ps.ended) > endedKeep {
+			delete(p.polls, id)
+		}
+	}
+}
+
+// session finds the request's session; on failure it has answered 404.
+// ps is nil for sessions not opened here (a WebSocket session polled by id).
+func (p *Polling) session(w http.ResponseWriter, r *http.Request) (*push.Session, *pollSession, bool) {
+	id := r.PathValue("session")
+	p.mu.Lock()
+	ps := p.polls[id]
+	p.mu.Unlock()
+	if ps != nil {
+		return ps.s, ps, true
+	}
+	s, ok := p.Engine.Session(id)
+	if !ok {
+		http.Error(w, "unknown or expired session: open a new one", http.StatusNotFound)
+		return nil, nil, false
+	}
+	if s.Protocol() != push.ProtocolSuperchat {
+		http.Error(w, "polling speaks superchat only; this is a "+s.Protocol().String()+" session", http.StatusBadRequest)
+		return nil, nil, false
+	}
+	return s, nil, true
+}
+
+func (p *Polling) forget(id string) {
+	p.mu.Lock()
+	delete(p.polls, id)
+	p.mu.Unlock()
+}
+
+// poll answers GET /poll/{session}?ack=N[&wait=0|1].
+func (p *Polling) poll(w http.ResponseWriter, r *http.Request) {
+	s, ps, ok := p.session(w, r)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	var ack uint64
+	if v := q.Get("ack"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			http.Error(w, "ack must be the seq of the last message received", http.StatusBadRequest)
+			return
+		}
+		ack = n
+	}
+	hold := ps == nil || ps.hold
+	if v := q.Get("wait"); v != "" {
+		hold = v == "1" || v == "true"
+	}
+	name := transportPoll
+	if hold {
+		name = transportLongPoll
+	}
+	// The items up to ack reached the client; the rest are sent again.
+	s.Ack(ack)
+	attached := s.Attach(name) == nil
+	if attached {
+		defer s.Detach()
+	}
+	if hold && attached && len(s.Pending(ack, nil)) == 0 {
+		if !p.hold(w, r, s, ps, ack) {
+			return
+		}
+	}
+	items := s.Pending(ack, nil)
+	var d *push.Disconnect
+	if err := s.Err(); err != nil {
+		errors.As(err, &d)
+		if len(items) == 0 {
+			// Told: nothing is left to ask for.
+			p.forget(s.ID())
+		}
+	}
+	p.delivered(name, ps, items)
+	writePoll(w, items, d)
+}
+
+// hold waits for something to deliver, the timeout, the session's end or
+// GoingAway. It reports false if the request is over (refused or the client
+// went away).
+func (p *Polling) hold(w http.ResponseWriter, r *http.Request, s *push.Session, ps *pollSession, ack uint64) bool {
+	if p.release.Err() != nil {
+		return true // shutting down: answer at once
+	}
+	if n := p.waiting.Add(1); p.MaxWaiting > 0 && n > int64(p.MaxWaiting) {
+		p.waiting.Add(-1)
+		Overloaded(w, "too many long polls held, retry later")
+		return false
+	}
+	defer p.waiting.Add(-1)
+	timeout := p.LongPollTimeout
+	if timeout <= 0 {
+		timeout = 25 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	stop := context.AfterFunc(p.release, cancel)
+	defer stop()
+	if ps != nil {
+		// A newer poll of the same session replaces this one: a client
+		// that lost a response must not wait for the old hold to end.
+		me := new(int)
+		ps.mu.Lock()
+		if ps.cancel != nil {
+			ps.cancel()
+		}
+		ps.cancel, ps.holder = cancel, me
+		ps.mu.Unlock()
+		defer func() {
+			ps.mu.Lock()
+			if ps.holder == me {
+				ps.cancel, ps.holder = nil, nil
+			}
+			ps.mu.Unlock()
+		}()
+	}
+	_ = s.Wait(ctx, ack) // whatever ended it, answer with what is queued
+	return r.Context().Err() == nil
+}
+
+// delivered reports the publications in items not reported before.
+func (p *Polling) delivered(name string, ps *pollSession, items []push.Outbound) {
+	if p.OnDeliver == nil || len(items) == 0 {
+		return
+	}
+	from := uint64(0)
+	if ps != nil {
+		ps.mu.Lock()
+		from = ps.sent
+		ps.sent = max(ps.sent, items[len(items)-1].Seq)
+		ps.mu.Unlock()
+	}
+	for _, o := range items {
+		if o.Seq > from && !o.Time.IsZero() {
+			p.OnDeliver(name, o.Time)
+		}
+	}
+}
+
+// writePoll writes {"messages":[{"seq":N,"data":ENVELOPE},...]} and, if the
+// session has ended, "disconnect".
+func writePoll(w http.ResponseWriter, items []push.Outbound, d *push.Disconnect) {
+	size := 32
+	for _, o := range items {
+		size += len(o.Data) + 32
+	}
+	b := make([]byte, 0, size)
+	b = append(b, `{"messages":[`...)
+	for i, o := range items {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"seq":`...)
+		b = strconv.AppendUint(b, o.Seq, 10)
+		b = append(b, `,"data":`...)
+		b = append(b, o.Data...)
+		b = append(b, '}')
+	}
+	b = append(b, ']')
+	if d != nil {
+		dj, _ := json.Marshal(d)
+		b = append(b, `,"disconnect":`...)
+		b = append(b, dj...)
+	}
+	b = append(b, "}\n"...)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusOK)
+	w.Write(b)
+}
+
+// send handles POST /poll/{session}: one request envelope or an array of
+// them, handled in order. Replies arrive in the message stream.
+func (p *Polling) send(w http.ResponseWriter, r *http.Request) {
+	s, _, ok := p.session(w, r)
+	if !ok {
+		return
+	}
+	body, ok := p.readBody(w, r)
+	if !ok {
+		return
+	}
+	body = bytes.TrimSpace(body)
+	msgs := []json.RawMessage{body}
+	if len(body) > 0 && body[0] == '[' {
+		msgs = nil
+		if err := json.Unmarshal(body, &msgs); err != nil {
+			http.Error(w, "body must be a request envelope or a JSON array of them", http.StatusBadRequest)
+			return
+		}
+	}
+	if err := s.Attach(s.Transport()); err != nil {
+		http.Error(w, "session ended: "+err.Error(), http.StatusGone)
+		return
+	}
+	defer s.Detach()
+	for _, m := range msgs {
+		if err := s.Handle(r.Context(), m); err != nil {
+			break // the session ended; the stream says why
+		}
+	}
+	w.WriteHeader(http.StatusAccepted)
+}
+
+// close handles DELETE /poll/{session}.
+func (p *Polling) close(w http.ResponseWriter, r *http.Request) {
+	s, _, ok := p.session(w, r)
+	if !ok {
+		return
+	}
+	s.Close(push.CodeNormal, "closed by client")
+	p.forget(s.ID())
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	w.Write(append(b, '\n'))
+}
