@@ -191,7 +191,7 @@ func TestRecovery(t *testing.T) {
 	c.send(fmt.Sprintf(`{"id":2,"op":"subscribe","channel":"news:eu","since":{"epoch":%q,"offset":%d}}`, pos.Epoch, pos.Offset))
 	m := c.next(reply(2))
 	var res struct {
-		Recovered    bool `json:"recovered"`
+		Recovered    bool        `json:"recovered"`
 		Publications []push.Push `json:"publications"`
 	}
 	if err := json.Unmarshal(m.Result, &res); err != nil {
