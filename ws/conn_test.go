@@ -542,3 +542,15 @@ func TestNetConnCopy(t *testing.T) {
 		t.Error("read after Close succeeded")
 	}
 }
+
+func TestUTF8CutAfterLeadByte(t *testing.T) {
+	// A multi-byte sequence cut right after its first byte, at the end
+	// of one read, must be carried into the next.
+	var v utf8Validator
+	if !v.write([]byte("abc\xe2")) || !v.write([]byte("\x82\xac")) || !v.done() {
+		t.Fatal("valid € split after its lead byte was refused")
+	}
+	if v.write([]byte("\xe2")) && v.write([]byte("A")) {
+		t.Fatal("lead byte followed by ASCII accepted")
+	}
+}

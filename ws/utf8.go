@@ -107,8 +107,8 @@ func validPrefix(p []byte) bool {
 	if len(p) > 1 && (p[1] < lo || p[1] > hi) {
 		return false
 	}
-	for _, c := range p[2:] {
-		if c < 0x80 || c > 0xbf {
+	for i := 2; i < len(p); i++ {
+		if p[i] < 0x80 || p[i] > 0xbf {
 			return false
 		}
 	}
