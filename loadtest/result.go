@@ -53,6 +53,16 @@ func (r *Result) BytesPerDelivery() float64 { return ratio(r.Bytes, r.Delivered)
 // RequestsPerDelivery is the HTTP requests per delivered message.
 func (r *Result) RequestsPerDelivery() float64 { return ratio(r.Requests, r.Delivered) }
 
+// Lost is the deliveries missing: accepted messages times the clients
+// that lack each.
+func (r *Result) Lost() int64 {
+	var n int64
+	for _, m := range r.Missing {
+		n += int64(m.Clients)
+	}
+	return n
+}
+
 // Err is nil when every accepted message reached every client and no
 // publication failed; otherwise it wraps ErrIncomplete and says which.
 func (r *Result) Err() error {
