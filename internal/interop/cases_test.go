@@ -111,7 +111,14 @@ var conversations = []conversation{
 			// Our ping's pong arrives through a read, so keep one running;
 			// it ends with the echo of "ping done".
 			echo := make(chan error, 1)
-			go func() { echo <- expectMessage(ctx, c, ws.OpText, []byte("ping done")) }()
+			go func() {
+				defer func() {
+					if r := recover(); r != nil {
+						echo <- fmt.Errorf("panic in read: %v", r)
+					}
+				}()
+				echo <- expectMessage(ctx, c, ws.OpText, []byte("ping done"))
+			}()
 			pingErr := c.Ping(ctx, []byte("go-ping"))
 			if pingErr != nil {
 				pingErr = fmt.Errorf("Ping: %w", pingErr)

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime/debug"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hotline-rt/hotline/ws"
 )
@@ -105,11 +107,18 @@ func converse(ctx context.Context, t *testing.T, p peer, cv conversation, c *ws.
 	// CloseNow only after the peer is done: a close frame hotline sends on
 	// its own (1007, the echo of the peer's close) must not be cut off.
 	defer func() { _ = c.CloseNow() }()
-	if err := cv.hotline(ctx, c); err != nil {
+	if err := runHotline(ctx, cv, c); err != nil {
 		t.Errorf("hotline side: %v", err)
 		// The conversation is off script; the peer ends on the closed
-		// connection.
-		_ = c.CloseNow()
+		// connection. After a panic c may hold a lock for good, so do not
+		// wait for CloseNow forever.
+		closed := make(chan struct{})
+		go func() { _ = c.CloseNow(); close(closed) }()
+		select {
+		case <-closed:
+		case <-time.After(5 * time.Second):
+			t.Errorf("CloseNow did not return within 5s")
+		}
 	}
 	evs, err := pr.wait(ctx)
 	if err != nil {
@@ -118,4 +127,15 @@ func converse(ctx context.Context, t *testing.T, p peer, cv conversation, c *ws.
 	if err := cv.check(p, evs); err != nil {
 		t.Errorf("%s side: %v", p.name, err)
 	}
+}
+
+// runHotline runs hotline's half of cv and turns a panic in ws into an
+// error, so that one case's panic does not hide the results of the others.
+func runHotline(ctx context.Context, cv conversation, c *ws.Conn) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return cv.hotline(ctx, c)
 }
