@@ -21,6 +21,10 @@ import (
 // connectParallel is how many clients connect at once.
 const connectParallel = 32
 
+// giveUp is how many publications may fail, with none accepted, before
+// Run stops publishing (a wrong API key, a namespace that refuses).
+const giveUp = 3
+
 // Run measures one transport: it connects and subscribes cfg.Clients
 // clients, publishes Rate×Duration messages at Rate, waits up to Drain
 // for the deliveries, closes the clients and returns what it saw. An
@@ -304,6 +308,9 @@ func (r *runner) publish(ctx context.Context, pub publisher) {
 		case <-tick.C:
 			r.report(PhasePublish)
 		case <-due.C:
+			if r.pub.ok.Load() == 0 && r.pub.failed.Load() >= giveUp {
+				return // the server refuses them: the result says why
+			}
 			pub.publish(ctx, r.sent)
 			r.sent++
 			due.Reset(time.Until(r.start.Add(time.Duration(float64(r.sent) * interval))))

@@ -98,6 +98,9 @@ func bench(ctx context.Context, args []string) error {
 		if err := res.Err(); err != nil {
 			failed = append(failed, err)
 		}
+		if res.Duplicates > 0 {
+			fmt.Fprintf(os.Stderr, "%s: %d duplicate deliveries\n", tr, res.Duplicates)
+		}
 		if res.ClientErrors > 0 {
 			fmt.Fprintf(os.Stderr, "%s: %d client(s) failed, first: %s\n", tr, res.ClientErrors, res.ClientError)
 		}
