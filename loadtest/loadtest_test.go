@@ -180,7 +180,13 @@ func TestProgress(t *testing.T) {
 			}
 		})
 	}
-	if bar := publish.Bar(79); !strings.Contains(bar, "[======>   ") || !strings.HasPrefix(bar, "longpoll publish [") {
+	// The bar keeps its width as the counts grow.
+	later := publish
+	later.Elapsed, later.Accepted, later.Delivered, later.Expected = 10*time.Second, 200, 20000, 20000
+	if a, b := publish.Bar(79), later.Bar(79); len(a) != len(b) {
+		t.Errorf("bar width changed:\n%q\n%q", a, b)
+	}
+	if bar := publish.Bar(79); !strings.Contains(bar, "[=====>   ") || !strings.HasPrefix(bar, "longpoll publish [") {
 		t.Errorf("Bar(79) = %q", bar)
 	}
 }

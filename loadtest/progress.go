@@ -72,9 +72,11 @@ func (p Progress) Bar(width int) string {
 	head := fmt.Sprintf("%-8s %-7s ", p.Transport, p.Phase)
 	var tail string
 	if p.Phase == PhaseConnect {
-		tail = fmt.Sprintf(" %d/%d clients", p.Connected, p.Clients)
+		tail = fmt.Sprintf(" %*d/%d clients", digits(int64(p.Clients)), p.Connected, p.Clients)
 	} else {
-		tail = fmt.Sprintf(" %s/%s pub %d recv %d/%d", roundDuration(p.Elapsed), roundDuration(p.Duration), p.Accepted, p.Delivered, p.Expected)
+		// Widths fixed for the run, so the bar does not jitter.
+		nw, dw := digits(int64(p.Messages)), digits(int64(p.Messages)*int64(p.Clients))
+		tail = fmt.Sprintf(" %6s/%s pub %*d recv %*d/%*d", roundDuration(p.Elapsed), roundDuration(p.Duration), nw, p.Accepted, dw, p.Delivered, dw, p.Expected)
 	}
 	inner := width - len(head) - len(tail) - 2
 	if inner > 40 {
@@ -109,3 +111,5 @@ func percent(n, of int64) string {
 	}
 	return fmt.Sprintf(" (%.1f%%)", 100*float64(n)/float64(of))
 }
+
+func digits(n int64) int { return len(fmt.Sprint(n)) }
