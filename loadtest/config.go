@@ -39,6 +39,10 @@ type Config struct {
 	// padding (about 60 bytes).
 	Size int
 
+	// Compress offers permessage-deflate on the WebSocket clients'
+	// connections; the server decides. Polling is not compressed.
+	Compress bool
+
 	// APIKey publishes through POST /api/publish. "": the publisher
 	// is a superchat WebSocket client using op publish, so the
 	// channel's namespace must allow client publishing.

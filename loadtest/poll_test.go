@@ -10,6 +10,7 @@ import (
 	"github.com/hotline-rt/hotline/auth"
 	"github.com/hotline-rt/hotline/push"
 	"github.com/hotline-rt/hotline/transport"
+	"github.com/hotline-rt/hotline/ws"
 )
 
 // newTransportServer serves /chat and /poll/ from one engine whose
@@ -22,7 +23,7 @@ func newTransportServer(t *testing.T, v auth.Verifier) *httptest.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wst := &transport.WebSocket{Engine: e, Verifier: v}
+	wst := &transport.WebSocket{Engine: e, Verifier: v, Accept: ws.AcceptOptions{Compression: &ws.CompressionOptions{}}}
 	pt := &transport.Polling{Engine: e, Verifier: v, LongPollTimeout: 2 * time.Second}
 	mux := http.NewServeMux()
 	mux.Handle("GET /chat", wst)
@@ -72,6 +73,26 @@ func TestRunTransports(t *testing.T) {
 			}
 			t.Logf("%s: %d requests, %d bytes, latency %+v", tr, res.Requests, res.Bytes, res.Latency)
 		})
+	}
+}
+
+// TestRunCompress checks that offering compression still delivers all,
+// and with fewer bytes for padded messages.
+func TestRunCompress(t *testing.T) {
+	hs := newTransportServer(t, auth.Anonymous())
+	bytes := map[bool]float64{}
+	for _, compress := range []bool{false, true} {
+		res, err := Run(t.Context(), Config{URL: hs.URL, Clients: 2, Rate: 40, Duration: 250 * time.Millisecond, Size: 2000, Compress: compress})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := res.Err(); err != nil {
+			t.Fatal(err)
+		}
+		bytes[compress] = res.BytesPerDelivery()
+	}
+	if bytes[true] >= bytes[false] {
+		t.Errorf("bytes per delivery: %v compressed, %v not", bytes[true], bytes[false])
 	}
 }
 

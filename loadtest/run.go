@@ -167,6 +167,9 @@ func (r *runner) dialOptions(token string, dial func(context.Context, string, st
 	if token != "" {
 		o.Header.Set("Authorization", "Bearer "+token)
 	}
+	if r.cfg.Compress {
+		o.Compression = &ws.CompressionOptions{}
+	}
 	return o
 }
 
