@@ -58,12 +58,16 @@ type Config struct {
 	// snapshot for the dashboard; 0 means 1s, negative disables.
 	StatsInterval time.Duration
 
+	// LongPollTimeout is how long a long poll is held when there is
+	// nothing to send; 0 means 25s.
+	LongPollTimeout time.Duration
+	// MaxWaiting bounds the long polls held at once; past it polls get
+	// 503 with Retry-After. 0 means no limit.
+	MaxWaiting int
+
 	// Web serves the pages (chat, dashboard, hotline.js) at "/"; nil
 	// serves none.
 	Web http.Handler
-	// Polling serves the long-polling and ajax-polling transports at
-	// /poll/; nil disables them.
-	Polling http.Handler
 
 	Logger *slog.Logger
 }
@@ -75,6 +79,7 @@ type Server struct {
 	mux       *http.ServeMux
 	engine    *push.Engine
 	websocket *transport.WebSocket
+	polling   *transport.Polling
 	broadcast *transport.Broadcast
 	metrics   *metrics
 	stop      chan struct{}
@@ -129,6 +134,16 @@ func New(cfg Config) (*Server, error) {
 		Log:       cfg.Logger,
 		OnDeliver: s.metrics.delivered,
 	}
+	s.polling = &transport.Polling{
+		Engine:          engine,
+		Verifier:        cfg.Auth,
+		AllowedOrigins:  cfg.AllowedOrigins,
+		LongPollTimeout: cfg.LongPollTimeout,
+		MaxWaiting:      cfg.MaxWaiting,
+		MaxBody:         cfg.ReadLimit,
+		Log:             cfg.Logger,
+		OnDeliver:       s.metrics.delivered,
+	}
 	opts.Subprotocols = transport.Subprotocols
 	s.broadcast = transport.NewBroadcast(opts, s.log)
 
@@ -142,9 +157,7 @@ func New(cfg Config) (*Server, error) {
 	})
 	s.mux.Handle("GET /metrics", s.metrics.handler())
 	s.api()
-	if cfg.Polling != nil {
-		s.mux.Handle("/poll/", cfg.Polling)
-	}
+	s.mux.Handle("/poll/", s.polling)
 	if cfg.Web != nil {
 		s.mux.Handle("/", cfg.Web)
 	}
@@ -171,11 +184,12 @@ func (s *Server) Engine() *push.Engine { return s.engine }
 // Handler returns the server's HTTP handler.
 func (s *Server) Handler() http.Handler { return s.mux }
 
-// GoingAway starts closing the diagnostic connections with 1001 without
-// waiting. Register it with http.Server.RegisterOnShutdown; Shutdown does
+// GoingAway answers held long polls at once and starts closing the
+// diagnostic connections with 1001, without waiting. Register it with http.Server.RegisterOnShutdown; Shutdown does
 // the rest.
 func (s *Server) GoingAway() {
 	s.broadcast.GoingAway()
+	s.polling.GoingAway()
 }
 
 // Shutdown ends every session (WebSocket clients get 1001 after their
