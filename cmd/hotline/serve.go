@@ -32,6 +32,8 @@ func serve(ctx context.Context, args []string) error {
 	publishRate := fs.Float64("publish-rate", 0, "publications per second each client may make (0: no limit)")
 	queueMessages := fs.Int("queue-messages", 1024, "outbound queue bound per client, in messages; a client past it\nis disconnected as a slow consumer (1008)")
 	queueBytes := fs.Int("queue-bytes", 1<<20, "outbound queue bound per client, in bytes")
+	longPoll := fs.Duration("longpoll-timeout", 25*time.Second, "how long a long poll is held when there is nothing to send")
+	maxWaiting := fs.Int("max-waiting", 10000, "most long polls held at once; past it polls get 503 with Retry-After\n(0: no limit)")
 	jwtSecret := fs.String("jwt-secret", "", "HS256 secret that client tokens are signed with; without it (and\nwithout -jwt-public-key) the server runs in development mode with\nanonymous users")
 	jwtKey := fs.String("jwt-public-key", "", "PEM file with the RS256 or ES256 public key of client tokens")
 	apiKey := fs.String("api-key", "", "key for the server API (/api/publish, /api/presence, /api/history),\nsent as 'Authorization: apikey KEY'; empty disables the API")
@@ -66,17 +68,19 @@ func serve(ctx context.Context, args []string) error {
 		log.Warn("development mode: no -jwt-secret or -jwt-public-key, every client is an anonymous guest")
 	}
 	srv, err := server.New(server.Config{
-		AllowedOrigins: splitList(*origins),
-		Compress:       *compress,
-		ReadLimit:      *readLimit,
-		KeepAlive:      *keepAlive,
-		MaxConns:       *maxConns,
-		PublishRate:    *publishRate,
-		QueueMessages:  *queueMessages,
-		QueueBytes:     *queueBytes,
-		Auth:           verifier,
-		APIKey:         *apiKey,
-		Logger:         log,
+		AllowedOrigins:  splitList(*origins),
+		Compress:        *compress,
+		ReadLimit:       *readLimit,
+		KeepAlive:       *keepAlive,
+		MaxConns:        *maxConns,
+		PublishRate:     *publishRate,
+		QueueMessages:   *queueMessages,
+		QueueBytes:      *queueBytes,
+		Auth:            verifier,
+		APIKey:          *apiKey,
+		LongPollTimeout: *longPoll,
+		MaxWaiting:      *maxWaiting,
+		Logger:          log,
 	})
 	if err != nil {
 		return err
