@@ -22,6 +22,9 @@ type metrics struct {
 	engine   *push.Engine
 	registry *prometheus.Registry
 	latency  *prometheus.HistogramVec
+	// observers caches latency's child per transport, so that a
+	// delivery does no label lookup.
+	observers map[string]prometheus.Observer
 	apiPubs  prometheus.Counter
 	recent   latencyBuckets // for the dashboard's per-interval quantiles
 }
@@ -33,6 +36,10 @@ func newMetrics(e *push.Engine) *metrics {
 		Help:    "Time from the broker accepting a publication to its write to a client, by transport.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
 	}, []string{"transport"})
+	m.observers = make(map[string]prometheus.Observer)
+	for _, t := range []string{"websocket", "longpoll", "poll"} {
+		m.observers[t] = m.latency.WithLabelValues(t)
+	}
 	m.apiPubs = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "hotline_api_publish_total",
 		Help: "Publications made through POST /api/publish.",
@@ -52,7 +59,11 @@ func (m *metrics) handler() http.Handler {
 // delivered records one publication written to a client.
 func (m *metrics) delivered(transport string, published time.Time) {
 	d := time.Since(published)
-	m.latency.WithLabelValues(transport).Observe(d.Seconds())
+	if o, ok := m.observers[transport]; ok {
+		o.Observe(d.Seconds())
+	} else {
+		m.latency.WithLabelValues(transport).Observe(d.Seconds())
+	}
 	m.recent.add(d)
 }
 
