@@ -87,7 +87,8 @@ type event struct {
 	Event       string `json:"event"` // listening, open, message, ping, pong, close, error
 	Port        int    `json:"port"`
 	Subprotocol string `json:"subprotocol"`
-	Type        string `json:"type"` // text or binary
+	Extensions  string `json:"extensions"` // the Sec-WebSocket-Extensions response, on open
+	Type        string `json:"type"`       // text or binary
 	Len         int    `json:"len"`
 	SHA256      string `json:"sha256"`
 	Text        string `json:"text"` // short text messages only

@@ -2,9 +2,15 @@
 // A Node ws peer for hotline's interoperability tests.
 //
 // Usage:
-//   node peer.js client URL CASE   connect to URL and run CASE
-//   node peer.js server CASE       listen on 127.0.0.1, print the port, run
-//                                  CASE on the first connection, then exit
+//   node peer.js client URL CASE [DEFLATE]   connect to URL and run CASE
+//   node peer.js server CASE [DEFLATE]       listen on 127.0.0.1, print the
+//                                            port, run CASE on the first
+//                                            connection, then exit
+//
+// DEFLATE, a JSON object, turns permessage-deflate on and is passed as ws's
+// perMessageDeflate option (serverNoContextTakeover, clientNoContextTakeover,
+// serverMaxWindowBits, clientMaxWindowBits, threshold). Without it, frames
+// go out exactly as sent.
 //
 // Every event is printed on stdout as one JSON object per line. The exit
 // status is 0 when the conversation ended with a close, 1 on an error.
@@ -30,6 +36,19 @@ function pattern(n) {
   const b = Buffer.alloc(n);
   for (let i = 0; i < n; i++) b[i] = i % 251;
   return b;
+}
+
+// compressible is ASCII text that deflates well; the Go tests build the
+// same bytes.
+function compressible(n) {
+  const lines = [];
+  let size = 0;
+  for (let i = 0; size < n; i++) {
+    const line = `line ${i}: the quick brown fox jumps over the lazy dog\n`;
+    lines.push(line);
+    size += line.length;
+  }
+  return lines.join('').slice(0, n);
 }
 
 function describe(data, isBinary) {
@@ -76,6 +95,18 @@ function opening(ws, kase) {
     case 'close-peer':
       ws.close(4000, 'bye');
       break;
+    case 'deflate': {
+      // Below and above any threshold, text and binary, then a compressed
+      // message in three frames.
+      ws.send('peer: small \u2713');
+      ws.send(compressible(64 << 10));
+      ws.send(Buffer.from(compressible(1 << 20)), { binary: true });
+      const frag = Buffer.from(compressible(3 * 4096));
+      ws.send(frag.subarray(0, 4096), { binary: false, fin: false });
+      ws.send(frag.subarray(4096, 8192), { binary: false, fin: false });
+      ws.send(frag.subarray(8192), { binary: false, fin: true });
+      break;
+    }
     case 'invalid-utf8':
       // A Buffer with binary: false goes out as a text frame, unchecked.
       ws.send(Buffer.from('bad \xff utf-8', 'latin1'), { binary: false });
@@ -83,8 +114,10 @@ function opening(ws, kase) {
   }
 }
 
-function converse(ws, kase, done) {
-  emit({ event: 'open', subprotocol: ws.protocol });
+// converse runs the case on ws; extensions is the negotiated
+// Sec-WebSocket-Extensions header as sent or received.
+function converse(ws, kase, extensions, done) {
+  emit({ event: 'open', subprotocol: ws.protocol, extensions: extensions || '' });
   ws.on('message', (data, isBinary) => {
     emit(describe(data, isBinary));
     ws.send(data, { binary: isBinary });
@@ -99,29 +132,31 @@ function converse(ws, kase, done) {
     emit({ event: 'close', code, reason: reason.toString() });
     done();
   });
-  opening(ws, kase);
+  opening(ws, kase.startsWith('deflate') ? 'deflate' : kase);
 }
 
-// Later permessage-deflate cases will turn perMessageDeflate on; until then
-// frames go out exactly as sent.
-function client(url, kase) {
+function client(url, kase, deflate) {
   const protocols = kase.startsWith('subprotocol') ? PROTOCOLS : [];
   const ws = new WebSocket(url, protocols, {
-    perMessageDeflate: false,
+    perMessageDeflate: deflate || false,
     maxPayload: 64 << 20,
   });
-  ws.on('open', () => converse(ws, kase, () => process.exit(0)));
+  let extensions = '';
+  ws.on('upgrade', (res) => {
+    extensions = res.headers['sec-websocket-extensions'] || '';
+  });
+  ws.on('open', () => converse(ws, kase, extensions, () => process.exit(0)));
   ws.on('unexpected-response', (req, res) => fail(new Error('handshake: HTTP ' + res.statusCode)));
   ws.once('error', (err) => {
     if (ws.readyState === WebSocket.CONNECTING) fail(err);
   });
 }
 
-function server(kase) {
+function server(kase, deflate) {
   const wss = new WebSocket.WebSocketServer({
     host: '127.0.0.1',
     port: 0,
-    perMessageDeflate: false,
+    perMessageDeflate: deflate || false,
     maxPayload: 64 << 20,
     handleProtocols: (offered) => {
       for (const p of offered) if (PROTOCOLS.includes(p)) return p;
@@ -130,15 +165,26 @@ function server(kase) {
   });
   wss.on('listening', () => emit({ event: 'listening', port: wss.address().port }));
   wss.on('error', fail);
-  wss.once('connection', (ws) => converse(ws, kase, () => wss.close(() => process.exit(0))));
+  let extensions = '';
+  wss.on('headers', (headers) => {
+    const prefix = 'sec-websocket-extensions:';
+    for (const h of headers) {
+      if (h.toLowerCase().startsWith(prefix)) extensions = h.slice(prefix.length).trim();
+    }
+  });
+  wss.once('connection', (ws) =>
+    converse(ws, kase, extensions, () => wss.close(() => process.exit(0))),
+  );
 }
 
 function main(argv) {
   setTimeout(() => fail(new Error('timeout')), TIMEOUT_MS).unref();
-  if (argv.length === 3 && argv[0] === 'client') client(argv[1], argv[2]);
-  else if (argv.length === 2 && argv[0] === 'server') server(argv[1]);
-  else {
-    process.stderr.write('usage: peer.js client URL CASE | peer.js server CASE\n');
+  if ((argv.length === 3 || argv.length === 4) && argv[0] === 'client') {
+    client(argv[1], argv[2], argv.length === 4 ? JSON.parse(argv[3]) : null);
+  } else if ((argv.length === 2 || argv.length === 3) && argv[0] === 'server') {
+    server(argv[1], argv.length === 3 ? JSON.parse(argv[2]) : null);
+  } else {
+    process.stderr.write('usage: peer.js client URL CASE [DEFLATE] | peer.js server CASE [DEFLATE]\n');
     process.exit(2);
   }
 }

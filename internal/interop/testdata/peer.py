@@ -2,9 +2,16 @@
 """A Python websockets peer for hotline's interoperability tests.
 
 Usage:
-    peer.py client URL CASE   connect to URL and run CASE
-    peer.py server CASE       listen on 127.0.0.1, print the port, run CASE
-                              on the first connection, then exit
+    peer.py client URL CASE [DEFLATE]   connect to URL and run CASE
+    peer.py server CASE [DEFLATE]       listen on 127.0.0.1, print the port,
+                                        run CASE on the first connection,
+                                        then exit
+
+DEFLATE, a JSON object, turns permessage-deflate on: its keys
+serverNoContextTakeover, clientNoContextTakeover, serverMaxWindowBits and
+clientMaxWindowBits are what the client offers or what the server imposes
+(threshold, for Node, is ignored: websockets compresses every message).
+Without it, frames go out exactly as sent.
 
 Every event is printed on stdout as one JSON object per line. The exit
 status is 0 when the conversation ended with a close handshake or a
@@ -20,6 +27,10 @@ import json
 import sys
 
 import websockets
+from websockets.extensions.permessage_deflate import (
+    ClientPerMessageDeflateFactory,
+    ServerPerMessageDeflateFactory,
+)
 from websockets.frames import Opcode
 
 BIG = 16 << 20
@@ -34,6 +45,34 @@ def emit(**event):
 def pattern(n):
     unit = bytes(range(251))
     return (unit * (n // len(unit) + 1))[:n]
+
+
+def compressible(n):
+    """ASCII text that deflates well; the Go tests build the same bytes."""
+    lines = []
+    size = i = 0
+    while size < n:
+        line = f"line {i}: the quick brown fox jumps over the lazy dog\n"
+        lines.append(line)
+        size += len(line)
+        i += 1
+    return "".join(lines)[:n]
+
+
+def deflate_factory(opts, client):
+    """The permessage-deflate factory for the DEFLATE argument."""
+    kwargs = dict(
+        server_no_context_takeover=opts.get("serverNoContextTakeover", False),
+        client_no_context_takeover=opts.get("clientNoContextTakeover", False),
+        server_max_window_bits=opts.get("serverMaxWindowBits"),
+        client_max_window_bits=opts.get("clientMaxWindowBits"),
+    )
+    if client:
+        if kwargs["client_max_window_bits"] is None:
+            # Offer client_max_window_bits without a value, as browsers do.
+            kwargs["client_max_window_bits"] = True
+        return ClientPerMessageDeflateFactory(**kwargs)
+    return ServerPerMessageDeflateFactory(**kwargs)
 
 
 def describe(msg):
@@ -71,13 +110,25 @@ async def opening(ws, case):
         await ws.send("pinged")
     elif case == "close-peer":
         await ws.close(4000, "bye")
+    elif case.startswith("deflate"):
+        # Below and above any threshold, text and binary, then a compressed
+        # message in three frames.
+        await ws.send("peer: small \u2713")
+        await ws.send(compressible(64 << 10))
+        await ws.send(compressible(1 << 20).encode())
+        frag = compressible(3 * 4096)
+        await ws.send([frag[:4096], frag[4096:8192], frag[8192:]])
     elif case == "invalid-utf8":
         # send() only takes str for text, so write the frame directly.
         await ws.write_frame(True, Opcode.TEXT, b"bad \xff utf-8")
 
 
 async def converse(ws, case):
-    emit(event="open", subprotocol=ws.subprotocol or "")
+    emit(
+        event="open",
+        subprotocol=ws.subprotocol or "",
+        extensions=ws.response_headers.get("Sec-WebSocket-Extensions", ""),
+    )
     await opening(ws, case)
     try:
         async for msg in ws:
@@ -89,8 +140,11 @@ async def converse(ws, case):
     emit(event="close", code=ws.close_code, reason=ws.close_reason or "")
 
 
-async def client(url, case):
+async def client(url, case, deflate):
     protocols = PROTOCOLS if case.startswith("subprotocol") else None
+    extensions = None
+    if deflate is not None:
+        extensions = [deflate_factory(deflate, client=True)]
     async with websockets.connect(
         url,
         subprotocols=protocols,
@@ -98,11 +152,12 @@ async def client(url, case):
         ping_interval=None,
         close_timeout=5,
         compression=None,
+        extensions=extensions,
     ) as ws:
         await converse(ws, case)
 
 
-async def server(case):
+async def server(case, deflate):
     done = asyncio.get_running_loop().create_future()
 
     async def handler(ws):
@@ -124,6 +179,7 @@ async def server(case):
         ping_interval=None,
         close_timeout=5,
         compression=None,
+        extensions=None if deflate is None else [deflate_factory(deflate, client=False)],
     ) as srv:
         port = srv.sockets[0].getsockname()[1]
         emit(event="listening", port=port)
@@ -131,10 +187,10 @@ async def server(case):
 
 
 def main(argv):
-    if len(argv) == 4 and argv[1] == "client":
-        coro = client(argv[2], argv[3])
-    elif len(argv) == 3 and argv[1] == "server":
-        coro = server(argv[2])
+    if len(argv) in (4, 5) and argv[1] == "client":
+        coro = client(argv[2], argv[3], json.loads(argv[4]) if len(argv) == 5 else None)
+    elif len(argv) in (3, 4) and argv[1] == "server":
+        coro = server(argv[2], json.loads(argv[3]) if len(argv) == 4 else None)
     else:
         print(__doc__, file=sys.stderr)
         return 2
