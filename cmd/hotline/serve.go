@@ -13,6 +13,7 @@ import (
 
 	"github.com/hotline-rt/hotline/auth"
 	"github.com/hotline-rt/hotline/server"
+	"github.com/hotline-rt/hotline/web"
 )
 
 const serveSynopsis = `Usage: hotline serve [flags]
@@ -79,6 +80,7 @@ func serve(ctx context.Context, args []string) error {
 		Auth:            verifier,
 		APIKey:          *apiKey,
 		LongPollTimeout: *longPoll,
+		Web:             web.Handler(),
 		MaxWaiting:      *maxWaiting,
 		Logger:          log,
 	})
