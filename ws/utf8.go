@@ -1,9 +1,6 @@
 package ws
 
-import (
-	"encoding/binary"
-	"unicode/utf8"
-)
+import "unicode/utf8"
 
 // utf8Validator checks that a text message is valid UTF-8 while it arrives
 // in pieces (frames, or reads within a frame). It fails on the first byte
@@ -33,28 +30,27 @@ func (v *utf8Validator) write(p []byte) bool {
 		}
 		v.n = 0
 	}
-	for len(p) > 0 {
-		// ASCII fast path: eight bytes at a time.
-		for len(p) >= 8 && binary.LittleEndian.Uint64(p)&0x8080808080808080 == 0 {
-			p = p[8:]
-		}
-		if len(p) == 0 {
+	// Set aside a sequence cut by the end of p, then let utf8.Valid,
+	// which has its own ASCII fast path, check the rest in one pass.
+	cut := len(p)
+	for i := len(p) - 1; i >= 0 && i >= len(p)-3; i-- {
+		if c := p[i]; c < utf8.RuneSelf {
+			break
+		} else if c >= 0xc0 {
+			if len(p)-i < seqLen(c) {
+				cut = i
+			}
 			break
 		}
-		if p[0] < utf8.RuneSelf {
-			p = p[1:]
-			continue
+	}
+	if !utf8.Valid(p[:cut]) {
+		return false
+	}
+	if tail := p[cut:]; len(tail) > 0 {
+		if !validPrefix(tail) {
+			return false
 		}
-		r, size := utf8.DecodeRune(p)
-		if r == utf8.RuneError && size <= 1 {
-			// Either invalid or cut at the end of this piece.
-			if utf8.FullRune(p) || !validPrefix(p) {
-				return false
-			}
-			v.n = copy(v.pend[:], p)
-			return true
-		}
-		p = p[size:]
+		v.n = copy(v.pend[:], tail)
 	}
 	return true
 }

@@ -1,0 +1,229 @@
+package ws
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"strconv"
+	"testing"
+	"unicode/utf8"
+)
+
+var benchSizes = []int{16, 1 << 10, 64 << 10}
+
+func BenchmarkMask(b *testing.B) {
+	for _, size := range benchSizes {
+		b.Run(strconv.Itoa(size), func(b *testing.B) {
+			p := make([]byte, size)
+			b.ReportAllocs()
+			b.SetBytes(int64(size))
+			for b.Loop() {
+				mask(0x12345678, 1, p)
+			}
+		})
+	}
+}
+
+func BenchmarkUTF8(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		text []byte
+	}{
+		{"ascii", bytes.Repeat([]byte("hello, world "), 1<<10/13+1)[:1<<10]},
+		{"mixed", bytes.Repeat([]byte("héllo wörld ✓ "), 1<<10/17+1)},
+	} {
+		b.Run(tc.name+"/validator", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(tc.text)))
+			var v utf8Validator
+			for b.Loop() {
+				if !v.write(tc.text) || !v.done() {
+					b.Fatal("invalid")
+				}
+			}
+		})
+		b.Run(tc.name+"/utf8.Valid", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(tc.text)))
+			for b.Loop() {
+				if !utf8.Valid(tc.text) {
+					b.Fatal("invalid")
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkFrameHeader(b *testing.B) {
+	h := header{fin: true, op: OpBinary, masked: true, key: 0xdeadbeef, length: 1 << 10}
+	var buf [maxHeaderSize]byte
+	b.Run("encode", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			appendHeader(buf[:0], h)
+		}
+	})
+	enc := appendHeader(nil, h)
+	b.Run("decode", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, err := parseHeader(enc); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// discardConn is a net.Conn that swallows writes, to measure framing alone.
+type discardConn struct{ net.Conn }
+
+func (discardConn) Write(p []byte) (int, error) { return len(p), nil }
+func (discardConn) Close() error                { return nil }
+
+func BenchmarkWriteMessage(b *testing.B) {
+	for _, server := range []bool{true, false} {
+		side := map[bool]string{true: "server", false: "client"}[server]
+		for _, size := range benchSizes {
+			b.Run(side+"/"+strconv.Itoa(size), func(b *testing.B) {
+				c := newConn(discardConn{}, server, 0)
+				p := make([]byte, size)
+				b.ReportAllocs()
+				b.SetBytes(int64(size))
+				for b.Loop() {
+					if err := c.WriteMessage(context.Background(), OpBinary, p); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+func BenchmarkWritePrepared(b *testing.B) {
+	conns := make([]*Conn, 100)
+	for i := range conns {
+		conns[i] = newConn(discardConn{}, true, 0)
+	}
+	pm := NewPreparedMessage(OpText, bytes.Repeat([]byte("x"), 64))
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, c := range conns {
+			if err := c.WritePrepared(context.Background(), pm); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(conns)), "ns/conn")
+}
+
+// loopbackPair returns a server and a client Conn joined over a real
+// loopback TCP connection.
+func loopbackPair(tb testing.TB) (server, client *Conn) {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan *Conn, 1)
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			accepted <- nil
+			return
+		}
+		c, err := Accept(nc, nil)
+		if err != nil {
+			accepted <- nil
+			return
+		}
+		accepted <- c
+	}()
+	client, _, err = Dial(context.Background(), "ws://"+ln.Addr().String()+"/", nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	server = <-accepted
+	if server == nil {
+		tb.Fatal("accept failed")
+	}
+	tb.Cleanup(func() { client.CloseNow(); server.CloseNow() })
+	return server, client
+}
+
+// BenchmarkEcho measures a round trip over loopback: the client writes,
+// the server reads and writes back, the client reads.
+func BenchmarkEcho(b *testing.B) {
+	for _, size := range benchSizes {
+		b.Run(strconv.Itoa(size), func(b *testing.B) {
+			srv, cli := loopbackPair(b)
+			go func() {
+				var buf []byte
+				for {
+					op, msg, err := srv.ReadMessage(context.Background(), buf[:0])
+					if err != nil {
+						return
+					}
+					if srv.WriteMessage(context.Background(), op, msg) != nil {
+						return
+					}
+					buf = msg
+				}
+			}()
+			p := bytes.Repeat([]byte("a"), size)
+			var buf []byte
+			b.ReportAllocs()
+			b.SetBytes(int64(size))
+			for b.Loop() {
+				if err := cli.WriteMessage(context.Background(), OpText, p); err != nil {
+					b.Fatal(err)
+				}
+				_, msg, err := cli.ReadMessage(context.Background(), buf[:0])
+				if err != nil {
+					b.Fatal(err)
+				}
+				buf = msg
+			}
+		})
+	}
+}
+
+// TestEchoAllocatesNothing locks in the zero-allocation hot path: a server
+// that reads into a reused buffer and writes back, over a real socket.
+func TestEchoAllocatesNothing(t *testing.T) {
+	srv, cli := loopbackPair(t)
+	p := bytes.Repeat([]byte("a"), 1<<10)
+	var sbuf, cbuf []byte
+	round := func() {
+		if err := cli.WriteMessage(context.Background(), OpText, p); err != nil {
+			t.Fatal(err)
+		}
+		op, msg, err := srv.ReadMessage(context.Background(), sbuf[:0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		sbuf = msg
+		if err := srv.WriteMessage(context.Background(), op, msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, cbuf, err = cli.ReadMessage(context.Background(), cbuf[:0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	round() // warm the buffers and pools
+	if n := testing.AllocsPerRun(200, round); n != 0 {
+		t.Fatalf("echo round trip allocates %v times, want 0", n)
+	}
+	pm := NewPreparedMessage(OpText, p)
+	srv.WritePrepared(context.Background(), pm)
+	cli.ReadMessage(context.Background(), cbuf[:0])
+	if n := testing.AllocsPerRun(200, func() {
+		srv.WritePrepared(context.Background(), pm)
+		cli.ReadMessage(context.Background(), cbuf[:0])
+	}); n != 0 {
+		t.Fatalf("WritePrepared allocates %v times, want 0", n)
+	}
+}
+
+var _ = io.EOF
