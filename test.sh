@@ -179,6 +179,9 @@ step staticcheck staticcheck
 section "go test -race"
 step "go test" go test -race -count=1 ./...
 
+section "allocation tests (without -race, which allocates on its own)"
+step "allocs" go test -count=1 -run 'Alloc' ./...
+
 section "fuzz (${FUZZTIME} per target)"
 if [ "$FUZZTIME" = 0 ]; then
 	echo "skipped: FUZZTIME=0"

@@ -1,7 +1,7 @@
 package ws
 
 import (
-	"compress/flate"
+	"github.com/klauspost/compress/flate"
 	"errors"
 	"fmt"
 	"io"

@@ -49,6 +49,31 @@
 // adds patterns, matched with path.Match against the whole origin
 // ("https://*.example.com") or its host ("*.example.com").
 //
+// # Compression
+//
+// AcceptOptions.Compression and DialOptions.Compression turn on
+// permessage-deflate. Messages below CompressionOptions.Threshold (128
+// bytes by default) go out uncompressed; the read limit applies to the
+// decompressed size, counted while inflating, so a zip bomb is closed with
+// 1009 before it fills memory. Invalid deflate data closes with 1007 for
+// text and 1002 for binary. A PreparedMessage is compressed once for every
+// connection without context takeover.
+//
+// The deflate implementation is github.com/klauspost/compress/flate,
+// chosen by measurement against compress/flate at BestSpeed, one message
+// at a time (2 CPUs, go1.26): compressing 16 KiB of JSON-like text took
+// 13.1 µs against 26.4 µs (ratio 0.090 for both), 1 KiB 3.9 µs against
+// 6.6 µs; decompressing 16 KiB 12.4 µs against 17.2 µs, with 1 allocation
+// against 8.
+//
+// Context takeover costs memory for the life of a connection: measured
+// as heap in use per idle client/server pair after one 16 KiB message,
+// 3.8 KiB without takeover and 1,737 KiB with it (a compressor and a
+// 32 KiB window on each side). So servers refuse takeover by default
+// (they answer server_no_context_takeover and client_no_context_takeover);
+// set CompressionOptions.ContextTakeover only for few, long-lived,
+// chatty connections.
+//
 // # Memory
 //
 // A connection borrows a 4 KiB buffer from a pool only while a frame is
