@@ -1,11 +1,12 @@
 package ws
 
 import (
-	"github.com/klauspost/compress/flate"
 	"errors"
 	"fmt"
 	"io"
 	"sync"
+
+	"github.com/klauspost/compress/flate"
 )
 
 // deflateTail is the end of a sync flush, which permessage-deflate leaves
