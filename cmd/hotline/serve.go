@@ -37,6 +37,8 @@ func serve(ctx context.Context, args []string) error {
 	maxWaiting := fs.Int("max-waiting", 10000, "most long polls held at once; past it polls get 503 with Retry-After\n(0: no limit)")
 	jwtSecret := fs.String("jwt-secret", "", "HS256 secret that client tokens are signed with; without it (and\nwithout -jwt-public-key) the server runs in development mode with\nanonymous users")
 	jwtKey := fs.String("jwt-public-key", "", "PEM file with the RS256 or ES256 public key of client tokens")
+	var nsFlags stringList
+	fs.Var(&nsFlags, "namespace", "channel namespace options, repeatable: NAME:history=N,ttl=D,presence,joinleave,publish\n(e.g. news:history=100,ttl=10m,presence); chat, stats and bench exist\nby default, and channels in other namespaces are refused")
 	apiKey := fs.String("api-key", "", "key for the server API (/api/publish, /api/presence, /api/history),\nsent as 'Authorization: apikey KEY'; empty disables the API")
 	keepAlive := fs.Duration("keepalive", 30*time.Second, "WebSocket ping period when a client is silent; 0 disables")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for queued messages to flush")
@@ -50,6 +52,10 @@ func serve(ctx context.Context, args []string) error {
 		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
 	}
 	log, err := newLogger(*logFormat, *logLevel)
+	if err != nil {
+		return err
+	}
+	ns, err := namespaces(nsFlags)
 	if err != nil {
 		return err
 	}
@@ -74,6 +80,7 @@ func serve(ctx context.Context, args []string) error {
 		ReadLimit:       *readLimit,
 		KeepAlive:       *keepAlive,
 		MaxConns:        *maxConns,
+		Namespaces:      ns,
 		PublishRate:     *publishRate,
 		QueueMessages:   *queueMessages,
 		QueueBytes:      *queueBytes,
