@@ -72,6 +72,18 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// DefaultNamespaces are the namespaces of a server that is not told
+// otherwise: push's "" and "chat", "stats" (the dashboard feed, which only
+// the server publishes to) and "bench" (for hotline bench).
+func DefaultNamespaces() map[string]push.NamespaceOptions {
+	return map[string]push.NamespaceOptions{
+		"":      push.DefaultNamespace,
+		"chat":  push.ChatNamespace,
+		"stats": {HistorySize: 1},
+		"bench": {HistorySize: 1000, HistoryTTL: time.Minute, ClientPublish: true},
+	}
+}
+
 // Server is a configured hotline server.
 type Server struct {
 	cfg       Config
@@ -98,12 +110,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Auth = auth.Anonymous()
 	}
 	if cfg.Namespaces == nil {
-		cfg.Namespaces = map[string]push.NamespaceOptions{
-			"":      push.DefaultNamespace,
-			"chat":  push.ChatNamespace,
-			"stats": {HistorySize: 1},
-			"bench": {HistorySize: 1000, HistoryTTL: time.Minute, ClientPublish: true},
-		}
+		cfg.Namespaces = DefaultNamespaces()
 	}
 	engine, err := push.New(push.Config{
 		Broker:        cfg.Broker,

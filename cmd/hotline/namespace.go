@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hotline-rt/hotline/push"
+	"github.com/hotline-rt/hotline/server"
 )
 
 // parseNamespace reads one -namespace flag value:
@@ -67,12 +68,7 @@ func namespaces(flags []string) (map[string]push.NamespaceOptions, error) {
 	if len(flags) == 0 {
 		return nil, nil // the server's defaults
 	}
-	m := map[string]push.NamespaceOptions{
-		"":      push.DefaultNamespace,
-		"chat":  push.ChatNamespace,
-		"stats": {HistorySize: 1},
-		"bench": {HistorySize: 1000, HistoryTTL: time.Minute, ClientPublish: true},
-	}
+	m := server.DefaultNamespaces()
 	for _, f := range flags {
 		name, o, err := parseNamespace(f)
 		if err != nil {
