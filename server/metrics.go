@@ -25,8 +25,8 @@ type metrics struct {
 	// observers caches latency's child per transport, so that a
 	// delivery does no label lookup.
 	observers map[string]prometheus.Observer
-	apiPubs  prometheus.Counter
-	recent   latencyBuckets // for the dashboard's per-interval quantiles
+	apiPubs   prometheus.Counter
+	recent    latencyBuckets // for the dashboard's per-interval quantiles
 }
 
 func newMetrics(e *push.Engine) *metrics {
