@@ -111,11 +111,6 @@ func TestCloseWithReader(t *testing.T) {
 	}
 }
 
-// pipeConns returns a server and a client Conn joined by net.Pipe.
-func pipeConns() (server, client *Conn) {
-	a, b := net.Pipe()
-	return newConn(a, true, 0), newConn(b, false, 0)
-}
 
 // TestCloseBoundedWait: a peer that never answers the close frame cannot
 // hold Close for longer than closeTimeout.

@@ -38,12 +38,11 @@ type deflateState struct {
 	sink sink
 
 	// Read side, under readMu.
-	fr    io.ReadCloser
-	src   inflateSource
-	dict  []byte // the last window of output, with readTakeover
-	out   int64  // decompressed bytes of the current message
-	done  bool   // the current message is fully decompressed
-	dictw bool   // dict is in use by fr
+	fr   io.ReadCloser
+	src  inflateSource
+	dict []byte // the last window of output, with readTakeover
+	out  int64  // decompressed bytes of the current message
+	done bool   // the current message is fully decompressed
 }
 
 func newDeflateState(p deflateParams, server bool, opts *CompressionOptions) *deflateState {

@@ -160,20 +160,6 @@ func headerLen(b1 byte) int {
 	return n
 }
 
-// headerSize is len(appendHeader(nil, h)) without building it.
-func headerSize(length int64, masked bool) int {
-	n := 2
-	switch {
-	case length > 0xffff:
-		n = 10
-	case length > 125:
-		n = 4
-	}
-	if masked {
-		n += 4
-	}
-	return n
-}
 
 // itoa avoids strconv in the few error paths that format small numbers.
 func itoa(v int) string {

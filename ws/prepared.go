@@ -18,7 +18,6 @@ type PreparedMessage struct {
 	plain      []byte // header and payload, unmasked
 	compressed []byte // RSV1 frame compressed without context
 	level      int
-	err        error
 }
 
 // NewPreparedMessage prepares data as a message of type op. data must not
