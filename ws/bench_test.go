@@ -227,3 +227,88 @@ func TestEchoAllocatesNothing(t *testing.T) {
 		t.Fatalf("WritePrepared allocates %v times, want 0", n)
 	}
 }
+
+// jsonText is compressible JSON-like text of n bytes.
+func jsonText(n int) []byte {
+	var b bytes.Buffer
+	for i := 0; b.Len() < n; i++ {
+		b.WriteString(`{"id":` + strconv.Itoa(i) + `,"user":"user-` + strconv.Itoa(i%37) + `","text":"message number ` + strconv.Itoa(i) + ` says hello"},`)
+	}
+	return b.Bytes()[:n]
+}
+
+// benchDeflateConn is a server Conn with permessage-deflate negotiated, without
+// context takeover, writing to nowhere.
+func benchDeflateConn(nc net.Conn) *Conn {
+	c := newConn(nc, true, 0)
+	c.deflate = newDeflateState(deflateParams{serverNoContextTakeover: true, clientNoContextTakeover: true}, true, nil)
+	c.rsvAllowed = bitRsv1
+	return c
+}
+
+func BenchmarkDeflate(b *testing.B) {
+	for _, size := range []int{1 << 10, 16 << 10} {
+		p := jsonText(size)
+		b.Run("compress/"+strconv.Itoa(size), func(b *testing.B) {
+			c := benchDeflateConn(discardConn{})
+			b.ReportAllocs()
+			b.SetBytes(int64(size))
+			for b.Loop() {
+				if err := c.WriteMessage(context.Background(), OpText, p); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("decompress/"+strconv.Itoa(size), func(b *testing.B) {
+			// One compressed client frame, replayed forever.
+			var s sink
+			out, err := compressMessage(nil, 1, &s, p)
+			if err != nil {
+				b.Fatal(err)
+			}
+			frame := clientFrame(bitFin|bitRsv1|byte(OpText), out)
+			c := benchDeflateConn(&loopConn{frame: frame})
+			var buf []byte
+			b.ReportAllocs()
+			b.SetBytes(int64(size))
+			for b.Loop() {
+				_, msg, err := c.ReadMessage(context.Background(), buf[:0])
+				if err != nil {
+					b.Fatal(err)
+				}
+				buf = msg
+			}
+		})
+		b.Run("prepared-broadcast-100/"+strconv.Itoa(size), func(b *testing.B) {
+			conns := make([]*Conn, 100)
+			for i := range conns {
+				conns[i] = benchDeflateConn(discardConn{})
+			}
+			b.ReportAllocs()
+			b.SetBytes(int64(size))
+			for b.Loop() {
+				pm := NewPreparedMessage(OpText, p) // compressed once, written 100 times
+				for _, c := range conns {
+					if err := c.WritePrepared(context.Background(), pm); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}
+
+// loopConn reads the same frame forever and discards writes.
+type loopConn struct {
+	net.Conn
+	frame []byte
+	off   int
+}
+
+func (c *loopConn) Read(p []byte) (int, error) {
+	n := copy(p, c.frame[c.off:])
+	c.off = (c.off + n) % len(c.frame)
+	return n, nil
+}
+func (c *loopConn) Write(p []byte) (int, error) { return len(p), nil }
+func (c *loopConn) Close() error                { return nil }

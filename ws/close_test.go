@@ -111,7 +111,6 @@ func TestCloseWithReader(t *testing.T) {
 	}
 }
 
-
 // TestCloseBoundedWait: a peer that never answers the close frame cannot
 // hold Close for longer than closeTimeout.
 func TestCloseBoundedWait(t *testing.T) {

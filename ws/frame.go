@@ -160,7 +160,6 @@ func headerLen(b1 byte) int {
 	return n
 }
 
-
 // itoa avoids strconv in the few error paths that format small numbers.
 func itoa(v int) string {
 	if v == 0 {
