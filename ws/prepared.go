@@ -75,13 +75,9 @@ func (c *Conn) WritePrepared(ctx context.Context, pm *PreparedMessage) error {
 
 // writeRaw writes a whole encoded frame.
 func (c *Conn) writeRaw(frame []byte) error {
-	c.writeMu.Lock()
+	if err := c.lockWriter(); err != nil {
+		return err
+	}
 	defer c.writeMu.Unlock()
-	if c.writeErr != nil {
-		return c.writeErr
-	}
-	if c.closeSent {
-		return ErrClosed
-	}
 	return c.wrote(c.nc.Write(frame))
 }

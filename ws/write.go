@@ -43,14 +43,10 @@ func (c *Conn) Ping(ctx context.Context, p []byte) error {
 // writeFrame writes one frame. The server sends header and payload with
 // one writev and no copy; the client masks through a pooled buffer.
 func (c *Conn) writeFrame(fin bool, op Opcode, rsv byte, p []byte) error {
-	c.writeMu.Lock()
+	if err := c.lockWriter(); err != nil {
+		return err
+	}
 	defer c.writeMu.Unlock()
-	if c.writeErr != nil {
-		return c.writeErr
-	}
-	if c.closeSent {
-		return ErrClosed
-	}
 	h := header{fin: fin, rsv: rsv, op: op, length: int64(len(p)), masked: !c.server}
 	if c.server {
 		if len(p) <= bufSize-maxHeaderSize {
@@ -88,6 +84,21 @@ func (c *Conn) writeFrame(fin bool, op Opcode, rsv byte, p []byte) error {
 	}
 }
 
+// lockWriter takes writeMu for one frame. Once the connection cannot
+// write (a write failed, or the close frame went out) it returns why,
+// without the lock.
+func (c *Conn) lockWriter() error {
+	c.writeMu.Lock()
+	err := c.writeErr
+	if err == nil && c.closeSent {
+		err = ErrClosed
+	}
+	if err != nil {
+		c.writeMu.Unlock()
+	}
+	return err
+}
+
 // wrote records a failed write as the connection's sticky write error.
 func (c *Conn) wrote(_ int, err error) error {
 	if err != nil {
@@ -100,14 +111,10 @@ func (c *Conn) wrote(_ int, err error) error {
 // writeControl sends a control frame. It may go out between the frames of
 // a data message.
 func (c *Conn) writeControl(op Opcode, p []byte) error {
-	c.writeMu.Lock()
+	if err := c.lockWriter(); err != nil {
+		return err
+	}
 	defer c.writeMu.Unlock()
-	if c.writeErr != nil {
-		return c.writeErr
-	}
-	if c.closeSent {
-		return ErrClosed
-	}
 	return c.writeControlLocked(op, p)
 }
 
@@ -127,14 +134,10 @@ func (c *Conn) writeControlLocked(op Opcode, p []byte) error {
 
 // writeClose sends a close frame once; later calls return ErrClosed.
 func (c *Conn) writeClose(code StatusCode, reason string) error {
-	c.writeMu.Lock()
+	if err := c.lockWriter(); err != nil {
+		return err
+	}
 	defer c.writeMu.Unlock()
-	if c.writeErr != nil {
-		return c.writeErr
-	}
-	if c.closeSent {
-		return ErrClosed
-	}
 	c.closeSent = true
 	var payload [maxControlPayload]byte
 	return c.writeControlLocked(OpClose, appendClosePayload(payload[:0], code, reason))
