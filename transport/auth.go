@@ -76,12 +76,3 @@ func connectError(w http.ResponseWriter, err error) {
 		http.Error(w, "cannot open a session", http.StatusInternalServerError)
 	}
 }
-
-// splitComma splits a header value at commas and trims each element.
-func splitComma(v string) []string {
-	parts := strings.Split(v, ",")
-	for i, p := range parts {
-		parts[i] = strings.TrimSpace(p)
-	}
-	return parts
-}

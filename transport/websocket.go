@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -89,8 +90,8 @@ func pickProtocol(r *http.Request) (push.Protocol, bool) {
 		return push.ProtocolChat, true
 	}
 	for _, v := range offered {
-		for _, p := range splitTokens(v) {
-			if proto, ok := push.ParseProtocol(p); ok {
+		for p := range strings.SplitSeq(v, ",") {
+			if proto, ok := push.ParseProtocol(strings.TrimSpace(p)); ok {
 				return proto, true
 			}
 		}
@@ -228,13 +229,3 @@ func (t *WebSocket) Wait(ctx context.Context) error {
 
 // Len returns the number of connections being served.
 func (t *WebSocket) Len() int { return int(t.active.Load()) }
-
-func splitTokens(v string) []string {
-	var out []string
-	for _, p := range splitComma(v) {
-		if p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
