@@ -18,7 +18,7 @@ cd "$(dirname "$0")"
 # Pinned tools. staticcheck 2026.2.2 (v0.8.2) is the first release known to
 # work with Go 1.26 here.
 STATICCHECK=honnef.co/go/tools/cmd/staticcheck@v0.8.2
-APT_PACKAGES=(redis-server chromium python3-websockets)
+APT_PACKAGES=(chromium python3-websockets)
 NODE_DIR=internal/interop/node
 FUZZTIME=${FUZZTIME:-5s}
 export CI=${CI:-true}
@@ -87,7 +87,6 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 install_apt "${need[@]}"
 
-command -v redis-server >/dev/null || die "redis-server not on PATH after install"
 command -v chromium >/dev/null || die "chromium not on PATH after install"
 /usr/bin/python3 -c 'import websockets' ||
 	die "/usr/bin/python3 cannot import websockets after install"
@@ -101,11 +100,10 @@ if [ ! -f "$NODE_DIR/node_modules/.package-lock.json" ] ||
 		die "npm ci in $NODE_DIR failed"
 fi
 
-printf 'python3-websockets %s, node %s, node ws %s, redis %s\n' \
+printf 'python3-websockets %s, node %s, node ws %s\n' \
 	"$(/usr/bin/python3 -c 'import websockets; print(websockets.__version__)')" \
 	"$(node --version)" \
-	"$(node -p "require('./$NODE_DIR/node_modules/ws/package.json').version")" \
-	"$(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')"
+	"$(node -p "require('./$NODE_DIR/node_modules/ws/package.json').version")"
 echo "dependencies: ok ($((SECONDS - start))s)"
 
 # ---------------------------------------------------------------- checks
