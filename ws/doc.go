@@ -80,5 +80,9 @@
 // being read or a message written, and (on a plain socket) gives it back
 // before it waits for the next frame, so an idle connection holds its
 // small Conn struct and nothing else. Without context takeover, the
-// compressor and decompressor are likewise pooled per message.
+// compressor and decompressor are likewise pooled per message. Measured
+// with ../shared/wsbench, an idle connection of hotline serve's /echo
+// (one goroutine each) costs 8.6 KiB of RSS: about 2 KiB of heap, a 2-4
+// KiB goroutine stack, and garbage from net/http's hijack that the
+// runtime has not yet returned to the system.
 package ws
