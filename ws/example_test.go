@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hotline-rt/hotline/ws"
 )
@@ -130,4 +132,41 @@ func ExampleNetConn() {
 	fmt.Printf("%q %v\n", b, err)
 	// Output:
 	// "line one\nline two\n" <nil>
+}
+
+// Accept runs the handshake on a raw connection, for servers without
+// net/http.
+func ExampleAccept() {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer ln.Close()
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		nc.SetDeadline(time.Now().Add(5 * time.Second)) // bound the handshake
+		c, err := ws.Accept(nc, nil)
+		if err != nil {
+			return // Accept has answered with the reason and closed nc
+		}
+		nc.SetDeadline(time.Time{})
+		c.WriteMessage(context.Background(), ws.OpText, []byte("hello from a raw listener"))
+		c.Close(ws.StatusNormalClosure, "")
+	}()
+	c, _, err := ws.Dial(context.Background(), "ws://"+ln.Addr().String()+"/", nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	_, msg, _ := c.ReadMessage(context.Background(), nil)
+	fmt.Println(string(msg))
+	_, _, err = c.ReadMessage(context.Background(), nil)
+	fmt.Println(ws.CloseStatus(err))
+	// Output:
+	// hello from a raw listener
+	// normal closure
 }
