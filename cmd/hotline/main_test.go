@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotline-rt/hotline/internal/testredis"
 	"github.com/hotline-rt/hotline/ws"
 )
 
@@ -196,4 +197,37 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+func TestTwoNodesShareRedis(t *testing.T) {
+	redisAddr := testredis.Start(t)
+	_, a, _ := startServe(t, "-broker", "redis", "-redis-addr", redisAddr, "-api-key", "k")
+	_, b, _ := startServe(t, "-broker", "redis", "-redis-addr", redisAddr, "-api-key", "k")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	onB, _, err := ws.Dial(ctx, "ws://"+b+"/chat/lobby", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer onB.CloseNow()
+	onA, _, err := ws.Dial(ctx, "ws://"+a+"/chat/lobby", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer onA.CloseNow()
+	// Node B's client sees its own line once its subscription is live.
+	onB.WriteMessage(ctx, ws.OpText, []byte("b is here"))
+	if _, msg, err := onB.ReadMessage(ctx, nil); err != nil || string(msg) != "b is here" {
+		t.Fatalf("own line on B: %q %v", msg, err)
+	}
+	onA.WriteMessage(ctx, ws.OpText, []byte("from node a"))
+	for {
+		_, msg, err := onB.ReadMessage(ctx, nil)
+		if err != nil {
+			t.Fatalf("node B never got node A's line: %v", err)
+		}
+		if string(msg) == "from node a" {
+			break
+		}
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hotline-rt/hotline/auth"
+	"github.com/hotline-rt/hotline/broker"
 	"github.com/hotline-rt/hotline/server"
 	"github.com/hotline-rt/hotline/web"
 )
@@ -37,6 +38,10 @@ func serve(ctx context.Context, args []string) error {
 	maxWaiting := fs.Int("max-waiting", 10000, "most long polls held at once; past it polls get 503 with Retry-After\n(0: no limit)")
 	jwtSecret := fs.String("jwt-secret", "", "HS256 secret that client tokens are signed with; without it (and\nwithout -jwt-public-key) the server runs in development mode with\nanonymous users")
 	jwtKey := fs.String("jwt-public-key", "", "PEM file with the RS256 or ES256 public key of client tokens")
+	brokerName := fs.String("broker", "memory", "where channels live: memory (one node) or redis (several nodes\nsharing one Redis server)")
+	redisAddr := fs.String("redis-addr", "127.0.0.1:6379", "Redis server for -broker redis (host:port)")
+	redisPassword := fs.String("redis-password", "", "Redis password for -broker redis")
+	redisPrefix := fs.String("redis-prefix", "hotline:", "prefix of hotline's Redis keys and channels")
 	var nsFlags stringList
 	fs.Var(&nsFlags, "namespace", "channel namespace options, repeatable: NAME:history=N,ttl=D,presence,joinleave,publish\n(e.g. news:history=100,ttl=10m,presence); chat, stats and bench exist\nby default, and channels in other namespaces are refused")
 	apiKey := fs.String("api-key", "", "key for the server API (/api/publish, /api/presence, /api/history),\nsent as 'Authorization: apikey KEY'; empty disables the API")
@@ -58,6 +63,20 @@ func serve(ctx context.Context, args []string) error {
 	ns, err := namespaces(nsFlags)
 	if err != nil {
 		return err
+	}
+	var b broker.Broker // nil: the server's memory broker
+	switch *brokerName {
+	case "memory":
+	case "redis":
+		r, err := broker.NewRedis(broker.RedisConfig{Addr: *redisAddr, Password: *redisPassword, Prefix: *redisPrefix})
+		if err != nil {
+			return fmt.Errorf("-broker redis: %w", err)
+		}
+		defer r.Close(context.Background())
+		b = r
+		log.Info("broker: redis", "addr", *redisAddr, "prefix", *redisPrefix)
+	default:
+		return fmt.Errorf("-broker %q: want memory or redis", *brokerName)
 	}
 	verifier := auth.Anonymous()
 	switch {
@@ -81,6 +100,7 @@ func serve(ctx context.Context, args []string) error {
 		KeepAlive:       *keepAlive,
 		MaxConns:        *maxConns,
 		Namespaces:      ns,
+		Broker:          b,
 		PublishRate:     *publishRate,
 		QueueMessages:   *queueMessages,
 		QueueBytes:      *queueBytes,
