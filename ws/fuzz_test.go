@@ -3,7 +3,9 @@ package ws
 import (
 	"bufio"
 	"bytes"
+	"compress/flate"
 	"context"
+	"encoding/base64"
 	"io"
 	"net"
 	"net/http"
@@ -37,6 +39,14 @@ func FuzzParseHeader(f *testing.F) {
 		if n2 > n {
 			t.Fatalf("re-encoded header is longer: %d > %d", n2, n)
 		}
+		// A header whose length used the shortest encoding comes back
+		// byte for byte.
+		l7 := b[1] & 0x7f
+		if l7 < 126 || l7 == 126 && h.length > 125 || l7 == 127 && h.length > 0xffff {
+			if out := appendHeader(nil, h); !bytes.Equal(out, b[:n]) {
+				t.Fatalf("re-encoded %x, input %x", out, b[:n])
+			}
+		}
 	})
 }
 
@@ -68,8 +78,13 @@ func FuzzUTF8(f *testing.F) {
 		for i := 0; i <= len(p); i++ {
 			check(p[:i], p[i:])
 		}
-		for i := 0; i+2 <= len(p) && i < 16; i++ {
-			check(p[:i], p[i:i+2], p[i+2:])
+		if len(p) > 64 {
+			return // every cut into three is quadratic
+		}
+		for i := 0; i <= len(p); i++ {
+			for j := i; j <= len(p); j++ {
+				check(p[:i], p[i:j], p[j:])
+			}
 		}
 	})
 }
@@ -132,13 +147,36 @@ func FuzzHandshake(f *testing.F) {
 		if err != nil {
 			t.Fatalf("accepted a request that does not parse: %q", req)
 		}
-		if status, reason := checkRequest(r); status != 0 {
-			t.Fatalf("accepted a bad handshake (%d %s): %q", status, reason, req)
+		if !validHandshake(r) {
+			t.Fatalf("accepted an invalid handshake: %q", req)
 		}
-		if r.Method != "GET" || r.Header.Get("Sec-WebSocket-Version") != "13" || !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") && !headerContainsToken(r.Header, "Upgrade", "websocket") {
-			t.Fatalf("accepted %q", req)
+		resp, err := http.ReadResponse(bufio.NewReader(&nc.w), r)
+		if err != nil || resp.Header.Get("Sec-WebSocket-Accept") != AcceptKey(r.Header.Get("Sec-WebSocket-Key")) {
+			t.Fatalf("response does not parse or has the wrong accept value: %v", err)
+		}
+		if p := resp.Header.Get("Sec-WebSocket-Protocol"); p != "" && p != "chat" {
+			t.Fatalf("chose subprotocol %q", p)
 		}
 	})
+}
+
+// validHandshake is a second reading of RFC 6455 section 4.2.1, written
+// apart from checkRequest, for FuzzHandshake to compare against.
+func validHandshake(r *http.Request) bool {
+	hasToken := func(name, tok string) bool {
+		for _, v := range r.Header[name] {
+			for _, e := range strings.Split(v, ",") {
+				if strings.EqualFold(strings.Trim(e, " \t"), tok) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	key, err := base64.StdEncoding.DecodeString(r.Header.Get("Sec-WebSocket-Key"))
+	return r.Method == "GET" && (r.ProtoMajor > 1 || r.ProtoMajor == 1 && r.ProtoMinor >= 1) &&
+		hasToken("Upgrade", "websocket") && hasToken("Connection", "upgrade") &&
+		r.Header.Get("Sec-WebSocket-Version") == "13" && err == nil && len(key) == 16
 }
 
 // FuzzReadFrames: arbitrary bytes after the handshake, read as a server
@@ -199,3 +237,92 @@ func (c *replayConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *replayConn) SetWriteDeadline(time.Time) error { return nil }
 func (c *replayConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
 func (c *replayConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+
+// FuzzReadMessages drives the read path in the modes FuzzReadFrames
+// leaves out: the client side (unmasked frames), decompression with
+// context takeover (a window kept from message to message), and
+// NextReader streaming. It checks that no message passes the read limit,
+// that ReadMessage's buffer stays near it, and that what the connection
+// writes back (pongs, close frames) is well formed.
+func FuzzReadMessages(f *testing.F) {
+	z := func(p string) []byte {
+		var b bytes.Buffer
+		fw, _ := flate.NewWriter(&b, flate.BestSpeed)
+		fw.Write([]byte(p))
+		fw.Flush()
+		return bytes.TrimSuffix(b.Bytes(), deflateTail)
+	}
+	server := func(b0 byte, p []byte) []byte {
+		return append(appendHeader(nil, header{fin: b0&bitFin != 0, rsv: b0 & 0x70, op: Opcode(b0 & 0xf), length: int64(len(p))}), p...)
+	}
+	// Two messages from one compressor with takeover: the second refers
+	// back into the first.
+	var takeover bytes.Buffer
+	fw, _ := flate.NewWriter(&takeover, flate.BestSpeed)
+	fw.Write([]byte("hello takeover hello takeover"))
+	fw.Flush()
+	first := bytes.TrimSuffix(bytes.Clone(takeover.Bytes()), deflateTail)
+	takeover.Reset()
+	fw.Write([]byte("hello takeover again"))
+	fw.Flush()
+	second := bytes.TrimSuffix(takeover.Bytes(), deflateTail)
+	f.Add(append(clientFrame(bitFin|bitRsv1|byte(OpText), first), clientFrame(bitFin|bitRsv1|byte(OpText), second)...), false, true, false)
+	f.Add(append(clientFrame(bitFin|bitRsv1|byte(OpText), first), clientFrame(bitFin|bitRsv1|byte(OpText), second)...), false, true, true)
+	f.Add(append(server(bitFin|bitRsv1|byte(OpText), first), server(bitFin|bitRsv1|byte(OpText), second)...), true, true, false)
+	f.Add(server(bitFin|byte(OpText), []byte("plain")), true, false, true)
+	f.Add(append(server(bitRsv1|byte(OpBinary), z(strings.Repeat("ab", 3000))[:5]), server(bitFin|byte(OpContinuation), z(strings.Repeat("ab", 3000))[5:])...), true, false, true)
+	f.Add(server(bitFin|byte(OpClose), []byte{0x03, 0xe9}), true, false, false)
+	f.Add(clientFrame(bitFin|bitRsv1|byte(OpBinary), z(strings.Repeat("\x00", 1<<16))), false, true, true)
+	const limit = 1 << 12
+	f.Fuzz(func(t *testing.T, stream []byte, client, takeover, streaming bool) {
+		nc := &replayConn{r: bytes.NewReader(stream)}
+		c := newConn(nc, !client, limit)
+		p := deflateParams{serverNoContextTakeover: !takeover, clientNoContextTakeover: !takeover}
+		c.deflate = newDeflateState(p, !client, nil)
+		c.rsvAllowed = bitRsv1
+		defer c.CloseNow()
+		var buf []byte
+		var tmp [512]byte
+		for range 100 {
+			if !streaming {
+				_, msg, err := c.ReadMessage(context.Background(), buf[:0])
+				if len(msg) > limit {
+					t.Fatalf("message of %d bytes past the limit of %d", len(msg), limit)
+				}
+				if cap(msg) > 4*limit+bufSize {
+					t.Fatalf("buffer grew to %d bytes for a limit of %d", cap(msg), limit)
+				}
+				if err != nil {
+					break
+				}
+				buf = msg
+				continue
+			}
+			_, r, err := c.NextReader(context.Background())
+			if err != nil {
+				break
+			}
+			total := 0
+			for {
+				n, err := r.Read(tmp[:])
+				total += n
+				if total > limit {
+					t.Fatalf("streamed %d bytes past the limit of %d", total, limit)
+				}
+				if err != nil {
+					break
+				}
+			}
+		}
+		// What the connection wrote must parse as frames, masked as its
+		// side masks them.
+		out := nc.w.Bytes()
+		for len(out) > 0 {
+			h, n, err := parseHeader(out)
+			if err != nil || h.masked != client || int64(len(out)-n) < h.length {
+				t.Fatalf("wrote a bad frame %x (%v)", out, err)
+			}
+			out = out[n+int(h.length):]
+		}
+	})
+}
