@@ -235,6 +235,7 @@ func (c *Conn) deflateClose(w *messageWriter) error {
 type inflateSource struct {
 	c    *Conn
 	tail []byte
+	one  [1]byte // ReadByte's slow path reads here: a local would escape
 }
 
 func (s *inflateSource) Read(p []byte) (int, error) {
@@ -268,11 +269,10 @@ func (s *inflateSource) ReadByte() (byte, error) {
 		c.consume(1)
 		return b, nil
 	}
-	var one [1]byte
 	for {
-		n, err := s.Read(one[:])
+		n, err := s.Read(s.one[:])
 		if n == 1 {
-			return one[0], nil
+			return s.one[0], nil
 		}
 		if err != nil {
 			return 0, err

@@ -641,3 +641,71 @@ func TestPreparedMessage(t *testing.T) {
 		})
 	}
 }
+
+// TestDeflateEchoAllocatesNothing locks in a compressed round trip over
+// loopback with no allocation in steady state, with and without context
+// takeover: compressors, decompressors and sinks come from pools or stay
+// with the connection, and the inflater's byte reads use no temporary.
+func TestDeflateEchoAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under the race detector")
+	}
+	for _, takeover := range []bool{false, true} {
+		t.Run(fmt.Sprintf("takeover=%v", takeover), func(t *testing.T) {
+			copts := &CompressionOptions{ContextTakeover: takeover}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			accepted := make(chan *Conn, 1)
+			go func() {
+				defer close(accepted)
+				nc, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				if c, err := Accept(nc, &AcceptOptions{Compression: copts}); err == nil {
+					accepted <- c
+				}
+			}()
+			cli, _, err := Dial(context.Background(), "ws://"+ln.Addr().String(), &DialOptions{Compression: copts})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cli.CloseNow()
+			srv := <-accepted
+			if srv == nil {
+				t.Fatal("accept failed")
+			}
+			defer srv.CloseNow()
+			ctx := context.Background()
+			p := jsonText(1 << 10)
+			var sbuf, cbuf []byte
+			round := func() {
+				if err := cli.WriteMessage(ctx, OpText, p); err != nil {
+					t.Fatal(err)
+				}
+				var err error
+				if _, sbuf, err = srv.ReadMessage(ctx, sbuf[:0]); err != nil {
+					t.Fatal(err)
+				}
+				if err := srv.WriteMessage(ctx, OpText, sbuf); err != nil {
+					t.Fatal(err)
+				}
+				if _, cbuf, err = cli.ReadMessage(ctx, cbuf[:0]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for range 10 {
+				round() // fill the pools, grow the buffers and windows
+			}
+			if !bytes.Equal(cbuf, p) {
+				t.Fatal("echo differs")
+			}
+			if n := testing.AllocsPerRun(200, round); n != 0 {
+				t.Fatalf("compressed round trip allocates %v times, want 0", n)
+			}
+		})
+	}
+}
