@@ -226,6 +226,12 @@ func (c *Conn) startKeepAlive(interval time.Duration) {
 	var pinged bool
 	var t *time.Timer
 	t = time.AfterFunc(time.Hour, func() {
+		select {
+		case <-c.done:
+			// CloseNow's Stop came too late for this run; do not Reset.
+			return
+		default:
+		}
 		n := c.frames.Load()
 		switch {
 		case n != seen:
