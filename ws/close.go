@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -141,6 +142,9 @@ func appendClosePayload(dst []byte, code StatusCode, reason string) []byte {
 	if code == StatusNoStatusRcvd {
 		return dst
 	}
+	// The peer fails the connection with 1007 over a reason that is not
+	// UTF-8: send the replacement character instead.
+	reason = strings.ToValidUTF8(reason, "\uFFFD")
 	if len(reason) > maxCloseReason {
 		n := maxCloseReason
 		for n > 0 && !utf8.RuneStart(reason[n]) {

@@ -554,3 +554,11 @@ func TestUTF8CutAfterLeadByte(t *testing.T) {
 		t.Fatal("lead byte followed by ASCII accepted")
 	}
 }
+
+func TestCloseReasonMadeValidUTF8(t *testing.T) {
+	p := appendClosePayload(nil, StatusNormalClosure, "bad \xff reason")
+	code, reason, err := parseClosePayload(p)
+	if err != nil || code != StatusNormalClosure || reason != "bad \uFFFD reason" {
+		t.Fatalf("got %d %q %v", code, reason, err)
+	}
+}
