@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -193,9 +194,7 @@ func TestPollMessagesAndAck(t *testing.T) {
 	}
 }
 
-func itoa(n uint64) string { return strings.TrimSpace(strings.Repeat(" ", 0) + jsonNum(n)) }
-
-func jsonNum(n uint64) string { b, _ := json.Marshal(n); return string(b) }
+func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
 
 func TestLongPollHoldAndTimeout(t *testing.T) {
 	const timeout = 300 * time.Millisecond
@@ -371,7 +370,7 @@ func TestPollToWebSocket(t *testing.T) {
 	tok := pollToken(t, "ann")
 	id := ps.open(t, "ann", "longpoll")
 	ps.send(t, id, `{"id":1,"op":"subscribe","channel":"chat:lobby"}`)
-	ack := ps.get(t, id, "ack=0").last(t, 0)
+	ps.get(t, id, "ack=0").last(t, 0)
 	if _, err := ps.engine.Publish(t.Context(), "chat:lobby", json.RawMessage(`"before"`), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -411,7 +410,6 @@ func TestPollToWebSocket(t *testing.T) {
 	if s == nil || s.Transport() != "websocket" {
 		t.Fatalf("session transport not websocket")
 	}
-	_ = ack
 	c.Close(ws.StatusNormalClosure, "")
 }
 
