@@ -336,6 +336,13 @@ func (c *Conn) inflateRead(p []byte) (n int, done bool, err error) {
 	}
 	switch {
 	case err == io.EOF:
+		// A block with BFINAL set ends the stream before the payload
+		// ends: RFC 7692 section 7.2.3.3 leaves a 0x00 byte after it.
+		// What follows is not part of the stream; skip it, or it would
+		// be read as the next frame.
+		if err := c.skipPayload(); err != nil {
+			return n, false, err
+		}
 		d.done = true
 		return n, true, nil
 	case err != nil:
@@ -349,6 +356,28 @@ func (c *Conn) inflateRead(p []byte) (n int, done bool, err error) {
 		return n, false, c.fail(code, "invalid compressed data: "+err.Error())
 	}
 	return n, false, nil
+}
+
+// skipPayload discards the rest of the current message's payload, to the
+// end of its last frame.
+func (c *Conn) skipPayload() error {
+	if c.remain == 0 && c.frame.fin {
+		return nil // the usual case: nothing after the stream
+	}
+	var tmp [128]byte // escapes: only here, off the usual path
+	for {
+		for c.remain > 0 {
+			if _, err := c.readPayload(tmp[:]); err != nil {
+				return err
+			}
+		}
+		if c.frame.fin {
+			return nil
+		}
+		if _, err := c.nextDataFrame(); err != nil {
+			return err
+		}
+	}
 }
 
 // keepWindow remembers the last window of output for the next message.

@@ -709,3 +709,34 @@ func TestDeflateEchoAllocatesNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestDeflateFinalBlock reads the example of RFC 7692 section 7.2.3.3: a
+// message compressed into a block with BFINAL set, which leaves a 0x00
+// byte after the end of the deflate stream. That byte belongs to the
+// message; read as the start of the next frame, it used to break the
+// stream.
+func TestDeflateFinalBlock(t *testing.T) {
+	final := []byte{0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00}
+	for _, takeover := range []bool{false, true} {
+		var stream []byte
+		stream = append(stream, clientFrame(bitFin|bitRsv1|byte(OpText), final)...)
+		// The same again, cut into two frames after the end of the
+		// stream, with junk past it.
+		stream = append(stream, clientFrame(bitRsv1|byte(OpText), final[:7])...)
+		stream = append(stream, clientFrame(byte(OpContinuation), final[7:])...)
+		stream = append(stream, clientFrame(bitFin|byte(OpContinuation), []byte{0xff, 0x12})...)
+		stream = append(stream, clientFrame(bitFin|byte(OpText), []byte("next"))...)
+		nc := &replayConn{r: bytes.NewReader(stream)}
+		c := newConn(nc, true, 1<<10)
+		p := deflateParams{serverNoContextTakeover: !takeover, clientNoContextTakeover: !takeover}
+		c.deflate = newDeflateState(p, true, nil)
+		c.rsvAllowed = bitRsv1
+		for _, want := range []string{"Hello", "Hello", "next"} {
+			op, msg, err := c.ReadMessage(context.Background(), nil)
+			if err != nil || op != OpText || string(msg) != want {
+				t.Fatalf("takeover %v: read %v %q, %v; want %q", takeover, op, msg, err, want)
+			}
+		}
+		c.CloseNow()
+	}
+}
