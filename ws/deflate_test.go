@@ -44,6 +44,8 @@ func TestNegotiateDeflate(t *testing.T) {
 		{"window bits 16", []string{"permessage-deflate; server_max_window_bits=16"}, true, ""},
 		{"window bits 7", []string{"permessage-deflate; client_max_window_bits=7"}, true, ""},
 		{"window bits leading zero", []string{"permessage-deflate; server_max_window_bits=09"}, true, ""},
+		{"window bits with a sign", []string{"permessage-deflate; server_max_window_bits=+10"}, true, ""},
+		{"client window bits with a sign", []string{`permessage-deflate; client_max_window_bits="+9"`}, true, ""},
 		{"window bits not a number", []string{"permessage-deflate; server_max_window_bits=x"}, true, ""},
 		{"window bits empty quoted", []string{`permessage-deflate; server_max_window_bits=""`}, true, ""},
 		{"server bits without value", []string{"permessage-deflate; server_max_window_bits"}, true, ""},

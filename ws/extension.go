@@ -151,8 +151,10 @@ func parseDeflateParams(params []extensionParam, offer bool) (deflateParams, err
 		case "server_max_window_bits", "client_max_window_bits":
 			bits := -1
 			if p.hasValue {
+				// 1*DIGIT without leading zeros (RFC 7692 section
+				// 7.1.2): Atoi alone would take "+10".
 				n, err := strconv.Atoi(p.value)
-				if err != nil || n < 8 || n > 15 || p.value[0] == '0' {
+				if err != nil || n < 8 || n > 15 || p.value[0] < '1' || p.value[0] > '9' {
 					return d, errors.New("ws: permessage-deflate " + name + " must be 8 to 15, not " + strconv.Quote(p.value))
 				}
 				bits = n
