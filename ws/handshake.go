@@ -32,12 +32,17 @@ func (e *HandshakeError) Error() string {
 	return fmt.Sprintf("ws: handshake refused: %d %s: %s", e.StatusCode, http.StatusText(e.StatusCode), e.Reason)
 }
 
+// trimBothOWS trims the optional white space of HTTP (RFC 9110 section 5.6.3),
+// spaces and tabs: not strings.TrimSpace, which also takes Unicode spaces
+// such as U+00A0 and would let "websocket\u00a0" pass for the token.
+func trimBothOWS(s string) string { return strings.Trim(s, " \t") }
+
 // headerContainsToken reports whether any of the comma-separated values
 // of header name holds token, compared without regard to case.
 func headerContainsToken(h http.Header, name, token string) bool {
 	for _, v := range h.Values(name) {
 		for elem := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(elem), token) {
+			if strings.EqualFold(trimBothOWS(elem), token) {
 				return true
 			}
 		}
@@ -50,7 +55,7 @@ func headerTokens(h http.Header, name string) []string {
 	var toks []string
 	for _, v := range h.Values(name) {
 		for elem := range strings.SplitSeq(v, ",") {
-			if t := strings.TrimSpace(elem); t != "" {
+			if t := trimBothOWS(elem); t != "" {
 				toks = append(toks, t)
 			}
 		}

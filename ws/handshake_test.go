@@ -115,6 +115,8 @@ func TestHandshakeRefusals(t *testing.T) {
 		{"HTTP/1.0", "GET", "HTTP/1.0", nil, 400, ""},
 		{"no Upgrade", "GET", "HTTP/1.1", map[string]string{"Upgrade": ""}, 400, ""},
 		{"Upgrade not websocket", "GET", "HTTP/1.1", map[string]string{"Upgrade": "h2c"}, 400, ""},
+		{"Upgrade with a no-break space", "GET", "HTTP/1.1", map[string]string{"Upgrade": "websocket\u00a0"}, 400, ""},
+		{"Connection with a next line", "GET", "HTTP/1.1", map[string]string{"Connection": "\u0085upgrade"}, 400, ""},
 		{"no Connection", "GET", "HTTP/1.1", map[string]string{"Connection": ""}, 400, ""},
 		{"Connection without upgrade", "GET", "HTTP/1.1", map[string]string{"Connection": "keep-alive, upgrades"}, 400, ""},
 		{"no key", "GET", "HTTP/1.1", map[string]string{"Sec-WebSocket-Key": ""}, 400, ""},
