@@ -25,6 +25,10 @@ type RedisConfig struct {
 	// Prefix starts every key and Pub/Sub channel name, so several
 	// deployments can share one server. "": "hotline:".
 	Prefix string
+	// Timeout bounds each dial, read and write of a call to Redis, so a
+	// server that stopped answering fails a Publish in seconds rather
+	// than holding the publisher. 0 means 3 s.
+	Timeout time.Duration
 }
 
 // Redis is the broker for several nodes sharing one Redis server. Streams,
@@ -43,12 +47,30 @@ type RedisConfig struct {
 // nothing left in its history expires; its next publication starts a new
 // epoch, as with Memory.
 //
-// If the Pub/Sub connection breaks, go-redis reconnects and subscribes
-// again; publications made meanwhile are not delivered live, but clients
-// can recover them from history.
+// # When Redis goes away
+//
+// Calls that need the server (Publish, History, presence, a first
+// Subscribe) fail with its error; the push engine answers them as errors.
+// The Pub/Sub connection reconnects and subscribes again by itself
+// (go-redis). Publications made while this node was cut off are then
+// caught up from history: on the resubscription, and whenever a channel's
+// next publication shows a gap after the last one delivered, the missing
+// ones are read from history and handed to the Handler first, so it still
+// sees each publication once, in offset order. What history no longer
+// holds (HistorySize 0, trimmed, expired, or a channel with no publication
+// delivered yet on this node) is not delivered; clients learn of it when
+// they recover by position (ErrHistoryTrimmed). If the server itself lost
+// its data (restarted without persistence), streams start new epochs and
+// clients holding old positions get ErrEpochChanged. Join and leave events
+// sent while cut off are lost; presence itself is stored and refreshed, so
+// a presence read is right again once the server is back.
 type Redis struct {
 	client *redis.Client
 	prefix string
+
+	// ctx ends with Close; it bounds the history reads of catch-ups.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	smu sync.Mutex // serializes Subscribe and Unsubscribe
 
@@ -57,11 +79,12 @@ type Redis struct {
 	ps      *redis.PubSub
 	closed  bool
 	subs    map[string]int             // channel -> Subscribe count
+	last    map[string]Position        // subscribed channel -> last publication handed to the handler
 	waiters map[string][]chan struct{} // kind+" "+Redis channel -> (UN)SUBSCRIBEs awaiting confirmation, in order
 
 	qmu    sync.Mutex
 	qcond  *sync.Cond
-	queue  []*redis.Message // received, not yet handled
+	queue  []item // received, not yet handled
 	qclose bool
 
 	done chan struct{} // closed by Close
@@ -69,6 +92,16 @@ type Redis struct {
 }
 
 var _ Broker = (*Redis)(nil)
+
+// item is what receive queues for dispatch: a Pub/Sub message, or the
+// channel whose subscription go-redis renewed after a reconnect.
+type item struct {
+	msg   *redis.Message
+	resub string
+}
+
+// catchUpTimeout bounds one history read that fills a gap in fan-out.
+const catchUpTimeout = 5 * time.Second
 
 // redisDialTimeout bounds NewRedis's first contact with the server.
 const redisDialTimeout = 5 * time.Second
@@ -82,10 +115,20 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	if cfg.Prefix == "" {
 		cfg.Prefix = "hotline:"
 	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 3 * time.Second
+	}
 	c := redis.NewClient(&redis.Options{
-		Addr:     cfg.Addr,
-		Password: cfg.Password,
-		DB:       cfg.DB,
+		Addr:         cfg.Addr,
+		Password:     cfg.Password,
+		DB:           cfg.DB,
+		DialTimeout:  cfg.Timeout,
+		ReadTimeout:  cfg.Timeout,
+		WriteTimeout: cfg.Timeout,
+		// A command whose connection broke after it was sent is not
+		// sent again: the publish script may have run, and running
+		// it twice would publish twice. Dialing is still retried.
+		MaxRetries: -1,
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), redisDialTimeout)
 	defer cancel()
@@ -98,8 +141,10 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 		prefix:  cfg.Prefix,
 		subs:    make(map[string]int),
 		waiters: make(map[string][]chan struct{}),
+		last:    make(map[string]Position),
 		done:    make(chan struct{}),
 	}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.qcond = sync.NewCond(&r.qmu)
 	return r, nil
 }
@@ -160,23 +205,35 @@ func (r *Redis) receive(ps *redis.PubSub) {
 		}
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			r.confirm(m.Kind + " " + m.Channel)
+			if r.confirm(m.Kind+" "+m.Channel) || m.Kind != "subscribe" {
+				break
+			}
+			// Nobody waits: go-redis subscribed again after a
+			// reconnect. Catch up what was published meanwhile.
+			if ch, ok := strings.CutPrefix(m.Channel, r.prefix+"pub:"); ok {
+				r.enqueue(item{resub: ch})
+			}
 		case *redis.Message:
-			r.qmu.Lock()
-			r.queue = append(r.queue, m)
-			r.qmu.Unlock()
-			r.qcond.Signal()
+			r.enqueue(item{msg: m})
 		}
 	}
 }
 
-// confirm wakes the oldest waiter for key (kind and Redis channel).
-func (r *Redis) confirm(key string) {
+func (r *Redis) enqueue(it item) {
+	r.qmu.Lock()
+	r.queue = append(r.queue, it)
+	r.qmu.Unlock()
+	r.qcond.Signal()
+}
+
+// confirm wakes the oldest waiter for key (kind and Redis channel) and
+// reports whether there was one.
+func (r *Redis) confirm(key string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	ws := r.waiters[key]
 	if len(ws) == 0 {
-		return // a resubscription after a reconnect
+		return false
 	}
 	close(ws[0])
 	if len(ws) == 1 {
@@ -184,6 +241,7 @@ func (r *Redis) confirm(key string) {
 	} else {
 		r.waiters[key] = ws[1:]
 	}
+	return true
 }
 
 // expect registers waiters for the confirmations of one (UN)SUBSCRIBE of
@@ -233,7 +291,7 @@ func (r *Redis) await(ctx context.Context, ws []chan struct{}) error {
 // dispatch hands queued messages to the handler in the order received.
 func (r *Redis) dispatch() {
 	defer r.wg.Done()
-	var batch []*redis.Message
+	var batch []item
 	for {
 		r.qmu.Lock()
 		for len(r.queue) == 0 && !r.qclose {
@@ -245,9 +303,9 @@ func (r *Redis) dispatch() {
 		}
 		batch, r.queue = r.queue, batch[:0]
 		r.qmu.Unlock()
-		for i, m := range batch {
-			r.handle(m)
-			batch[i] = nil
+		for i, it := range batch {
+			r.handle(it)
+			batch[i] = item{}
 		}
 	}
 }
@@ -258,31 +316,53 @@ type wireEvent struct {
 	Info ClientInfo `json:"info"`
 }
 
-// handle decodes one Pub/Sub message and calls the handler. Every message
-// received was published while this node was subscribed: Unsubscribe waits
-// until Redis has stopped sending.
-func (r *Redis) handle(m *redis.Message) {
+// handle decodes one Pub/Sub message and calls the handler, or catches a
+// resubscribed channel up. Every message received was published while this
+// node was subscribed: Unsubscribe waits until Redis has stopped sending.
+// It runs on the dispatch goroutine only.
+func (r *Redis) handle(it item) {
 	var channel string
 	var pub bool
-	switch rest, _ := strings.CutPrefix(m.Channel, r.prefix); {
-	case strings.HasPrefix(rest, "pub:"):
-		channel, pub = rest[len("pub:"):], true
-	case strings.HasPrefix(rest, "ev:"):
-		channel = rest[len("ev:"):]
-	default:
-		return
+	if m := it.msg; m != nil {
+		switch rest, _ := strings.CutPrefix(m.Channel, r.prefix); {
+		case strings.HasPrefix(rest, "pub:"):
+			channel, pub = rest[len("pub:"):], true
+		case strings.HasPrefix(rest, "ev:"):
+			channel = rest[len("ev:"):]
+		default:
+			return
+		}
+	} else {
+		channel = it.resub
 	}
 	r.mu.Lock()
 	h := r.handler
+	last, known := r.last[channel]
 	r.mu.Unlock()
 	if h == nil {
 		return
 	}
+	if it.msg == nil {
+		if known {
+			r.catchUp(h, channel, last, 0)
+		}
+		return
+	}
+	m := it.msg
 	if pub {
 		p, err := decodePublication([]byte(m.Payload))
 		if err != nil || p.Channel != channel {
 			return // not ours; nothing sensible to do with it
 		}
+		if known && last.Epoch == p.Epoch {
+			if p.Offset <= last.Offset {
+				return // handed over by a catch-up already
+			}
+			if p.Offset > last.Offset+1 {
+				r.catchUp(h, channel, last, p.Offset)
+			}
+		}
+		r.setLast(channel, p.Position)
 		h.HandlePublication(p)
 		return
 	}
@@ -294,6 +374,38 @@ func (r *Redis) handle(m *redis.Message) {
 		h.HandleJoin(channel, ev.Info)
 	} else {
 		h.HandleLeave(channel, ev.Info)
+	}
+}
+
+// catchUp hands the handler the publications of channel after last and
+// before offset upto (0: up to the top) that this node missed while its
+// Pub/Sub connection was down, read from history. If history cannot serve
+// them (trimmed, new epoch, Redis away) nothing is handed over: clients
+// find the gap when they recover by position.
+func (r *Redis) catchUp(h Handler, channel string, last Position, upto uint64) {
+	ctx, cancel := context.WithTimeout(r.ctx, catchUpTimeout)
+	defer cancel()
+	res, err := r.History(ctx, channel, HistoryRequest{Since: &last, Limit: -1})
+	if err != nil {
+		return
+	}
+	for _, p := range res.Publications {
+		if upto != 0 && p.Offset >= upto {
+			break
+		}
+		r.setLast(channel, p.Position)
+		h.HandlePublication(p)
+	}
+}
+
+// setLast records the last publication of channel handed to the handler.
+// It is kept only while the node is subscribed to channel: a new
+// subscription starts where the stream is, not where an old one stopped.
+func (r *Redis) setLast(channel string, pos Position) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.subs[channel] > 0 {
+		r.last[channel] = pos
 	}
 }
 
@@ -317,6 +429,7 @@ func (r *Redis) Subscribe(ctx context.Context, channel string) error {
 		r.mu.Unlock()
 		return nil
 	}
+	delete(r.last, channel) // a new subscription starts where the stream is
 	pc, ec := r.pubChannel(channel), r.evChannel(channel)
 	ws := r.expectLocked("subscribe", pc, ec)
 	ps := r.ps
@@ -371,6 +484,7 @@ func (r *Redis) Unsubscribe(ctx context.Context, channel string) error {
 		return nil
 	}
 	delete(r.subs, channel)
+	delete(r.last, channel)
 	ps := r.ps
 	if n == 0 || ps == nil {
 		r.mu.Unlock()
@@ -761,9 +875,11 @@ func (r *Redis) Close(ctx context.Context) error {
 	}
 	r.closed = true
 	close(r.done)
+	r.cancel()
 	ps := r.ps
 	r.handler = nil
 	r.subs = map[string]int{}
+	r.last = map[string]Position{}
 	r.mu.Unlock()
 	if ps != nil {
 		_ = ps.Close()

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,70 +21,16 @@ import (
 	"github.com/hotline-rt/hotline/push"
 )
 
-// waitFor is how long a test waits for something to travel through Redis.
-const waitFor = 5 * time.Second
-
-// node records what a Redis broker fans out to it.
-type node struct {
-	mu     sync.Mutex
-	pubs   []*broker.Publication
-	events []string
-}
-
-func (n *node) HandlePublication(p *broker.Publication) {
-	n.mu.Lock()
-	n.pubs = append(n.pubs, p)
-	n.mu.Unlock()
-}
-
-func (n *node) HandleJoin(ch string, ci broker.ClientInfo) {
-	n.mu.Lock()
-	n.events = append(n.events, "join "+ch+" "+ci.User)
-	n.mu.Unlock()
-}
-
-func (n *node) HandleLeave(ch string, ci broker.ClientInfo) {
-	n.mu.Lock()
-	n.events = append(n.events, "leave "+ch+" "+ci.User)
-	n.mu.Unlock()
-}
-
-// received returns a copy of the publications so far with the given
-// channel ("" for all).
-func (n *node) received(channel string) []*broker.Publication {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	var out []*broker.Publication
-	for _, p := range n.pubs {
-		if channel == "" || p.Channel == channel {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-func (n *node) eventList() []string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return append([]string(nil), n.events...)
-}
-
-// eventually fails the test unless cond holds within waitFor.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // newNode returns a started Redis broker on addr, closed when the test ends.
 func newNode(t *testing.T, addr string) (*broker.Redis, *node) {
 	t.Helper()
-	b, err := broker.NewRedis(broker.RedisConfig{Addr: addr})
+	return newNodePrefix(t, addr, "")
+}
+
+// newNodePrefix is newNode with a key prefix ("" for the default).
+func newNodePrefix(t *testing.T, addr, prefix string) (*broker.Redis, *node) {
+	t.Helper()
+	b, err := broker.NewRedis(broker.RedisConfig{Addr: addr, Prefix: prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,43 +42,6 @@ func newNode(t *testing.T, addr string) (*broker.Redis, *node) {
 	return b, n
 }
 
-func pub(t *testing.T, b broker.Broker, ch string, n int, opts broker.PublishOptions) broker.Position {
-	t.Helper()
-	var pos broker.Position
-	for i := range n {
-		var err error
-		pos, err = b.Publish(context.Background(), ch, json.RawMessage(fmt.Sprint(i)), &broker.ClientInfo{User: "u"}, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	return pos
-}
-
-func offs(ps []*broker.Publication) string {
-	out := make([]uint64, 0, len(ps))
-	for _, p := range ps {
-		out = append(out, p.Offset)
-	}
-	return fmt.Sprint(out)
-}
-
-// sync makes sure everything b's node was sent before now has been handled:
-// it publishes to a marker channel and waits for it.
-func syncNode(t *testing.T, b broker.Broker, n *node) {
-	t.Helper()
-	ctx := context.Background()
-	if err := b.Subscribe(ctx, "marker"); err != nil {
-		t.Fatal(err)
-	}
-	before := len(n.received("marker"))
-	pub(t, b, "marker", 1, broker.PublishOptions{})
-	eventually(t, "marker", func() bool { return len(n.received("marker")) > before })
-	if err := b.Unsubscribe(ctx, "marker"); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestRedisNewFails(t *testing.T) {
 	if _, err := broker.NewRedis(broker.RedisConfig{}); err == nil {
 		t.Fatal("empty address accepted")
@@ -139,63 +51,33 @@ func TestRedisNewFails(t *testing.T) {
 	}
 }
 
-func TestRedisPositions(t *testing.T) {
+// TestRedisStreams checks what is particular to streams kept in Redis:
+// lost keys start a new epoch, prefixes separate deployments, and data
+// must be JSON.
+func TestRedisStreams(t *testing.T) {
 	ctx := context.Background()
 	addr := testredis.Start(t)
-	b, n := newNode(t, addr)
-
-	pub(t, b, "a", 1, broker.PublishOptions{}) // not subscribed: not fanned out
-	if err := b.Subscribe(ctx, "a"); err != nil {
-		t.Fatal(err)
-	}
-	pub(t, b, "a", 3, broker.PublishOptions{})
+	b, _ := newNode(t, addr)
+	epoch := pub(t, b, "a", 3, broker.PublishOptions{HistorySize: 10}).Epoch
 	pub(t, b, "b", 2, broker.PublishOptions{})
-	eventually(t, "3 publications", func() bool { return len(n.received("a")) >= 3 })
-	syncNode(t, b, n)
-	got := n.received("a")
-	if offs(got) != "[2 3 4]" || len(n.received("b")) != 0 {
-		t.Fatalf("fanned out a %s, b %d", offs(got), len(n.received("b")))
-	}
-	epoch := got[0].Epoch
-	for i, p := range got {
-		if p.Epoch != epoch || p.Channel != "a" || p.Info == nil || p.Info.User != "u" ||
-			string(p.Data) != fmt.Sprint(i) || time.Since(p.Time).Abs() > time.Minute {
-			t.Fatalf("publication %+v", p)
-		}
-	}
-	res, err := b.History(ctx, "b", broker.HistoryRequest{})
-	if err != nil || res.Top.Offset != 2 || res.Top.Epoch == epoch {
-		t.Fatalf("b top %+v %v (epochs must be per stream)", res.Top, err)
-	}
-	// Each Subscribe needs its Unsubscribe.
-	_ = b.Subscribe(ctx, "a")
-	_ = b.Unsubscribe(ctx, "a")
-	pub(t, b, "a", 1, broker.PublishOptions{})
-	_ = b.Unsubscribe(ctx, "a")
-	pub(t, b, "a", 1, broker.PublishOptions{})
-	syncNode(t, b, n)
-	if got := n.received("a"); offs(got) != "[2 3 4 5]" {
-		t.Fatalf("got %s", offs(got))
-	}
 
-	// A stream nobody published to has a fresh epoch and offset 0, and
-	// its first publication keeps that epoch.
-	res, err = b.History(ctx, "fresh", broker.HistoryRequest{Limit: -1})
-	if err != nil || res.Top.Offset != 0 || res.Top.Epoch == "" || len(res.Publications) != 0 {
-		t.Fatalf("fresh stream %+v %v", res, err)
-	}
-	if p := pub(t, b, "fresh", 1, broker.PublishOptions{}); p != (broker.Position{Epoch: res.Top.Epoch, Offset: 1}) {
-		t.Fatalf("first publication %+v after top %+v", p, res.Top)
-	}
-
-	// Lost keys (expired, or the server was flushed) start a new epoch.
+	// Lost keys (expired, or the server was flushed) start a new epoch,
+	// and history of the old one is not served.
 	rc := redis.NewClient(&redis.Options{Addr: addr})
 	defer rc.Close()
 	if err := rc.Del(ctx, "hotline:meta:a").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if p := pub(t, b, "a", 1, broker.PublishOptions{}); p.Epoch == epoch || p.Offset != 1 {
+	p := pub(t, b, "a", 1, broker.PublishOptions{HistorySize: 10})
+	if p.Epoch == epoch || p.Offset != 1 {
 		t.Fatalf("after losing the stream: %+v", p)
+	}
+	res, err := b.History(ctx, "a", broker.HistoryRequest{Limit: -1})
+	if err != nil || offs(res.Publications) != "[1]" || res.Publications[0].Epoch != p.Epoch {
+		t.Fatalf("history after losing the stream: %s %v", offs(res.Publications), err)
+	}
+	if _, err := b.History(ctx, "a", broker.HistoryRequest{Since: &broker.Position{Epoch: epoch, Offset: 3}}); !errors.Is(err, broker.ErrEpochChanged) {
+		t.Fatalf("old epoch: %v", err)
 	}
 
 	// Another prefix is another set of streams.
@@ -207,115 +89,36 @@ func TestRedisPositions(t *testing.T) {
 	if res, _ := other.History(ctx, "b", broker.HistoryRequest{}); res.Top.Offset != 0 {
 		t.Fatalf("prefix not applied: %+v", res.Top)
 	}
+	if n := rc.Exists(ctx, "other:meta:b").Val(); n != 1 {
+		t.Fatalf("other:meta:b exists %d", n)
+	}
 
 	if _, err := b.Publish(ctx, "a", json.RawMessage(`{`), nil, broker.PublishOptions{}); err == nil {
 		t.Fatal("invalid JSON published")
 	}
-	// Server-side publications have no info.
-	_ = b.Subscribe(ctx, "s")
-	if _, err := b.Publish(ctx, "s", json.RawMessage(`{"x":"é\n"}`), nil, broker.PublishOptions{HistorySize: 1}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "server publication", func() bool { return len(n.received("s")) == 1 })
-	if p := n.received("s")[0]; p.Info != nil || string(p.Data) != `{"x":"é\n"}` {
-		t.Fatalf("server publication %+v %s", p, p.Data)
-	}
 }
 
-func TestRedisHistory(t *testing.T) {
-	ctx := context.Background()
-	b, _ := newNode(t, testredis.Start(t))
-	top := pub(t, b, "c", 10, broker.PublishOptions{HistorySize: 5})
-	at := func(off uint64) *broker.Position { return &broker.Position{Epoch: top.Epoch, Offset: off} }
-	for _, tc := range []struct {
-		name string
-		req  broker.HistoryRequest
-		want string
-		err  error
-	}{
-		{"top only", broker.HistoryRequest{}, "[]", nil},
-		{"all kept", broker.HistoryRequest{Limit: -1}, "[6 7 8 9 10]", nil},
-		{"limit", broker.HistoryRequest{Limit: 2}, "[6 7]", nil},
-		{"reverse", broker.HistoryRequest{Limit: 2, Reverse: true}, "[10 9]", nil},
-		{"reverse all", broker.HistoryRequest{Limit: -1, Reverse: true}, "[10 9 8 7 6]", nil},
-		{"since", broker.HistoryRequest{Since: at(7), Limit: -1}, "[8 9 10]", nil},
-		{"since limit", broker.HistoryRequest{Since: at(7), Limit: 1}, "[8]", nil},
-		{"since limit 0", broker.HistoryRequest{Since: at(7)}, "[]", nil},
-		{"since oldest kept - 1", broker.HistoryRequest{Since: at(5), Limit: -1}, "[6 7 8 9 10]", nil},
-		{"since top", broker.HistoryRequest{Since: at(10), Limit: -1}, "[]", nil},
-		{"since trimmed", broker.HistoryRequest{Since: at(4), Limit: -1}, "[]", broker.ErrHistoryTrimmed},
-		{"since zero trimmed", broker.HistoryRequest{Since: at(0), Limit: -1}, "[]", broker.ErrHistoryTrimmed},
-		{"reverse since", broker.HistoryRequest{Since: at(8), Limit: -1, Reverse: true}, "[7 6]", nil},
-		{"reverse since oldest", broker.HistoryRequest{Since: at(6), Limit: -1, Reverse: true}, "[]", nil},
-		{"reverse since trimmed", broker.HistoryRequest{Since: at(2), Limit: -1, Reverse: true}, "[]", nil},
-		{"other epoch", broker.HistoryRequest{Since: &broker.Position{Epoch: "x", Offset: 7}}, "[]", broker.ErrEpochChanged},
-		{"beyond top", broker.HistoryRequest{Since: at(11)}, "[]", broker.ErrEpochChanged},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			res, err := b.History(ctx, "c", tc.req)
-			if !errors.Is(err, tc.err) {
-				t.Fatalf("err %v, want %v", err, tc.err)
-			}
-			if got := offs(res.Publications); got != tc.want {
-				t.Fatalf("got %s, want %s", got, tc.want)
-			}
-			if res.Top != top {
-				t.Fatalf("top %+v, want %+v", res.Top, top)
-			}
-			for _, p := range res.Publications {
-				if p.Channel != "c" || p.Epoch != top.Epoch || string(p.Data) != fmt.Sprint(p.Offset-1) || p.Info.User != "u" {
-					t.Fatalf("publication %+v", p)
-				}
-			}
-		})
-	}
-
-	// Without history, positions are still assigned and since == top is
-	// still servable.
-	p := pub(t, b, "none", 3, broker.PublishOptions{})
-	if res, err := b.History(ctx, "none", broker.HistoryRequest{Since: &p, Limit: -1}); err != nil || len(res.Publications) != 0 {
-		t.Fatalf("since top without history: %v", err)
-	}
-	p.Offset--
-	if _, err := b.History(ctx, "none", broker.HistoryRequest{Since: &p, Limit: -1}); !errors.Is(err, broker.ErrHistoryTrimmed) {
-		t.Fatalf("since top-1 without history: %v", err)
-	}
-}
-
-func TestRedisHistoryTTL(t *testing.T) {
+// TestRedisKeyTTL checks that Redis forgets what no longer needs keeping:
+// the history key expires with its last publication, the stream's meta key
+// outlives it, and nothing expires without a TTL.
+func TestRedisKeyTTL(t *testing.T) {
 	ctx := context.Background()
 	addr := testredis.Start(t)
 	b, _ := newNode(t, addr)
-	const ttl = 600 * time.Millisecond
-	opts := broker.PublishOptions{HistorySize: 100, HistoryTTL: ttl}
-	start := time.Now()
-	pub(t, b, "t", 2, opts)
-	time.Sleep(ttl / 2)
-	top := pub(t, b, "t", 1, opts)
-	time.Sleep(time.Until(start.Add(ttl + 50*time.Millisecond))) // the first two are past the TTL
-	res, err := b.History(ctx, "t", broker.HistoryRequest{Limit: -1})
-	if err != nil || offs(res.Publications) != "[3]" || res.Top != top {
-		t.Fatalf("%s %+v %v", offs(res.Publications), res.Top, err)
-	}
-	if _, err := b.History(ctx, "t", broker.HistoryRequest{Since: &broker.Position{Epoch: top.Epoch, Offset: 1}, Limit: -1}); !errors.Is(err, broker.ErrHistoryTrimmed) {
-		t.Fatalf("since expired: %v", err)
-	}
-	if res, err := b.History(ctx, "t", broker.HistoryRequest{Since: &broker.Position{Epoch: top.Epoch, Offset: 2}, Limit: -1}); err != nil || offs(res.Publications) != "[3]" {
-		t.Fatalf("since kept: %s %v", offs(res.Publications), err)
-	}
-	// The history key expires with its last publication; the stream
-	// (epoch and offset) outlives it.
 	rc := redis.NewClient(&redis.Options{Addr: addr})
 	defer rc.Close()
+
+	top := pub(t, b, "t", 3, broker.PublishOptions{HistorySize: 100, HistoryTTL: 300 * time.Millisecond})
 	eventually(t, "history key expiry", func() bool { return rc.Exists(ctx, "hotline:history:t").Val() == 0 })
 	if d := rc.PTTL(ctx, "hotline:meta:t").Val(); d < time.Hour {
 		t.Fatalf("meta TTL %v", d)
 	}
-	res, err = b.History(ctx, "t", broker.HistoryRequest{Limit: -1})
+	res, err := b.History(ctx, "t", broker.HistoryRequest{Limit: -1})
 	if err != nil || len(res.Publications) != 0 || res.Top != top {
 		t.Fatalf("after expiry: %s %+v %v", offs(res.Publications), res.Top, err)
 	}
-	// Without a TTL the keys are kept.
+
+	// Without a TTL the keys are kept, and the list is bounded.
 	pub(t, b, "keep", 2, broker.PublishOptions{HistorySize: 1})
 	for _, k := range []string{"hotline:history:keep", "hotline:meta:keep"} {
 		if d := rc.PTTL(ctx, k).Val(); d != -1 {
@@ -324,6 +127,14 @@ func TestRedisHistoryTTL(t *testing.T) {
 	}
 	if n := rc.LLen(ctx, "hotline:history:keep").Val(); n != 1 {
 		t.Fatalf("history length %d", n)
+	}
+	// Without history there is no list, and the stream is kept a day.
+	pub(t, b, "none", 2, broker.PublishOptions{})
+	if n := rc.Exists(ctx, "hotline:history:none").Val(); n != 0 {
+		t.Fatal("history key without history")
+	}
+	if d := rc.PTTL(ctx, "hotline:meta:none").Val(); d < 23*time.Hour || d > 24*time.Hour {
+		t.Fatalf("idle stream TTL %v", d)
 	}
 }
 
@@ -467,45 +278,39 @@ func TestRedisPresence(t *testing.T) {
 	}
 }
 
+// TestRedisClose checks what the conformance test cannot with one node: a
+// closed node receives nothing more, and a broker that was never started
+// closes too.
 func TestRedisClose(t *testing.T) {
 	ctx := context.Background()
 	addr := testredis.Start(t)
 	a, na := newNode(t, addr)
-	b, _ := newNode(t, addr)
+	b, nb := newNode(t, addr)
 	_ = a.Subscribe(ctx, "x")
+	_ = b.Subscribe(ctx, "x")
 	if err := a.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Close(ctx); err != nil {
-		t.Fatalf("second Close: %v", err)
-	}
+	// Close waited for a's goroutines: once b has the publications, a
+	// would have had them too.
 	pub(t, b, "x", 3, broker.PublishOptions{})
-	time.Sleep(50 * time.Millisecond)
+	eventually(t, "b gets 3", func() bool { return len(nb.received("x")) == 3 })
 	if n := len(na.received("")); n != 0 {
 		t.Fatalf("closed node got %d publications", n)
 	}
-	checks := map[string]error{}
-	_, checks["publish"] = a.Publish(ctx, "x", json.RawMessage(`1`), nil, broker.PublishOptions{})
-	_, checks["history"] = a.History(ctx, "x", broker.HistoryRequest{})
-	checks["subscribe"] = a.Subscribe(ctx, "x")
-	checks["unsubscribe"] = a.Unsubscribe(ctx, "x")
-	checks["join"] = a.PublishJoin(ctx, "x", broker.ClientInfo{})
-	checks["add presence"] = a.AddPresence(ctx, "x", "c", broker.ClientInfo{}, time.Second)
-	checks["remove presence"] = a.RemovePresence(ctx, "x", "c")
-	_, checks["presence"] = a.Presence(ctx, "x")
-	checks["start"] = a.Start(na)
-	for name, err := range checks {
-		if !errors.Is(err, broker.ErrClosed) {
-			t.Errorf("%s after Close: %v", name, err)
-		}
-	}
-	// A broker that was never started closes too.
+
 	c, err := broker.NewRedis(broker.RedisConfig{Addr: addr})
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := c.Subscribe(ctx, "x"); err == nil {
+		t.Fatal("Subscribe before Start accepted")
+	}
 	if err := c.Close(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if err := b.Start(nb); err == nil {
+		t.Fatal("second Start accepted")
 	}
 }
 
@@ -597,5 +402,283 @@ func TestRedisPushEngines(t *testing.T) {
 	got = next("second publication", func(m string) bool { return strings.Contains(m, `"from B"`) })
 	if !strings.Contains(got, fmt.Sprintf(`"offset":%d`, pos2.Offset)) {
 		t.Fatalf("got %s", got)
+	}
+}
+
+// TestRedisCatchUp cuts one node off Redis while another publishes: the cut
+// node's calls fail, and once its Pub/Sub connection is back it hands over
+// what it missed, from history, in order and once.
+func TestRedisCatchUp(t *testing.T) {
+	ctx := context.Background()
+	addr := testredis.Start(t)
+	px := newProxy(t, addr)
+	a, na := newNode(t, px.addr()) // the node that is cut off
+	b, _ := newNode(t, addr)
+	opts := broker.PublishOptions{HistorySize: 100}
+	for _, ch := range []string{"r", "quiet", "nohist"} {
+		if err := a.Subscribe(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub(t, b, "r", 2, opts)
+	pub(t, b, "quiet", 1, opts)
+	pub(t, b, "nohist", 1, broker.PublishOptions{})
+	eventually(t, "live publications", func() bool {
+		return len(na.received("r")) == 2 && len(na.received("quiet")) == 1 && len(na.received("nohist")) == 1
+	})
+
+	px.cut(true)
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if _, err := a.Publish(cctx, "r", json.RawMessage(`1`), nil, opts); err == nil {
+		t.Fatal("Publish succeeded while cut off")
+	}
+	if err := a.Subscribe(cctx, "new"); err == nil {
+		t.Fatal("Subscribe succeeded while cut off")
+	}
+	pub(t, b, "r", 3, opts)                         // 3..5
+	pub(t, b, "quiet", 2, opts)                     // 2..3
+	pub(t, b, "nohist", 2, broker.PublishOptions{}) // 2..3: nothing to catch up from
+	pub(t, b, "new", 1, broker.PublishOptions{})    // a never subscribed
+	px.cut(false)
+
+	// Nothing more is published to quiet: the resubscription itself
+	// catches it up. Its Pub/Sub subscribes all channels at once, so
+	// after that a receives the others live.
+	eventually(t, "quiet caught up", func() bool { return len(na.received("quiet")) == 3 })
+	pub(t, b, "r", 1, opts)                         // 6: a gap after 2, filled before it
+	pub(t, b, "nohist", 1, broker.PublishOptions{}) // 4: the gap stays
+	eventually(t, "r and nohist", func() bool {
+		return len(na.received("r")) == 6 && len(na.received("nohist")) == 2
+	})
+	syncNode(t, a, na)
+	for ch, want := range map[string]string{"r": "[1 2 3 4 5 6]", "quiet": "[1 2 3]", "nohist": "[1 4]", "new": "[]"} {
+		if got := offs(na.received(ch)); got != want {
+			t.Errorf("%s: got %s, want %s", ch, got, want)
+		}
+	}
+	// The failed Subscribe left no subscription behind.
+	if err := a.Unsubscribe(ctx, "new"); err != nil {
+		t.Fatal(err)
+	}
+	pub(t, b, "new", 1, broker.PublishOptions{})
+	syncNode(t, a, na)
+	if got := offs(na.received("new")); got != "[]" {
+		t.Fatalf("new: got %s", got)
+	}
+}
+
+// TestRedisServerRestart stops Redis and starts it again, empty: calls fail
+// while it is away, and afterwards the streams start new epochs, which a
+// client holding an old position learns.
+func TestRedisServerRestart(t *testing.T) {
+	ctx := context.Background()
+	srv := testredis.StartServer(t)
+	a, na := newNode(t, srv.Addr)
+	opts := broker.PublishOptions{HistorySize: 100}
+	_ = a.Subscribe(ctx, "r")
+	old := pub(t, a, "r", 2, opts)
+	eventually(t, "2 publications", func() bool { return len(na.received("r")) == 2 })
+
+	srv.Stop()
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if _, err := a.Publish(cctx, "r", json.RawMessage(`1`), nil, opts); err == nil {
+		t.Error("Publish succeeded without Redis")
+	}
+	if _, err := a.History(cctx, "r", broker.HistoryRequest{}); err == nil {
+		t.Error("History succeeded without Redis")
+	}
+	if err := a.AddPresence(cctx, "r", "c", broker.ClientInfo{}, time.Minute); err == nil {
+		t.Error("AddPresence succeeded without Redis")
+	}
+	srv.Restart()
+
+	// Publish until a receives one: its Pub/Sub reconnects on its own
+	// time, and the first publications may come before.
+	eventually(t, "a publication after the restart", func() bool {
+		if _, err := a.Publish(ctx, "r", json.RawMessage(`1`), nil, opts); err != nil {
+			return false
+		}
+		return len(na.received("r")) > 2
+	})
+	got := na.received("r")
+	p := got[2]
+	if p.Epoch == old.Epoch || p.Offset < 1 {
+		t.Fatalf("after the restart: %+v (before: %+v)", p.Position, old)
+	}
+	for i, q := range got[3:] {
+		if q.Epoch != p.Epoch || q.Offset != p.Offset+uint64(i)+1 {
+			t.Fatalf("after the restart: %s", offs(got))
+		}
+	}
+	res, err := a.History(ctx, "r", broker.HistoryRequest{Since: &old, Limit: -1})
+	if !errors.Is(err, broker.ErrEpochChanged) || res.Top.Epoch != p.Epoch {
+		t.Fatalf("old position after the restart: %+v %v", res.Top, err)
+	}
+}
+
+// proxy forwards TCP connections to addr until it is cut: then it closes
+// them and refuses new ones until it is resumed. It stands for a network
+// that fails between one node and Redis.
+type proxy struct {
+	ln net.Listener
+	to string
+	wg sync.WaitGroup
+
+	mu     sync.Mutex
+	isCut  bool
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+func newProxy(t *testing.T, to string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, to: to, conns: make(map[net.Conn]struct{})}
+	p.wg.Go(p.serve)
+	t.Cleanup(func() {
+		_ = ln.Close()
+		p.mu.Lock()
+		p.closed = true
+		p.closeAllLocked()
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *proxy) addr() string { return p.ln.Addr().String() }
+
+// cut closes every connection and refuses new ones (true), or lets them
+// through again (false).
+func (p *proxy) cut(cut bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.isCut = cut
+	if cut {
+		p.closeAllLocked()
+	}
+}
+
+func (p *proxy) closeAllLocked() {
+	for c := range p.conns {
+		_ = c.Close()
+	}
+	clear(p.conns)
+}
+
+func (p *proxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.isCut || p.closed {
+			p.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		s, err := net.Dial("tcp", p.to)
+		if err != nil {
+			p.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		p.conns[c], p.conns[s] = struct{}{}, struct{}{}
+		p.mu.Unlock()
+		pipe := func(dst, src net.Conn) {
+			_, _ = io.Copy(dst, src)
+			_ = dst.Close()
+			_ = src.Close()
+		}
+		p.wg.Go(func() { pipe(s, c) })
+		p.wg.Go(func() { pipe(c, s) })
+	}
+}
+
+// BenchmarkPublish measures Publish on Memory and on Redis in one run (the
+// ratio is the cost of a round trip and a Lua script), with and without
+// history, one publisher at a time and many at once. A node is subscribed
+// to the channel, as in use, so Redis also fans each publication out.
+func BenchmarkPublish(b *testing.B) {
+	addr := testredis.Start(b)
+	brokers := []struct {
+		name string
+		new  func(b *testing.B) broker.Broker
+	}{
+		{"memory", func(b *testing.B) broker.Broker { return broker.NewMemory() }},
+		{"redis", func(b *testing.B) broker.Broker {
+			r, err := broker.NewRedis(broker.RedisConfig{Addr: addr, Prefix: "bench:"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return r
+		}},
+	}
+	for _, bk := range brokers {
+		for _, size := range []int{16, 1 << 10, 64 << 10} {
+			for _, hist := range []int{0, 100} {
+				for _, parallel := range []bool{false, true} {
+					name := fmt.Sprintf("%s/size=%d/history=%d/parallel=%v", bk.name, size, hist, parallel)
+					b.Run(name, func(b *testing.B) {
+						benchPublish(b, bk.new(b), size, broker.PublishOptions{HistorySize: hist, HistoryTTL: time.Minute}, parallel)
+					})
+				}
+			}
+		}
+	}
+}
+
+// counter counts what a broker hands to its node.
+type counter struct{ n atomic.Int64 }
+
+func (c *counter) HandlePublication(*broker.Publication) { c.n.Add(1) }
+func (c *counter) HandleJoin(string, broker.ClientInfo)  {}
+func (c *counter) HandleLeave(string, broker.ClientInfo) {}
+
+func benchPublish(b *testing.B, br broker.Broker, size int, opts broker.PublishOptions, parallel bool) {
+	ctx := context.Background()
+	defer br.Close(ctx)
+	var c counter
+	if err := br.Start(&c); err != nil {
+		b.Fatal(err)
+	}
+	ch := fmt.Sprintf("bench-%d", time.Now().UnixNano())
+	if err := br.Subscribe(ctx, ch); err != nil {
+		b.Fatal(err)
+	}
+	data := json.RawMessage(`"` + strings.Repeat("x", size-2) + `"`)
+	info := &broker.ClientInfo{User: "bench", Name: "Bench"}
+	publish := func() {
+		if _, err := br.Publish(ctx, ch, data, info, opts); err != nil {
+			b.Error(err)
+		}
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(size))
+	if parallel {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				publish()
+			}
+		})
+	} else {
+		for b.Loop() {
+			publish()
+		}
+	}
+	// Count the fan-out in: wait until the node has every publication.
+	want := int64(b.N)
+	deadline := time.Now().Add(time.Minute)
+	for c.n.Load() < want && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if got := c.n.Load(); got < want {
+		b.Fatalf("node got %d of %d publications", got, want)
 	}
 }

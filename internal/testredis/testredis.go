@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 )
@@ -24,6 +25,25 @@ const startTimeout = 5 * time.Second
 // environment variable CI is set.
 func Start(t testing.TB) string {
 	t.Helper()
+	return StartServer(t).Addr
+}
+
+// Server is a running redis-server that a test can stop and start again,
+// to see what its clients do while Redis is away.
+type Server struct {
+	// Addr is "127.0.0.1:port"; it stays the same across Restart.
+	Addr string
+
+	t    testing.TB
+	port int
+
+	mu   sync.Mutex
+	stop func() // kills the process and waits for it; nil while stopped
+}
+
+// StartServer is Start for a test that needs to stop or restart the server.
+func StartServer(t testing.TB) *Server {
+	t.Helper()
 	if _, err := os.Stat(Binary); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("testredis: %s is required in CI: %v", Binary, err)
@@ -39,14 +59,43 @@ func Start(t testing.TB) string {
 		if err != nil {
 			t.Fatalf("testredis: find a free port: %v", err)
 		}
-		addr, err := run(t, port)
+		addr, stop, err := run(port)
 		if err == nil {
-			return addr
+			s := &Server{Addr: addr, t: t, port: port, stop: stop}
+			t.Cleanup(s.Stop)
+			return s
 		}
 		lastErr = err
 	}
 	t.Fatalf("testredis: %v", lastErr)
-	return ""
+	return nil
+}
+
+// Stop kills the server and waits for it to exit. Its data is gone (it
+// keeps none on disk). Stopping a stopped server does nothing.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stop != nil {
+		s.stop()
+		s.stop = nil
+	}
+}
+
+// Restart starts a stopped server again, empty, on the same address; the
+// test fails if it cannot.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stop != nil {
+		s.t.Fatalf("testredis: restart %s: still running", s.Addr)
+	}
+	_, stop, err := run(s.port)
+	if err != nil {
+		s.t.Fatalf("testredis: restart: %v", err)
+	}
+	s.stop = stop
 }
 
 func freePort() (int, error) {
@@ -58,16 +107,17 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// run starts redis-server on port and waits until it answers PING. On
-// failure the process is stopped before run returns.
-func run(t testing.TB, port int) (string, error) {
+// run starts redis-server on port, waits until it answers PING and returns
+// its address and the function that stops it. On failure the process is
+// stopped before run returns.
+func run(port int) (string, func(), error) {
 	p := strconv.Itoa(port)
 	cmd := exec.Command(Binary, "--port", p, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
 	if err := cmd.Start(); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -79,17 +129,16 @@ func run(t testing.TB, port int) (string, error) {
 	deadline := time.Now().Add(startTimeout)
 	for {
 		if ping(addr) {
-			t.Cleanup(stop)
-			return addr, nil
+			return addr, stop, nil
 		}
 		select {
 		case err := <-exited:
-			return "", &startError{addr: addr, err: err, out: out.String()}
+			return "", nil, &startError{addr: addr, err: err, out: out.String()}
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			stop()
-			return "", &startError{addr: addr, err: errTimeout, out: out.String()}
+			return "", nil, &startError{addr: addr, err: errTimeout, out: out.String()}
 		}
 	}
 }

@@ -1,0 +1,448 @@
+package broker_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hotline-rt/hotline/broker"
+	"github.com/hotline-rt/hotline/internal/testredis"
+)
+
+// This file holds the behaviour every Broker shares, checked against each
+// implementation by testBroker. Fan-out may be asynchronous (Redis), so the
+// checks wait for deliveries and use syncNode before asserting that
+// something did not arrive.
+
+func TestMemoryConformance(t *testing.T) {
+	testBroker(t, func(t *testing.T) (broker.Broker, *node) {
+		b := broker.NewMemory()
+		t.Cleanup(func() { _ = b.Close(context.Background()) })
+		n := &node{}
+		if err := b.Start(n); err != nil {
+			t.Fatal(err)
+		}
+		return b, n
+	})
+}
+
+func TestRedisConformance(t *testing.T) {
+	addr := testredis.Start(t)
+	var prefixes atomic.Int64 // one key space per broker: each starts empty
+	testBroker(t, func(t *testing.T) (broker.Broker, *node) {
+		prefix := fmt.Sprintf("conformance%d:", prefixes.Add(1))
+		return newNodePrefix(t, addr, prefix)
+	})
+}
+
+// testBroker checks the documented behaviour of a Broker. newBroker returns
+// a started broker with an empty store, recording its fan-out in the node,
+// and closed when the test ends.
+func testBroker(t *testing.T, newBroker func(t *testing.T) (broker.Broker, *node)) {
+	t.Run("positions", func(t *testing.T) {
+		ctx := context.Background()
+		b, n := newBroker(t)
+		pub(t, b, "a", 1, broker.PublishOptions{}) // not subscribed: not fanned out
+		if err := b.Subscribe(ctx, "a"); err != nil {
+			t.Fatal(err)
+		}
+		pub(t, b, "a", 3, broker.PublishOptions{})
+		pub(t, b, "b", 2, broker.PublishOptions{})
+		eventually(t, "3 publications", func() bool { return len(n.received("a")) >= 3 })
+		syncNode(t, b, n)
+		got := n.received("a")
+		if offs(got) != "[2 3 4]" || len(n.received("b")) != 0 {
+			t.Fatalf("fanned out a %s, b %d", offs(got), len(n.received("b")))
+		}
+		epoch := got[0].Epoch
+		for i, p := range got {
+			if p.Epoch != epoch || p.Channel != "a" || p.Info == nil || p.Info.User != "u" ||
+				string(p.Data) != fmt.Sprint(i) || time.Since(p.Time).Abs() > time.Minute {
+				t.Fatalf("publication %+v", p)
+			}
+		}
+		res, err := b.History(ctx, "b", broker.HistoryRequest{})
+		if err != nil || res.Top.Offset != 2 || res.Top.Epoch == epoch {
+			t.Fatalf("b top %+v %v (epochs must be per stream)", res.Top, err)
+		}
+
+		// A stream nobody published to has a fresh epoch and offset 0,
+		// and its first publication keeps that epoch.
+		res, err = b.History(ctx, "fresh", broker.HistoryRequest{Limit: -1})
+		if err != nil || res.Top.Offset != 0 || res.Top.Epoch == "" || len(res.Publications) != 0 {
+			t.Fatalf("fresh stream %+v %v", res, err)
+		}
+		if p := pub(t, b, "fresh", 1, broker.PublishOptions{}); p != (broker.Position{Epoch: res.Top.Epoch, Offset: 1}) {
+			t.Fatalf("first publication %+v after top %+v", p, res.Top)
+		}
+
+		// The publisher's info is the broker's own copy; server-side
+		// publications have none.
+		_ = b.Subscribe(ctx, "s")
+		info := &broker.ClientInfo{User: "u", Name: "Ann"}
+		if _, err := b.Publish(ctx, "s", json.RawMessage(`{"x":"é\n"}`), info, broker.PublishOptions{HistorySize: 2}); err != nil {
+			t.Fatal(err)
+		}
+		info.Name = "changed"
+		if _, err := b.Publish(ctx, "s", json.RawMessage(`[1, 2]`), nil, broker.PublishOptions{HistorySize: 2}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "publications on s", func() bool { return len(n.received("s")) == 2 })
+		hist, err := b.History(ctx, "s", broker.HistoryRequest{Limit: -1})
+		if err != nil || len(hist.Publications) != 2 {
+			t.Fatalf("history of s: %d %v", len(hist.Publications), err)
+		}
+		for _, ps := range [][]*broker.Publication{n.received("s"), hist.Publications} {
+			if p := ps[0]; p.Info == nil || p.Info.Name != "Ann" || string(p.Data) != `{"x":"é\n"}` {
+				t.Fatalf("first publication %+v %s", p, p.Data)
+			}
+			if p := ps[1]; p.Info != nil || string(p.Data) != `[1, 2]` {
+				t.Fatalf("server publication %+v %s", p, p.Data)
+			}
+		}
+	})
+
+	t.Run("subscriptions are counted", func(t *testing.T) {
+		ctx := context.Background()
+		b, n := newBroker(t)
+		_ = b.Subscribe(ctx, "a")
+		_ = b.Subscribe(ctx, "a")
+		if err := b.Unsubscribe(ctx, "a"); err != nil {
+			t.Fatal(err)
+		}
+		pub(t, b, "a", 1, broker.PublishOptions{})
+		if err := b.Unsubscribe(ctx, "a"); err != nil {
+			t.Fatal(err)
+		}
+		pub(t, b, "a", 1, broker.PublishOptions{})
+		_ = b.Unsubscribe(ctx, "a") // one too many: harmless
+		syncNode(t, b, n)
+		if got := offs(n.received("a")); got != "[1]" {
+			t.Fatalf("got %s", got)
+		}
+		// Subscribed again, the node receives again.
+		_ = b.Subscribe(ctx, "a")
+		pub(t, b, "a", 1, broker.PublishOptions{})
+		eventually(t, "offset 3", func() bool { return len(n.received("a")) == 2 })
+		if got := offs(n.received("a")); got != "[1 3]" {
+			t.Fatalf("got %s", got)
+		}
+	})
+
+	t.Run("history", func(t *testing.T) {
+		ctx := context.Background()
+		b, _ := newBroker(t)
+		top := pub(t, b, "c", 10, broker.PublishOptions{HistorySize: 5})
+		at := func(off uint64) *broker.Position { return &broker.Position{Epoch: top.Epoch, Offset: off} }
+		for _, tc := range []struct {
+			name string
+			req  broker.HistoryRequest
+			want string
+			err  error
+		}{
+			{"top only", broker.HistoryRequest{}, "[]", nil},
+			{"all kept", broker.HistoryRequest{Limit: -1}, "[6 7 8 9 10]", nil},
+			{"limit", broker.HistoryRequest{Limit: 2}, "[6 7]", nil},
+			{"reverse", broker.HistoryRequest{Limit: 2, Reverse: true}, "[10 9]", nil},
+			{"reverse all", broker.HistoryRequest{Limit: -1, Reverse: true}, "[10 9 8 7 6]", nil},
+			{"since", broker.HistoryRequest{Since: at(7), Limit: -1}, "[8 9 10]", nil},
+			{"since limit", broker.HistoryRequest{Since: at(7), Limit: 1}, "[8]", nil},
+			{"since limit 0", broker.HistoryRequest{Since: at(7)}, "[]", nil},
+			{"since oldest kept - 1", broker.HistoryRequest{Since: at(5), Limit: -1}, "[6 7 8 9 10]", nil},
+			{"since top", broker.HistoryRequest{Since: at(10), Limit: -1}, "[]", nil},
+			{"since trimmed", broker.HistoryRequest{Since: at(4), Limit: -1}, "[]", broker.ErrHistoryTrimmed},
+			{"since trimmed limit 0", broker.HistoryRequest{Since: at(4)}, "[]", broker.ErrHistoryTrimmed},
+			{"since zero trimmed", broker.HistoryRequest{Since: at(0), Limit: -1}, "[]", broker.ErrHistoryTrimmed},
+			{"reverse since", broker.HistoryRequest{Since: at(8), Limit: -1, Reverse: true}, "[7 6]", nil},
+			{"reverse since limit", broker.HistoryRequest{Since: at(9), Limit: 2, Reverse: true}, "[8 7]", nil},
+			{"reverse since top+1", broker.HistoryRequest{Since: at(10), Limit: 1, Reverse: true}, "[9]", nil},
+			{"reverse since oldest", broker.HistoryRequest{Since: at(6), Limit: -1, Reverse: true}, "[]", nil},
+			{"reverse since trimmed", broker.HistoryRequest{Since: at(2), Limit: -1, Reverse: true}, "[]", nil},
+			{"other epoch", broker.HistoryRequest{Since: &broker.Position{Epoch: "x", Offset: 7}}, "[]", broker.ErrEpochChanged},
+			{"beyond top", broker.HistoryRequest{Since: at(11)}, "[]", broker.ErrEpochChanged},
+			{"beyond top reverse", broker.HistoryRequest{Since: at(11), Reverse: true}, "[]", broker.ErrEpochChanged},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				res, err := b.History(ctx, "c", tc.req)
+				if !errors.Is(err, tc.err) {
+					t.Fatalf("err %v, want %v", err, tc.err)
+				}
+				if got := offs(res.Publications); got != tc.want {
+					t.Fatalf("got %s, want %s", got, tc.want)
+				}
+				if res.Top != top {
+					t.Fatalf("top %+v, want %+v", res.Top, top)
+				}
+				for _, p := range res.Publications {
+					if p.Channel != "c" || p.Epoch != top.Epoch || string(p.Data) != fmt.Sprint(p.Offset-1) || p.Info.User != "u" {
+						t.Fatalf("publication %+v", p)
+					}
+				}
+			})
+		}
+
+		// Without history, positions are still assigned and since == top
+		// is still servable.
+		p := pub(t, b, "none", 3, broker.PublishOptions{})
+		if res, err := b.History(ctx, "none", broker.HistoryRequest{Since: &p, Limit: -1}); err != nil || len(res.Publications) != 0 {
+			t.Fatalf("since top without history: %v", err)
+		}
+		p.Offset--
+		if _, err := b.History(ctx, "none", broker.HistoryRequest{Since: &p, Limit: -1}); !errors.Is(err, broker.ErrHistoryTrimmed) {
+			t.Fatalf("since top-1 without history: %v", err)
+		}
+
+		// A smaller HistorySize trims what is kept.
+		pub(t, b, "c", 1, broker.PublishOptions{HistorySize: 2})
+		if res, err := b.History(ctx, "c", broker.HistoryRequest{Limit: -1}); err != nil || offs(res.Publications) != "[10 11]" {
+			t.Fatalf("after shrinking: %s %v", offs(res.Publications), err)
+		}
+	})
+
+	t.Run("history ttl", func(t *testing.T) {
+		ctx := context.Background()
+		b, _ := newBroker(t)
+		// Deadlines count from times taken around the calls, so a
+		// slow machine makes the test slower, not wrong.
+		const ttl = time.Second
+		const margin = 150 * time.Millisecond
+		opts := broker.PublishOptions{HistorySize: 100, HistoryTTL: ttl}
+		pub(t, b, "t", 2, opts)
+		two := time.Now() // the first two were published before
+		time.Sleep(ttl / 2)
+		top := pub(t, b, "t", 1, opts)
+		three := time.Now()
+		time.Sleep(time.Until(two.Add(ttl + margin))) // the first two are past the TTL, the third is not
+		res, err := b.History(ctx, "t", broker.HistoryRequest{Limit: -1})
+		if err != nil || offs(res.Publications) != "[3]" || res.Top != top {
+			t.Fatalf("%s %+v %v", offs(res.Publications), res.Top, err)
+		}
+		since := func(off uint64) *broker.Position { return &broker.Position{Epoch: top.Epoch, Offset: off} }
+		if _, err := b.History(ctx, "t", broker.HistoryRequest{Since: since(1), Limit: -1}); !errors.Is(err, broker.ErrHistoryTrimmed) {
+			t.Fatalf("since expired: %v", err)
+		}
+		if res, err := b.History(ctx, "t", broker.HistoryRequest{Since: since(2), Limit: -1}); err != nil || offs(res.Publications) != "[3]" {
+			t.Fatalf("since kept: %s %v", offs(res.Publications), err)
+		}
+		// Once all are past the TTL the stream keeps its position.
+		time.Sleep(time.Until(three.Add(ttl + margin)))
+		res, err = b.History(ctx, "t", broker.HistoryRequest{Limit: -1})
+		if err != nil || len(res.Publications) != 0 || res.Top != top {
+			t.Fatalf("all expired: %s %+v %v", offs(res.Publications), res.Top, err)
+		}
+		if p := pub(t, b, "t", 1, opts); p != (broker.Position{Epoch: top.Epoch, Offset: 4}) {
+			t.Fatalf("next publication %+v after %+v", p, top)
+		}
+	})
+
+	t.Run("presence", func(t *testing.T) {
+		ctx := context.Background()
+		b, n := newBroker(t)
+		const ttl = time.Second
+		const margin = 150 * time.Millisecond
+		ann := broker.ClientInfo{User: "a", Name: "Ann", Client: "s1"}
+		if err := b.AddPresence(ctx, "p", "s1", ann, ttl); err != nil {
+			t.Fatal(err)
+		}
+		_ = b.AddPresence(ctx, "p", "s2", broker.ClientInfo{User: "b", Client: "s2"}, ttl)
+		added := time.Now() // s1 and s2 expire by added+ttl
+		_ = b.AddPresence(ctx, "p", "s3", broker.ClientInfo{User: "c", Client: "s3"}, time.Minute)
+		got, err := b.Presence(ctx, "p")
+		if err != nil || len(got) != 3 || got["s1"] != ann || got["s2"].User != "b" {
+			t.Fatalf("presence %+v %v", got, err)
+		}
+		if err := b.RemovePresence(ctx, "p", "s3"); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.RemovePresence(ctx, "p", "unknown"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Until(added.Add(ttl / 2)))
+		_ = b.AddPresence(ctx, "p", "s1", ann, ttl) // refresh
+		refreshed := time.Now()
+		time.Sleep(time.Until(added.Add(ttl + margin)))
+		got, err = b.Presence(ctx, "p")
+		if err != nil || len(got) != 1 || got["s1"] != ann {
+			t.Fatalf("after s2 expired: %+v %v", got, err)
+		}
+		time.Sleep(time.Until(refreshed.Add(ttl + margin)))
+		if got, err := b.Presence(ctx, "p"); err != nil || len(got) != 0 {
+			t.Fatalf("expired entry kept: %+v %v", got, err)
+		}
+		if got, err := b.Presence(ctx, "nobody"); err != nil || got == nil || len(got) != 0 {
+			t.Fatalf("empty channel %+v %v", got, err)
+		}
+
+		_ = b.PublishJoin(ctx, "p", broker.ClientInfo{User: "x"}) // not subscribed
+		syncNode(t, b, n)
+		if ev := n.eventList(); len(ev) != 0 {
+			t.Fatalf("events while not subscribed: %v", ev)
+		}
+		_ = b.Subscribe(ctx, "p")
+		if err := b.PublishJoin(ctx, "p", broker.ClientInfo{User: "a"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.PublishLeave(ctx, "p", broker.ClientInfo{User: "a"}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "join and leave", func() bool { return len(n.eventList()) == 2 })
+		if got := fmt.Sprint(n.eventList()); got != "[join p a leave p a]" {
+			t.Fatalf("events %s", got)
+		}
+	})
+
+	t.Run("concurrent publish order", func(t *testing.T) {
+		ctx := context.Background()
+		b, n := newBroker(t)
+		_ = b.Subscribe(ctx, "o")
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() { pub(t, b, "o", 50, broker.PublishOptions{HistorySize: 1000}) })
+		}
+		wg.Wait()
+		eventually(t, "400 publications", func() bool { return len(n.received("o")) == 400 })
+		for i, p := range n.received("o") {
+			if p.Offset != uint64(i+1) {
+				t.Fatalf("fan-out out of order at %d: %d", i, p.Offset)
+			}
+		}
+		res, _ := b.History(ctx, "o", broker.HistoryRequest{Limit: -1})
+		if len(res.Publications) != 400 || res.Top.Offset != 400 {
+			t.Fatalf("history %d top %d", len(res.Publications), res.Top.Offset)
+		}
+	})
+
+	t.Run("closed", func(t *testing.T) {
+		ctx := context.Background()
+		b, n := newBroker(t)
+		_ = b.Subscribe(ctx, "x")
+		if err := b.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Close(ctx); err != nil {
+			t.Fatalf("second Close: %v", err)
+		}
+		checks := map[string]error{}
+		_, checks["publish"] = b.Publish(ctx, "x", json.RawMessage(`1`), nil, broker.PublishOptions{})
+		_, checks["history"] = b.History(ctx, "x", broker.HistoryRequest{})
+		checks["subscribe"] = b.Subscribe(ctx, "x")
+		checks["unsubscribe"] = b.Unsubscribe(ctx, "x")
+		checks["join"] = b.PublishJoin(ctx, "x", broker.ClientInfo{})
+		checks["leave"] = b.PublishLeave(ctx, "x", broker.ClientInfo{})
+		checks["add presence"] = b.AddPresence(ctx, "x", "c", broker.ClientInfo{}, time.Second)
+		checks["remove presence"] = b.RemovePresence(ctx, "x", "c")
+		_, checks["presence"] = b.Presence(ctx, "x")
+		checks["start"] = b.Start(n)
+		for name, err := range checks {
+			if !errors.Is(err, broker.ErrClosed) {
+				t.Errorf("%s after Close: %v", name, err)
+			}
+		}
+	})
+}
+
+// node records what a broker fans out to it.
+type node struct {
+	mu     sync.Mutex
+	pubs   []*broker.Publication
+	events []string
+}
+
+func (n *node) HandlePublication(p *broker.Publication) {
+	n.mu.Lock()
+	n.pubs = append(n.pubs, p)
+	n.mu.Unlock()
+}
+
+func (n *node) HandleJoin(ch string, ci broker.ClientInfo) {
+	n.mu.Lock()
+	n.events = append(n.events, "join "+ch+" "+ci.User)
+	n.mu.Unlock()
+}
+
+func (n *node) HandleLeave(ch string, ci broker.ClientInfo) {
+	n.mu.Lock()
+	n.events = append(n.events, "leave "+ch+" "+ci.User)
+	n.mu.Unlock()
+}
+
+// received returns a copy of the publications so far with the given
+// channel ("" for all).
+func (n *node) received(channel string) []*broker.Publication {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []*broker.Publication
+	for _, p := range n.pubs {
+		if channel == "" || p.Channel == channel {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (n *node) eventList() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]string(nil), n.events...)
+}
+
+// waitFor is how long a test waits for something to travel through a
+// broker.
+const waitFor = 5 * time.Second
+
+// eventually fails the test unless cond holds within waitFor.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// pub publishes the numbers 0 to n-1 to ch as user "u" and returns the
+// last position.
+func pub(t testing.TB, b broker.Broker, ch string, n int, opts broker.PublishOptions) broker.Position {
+	t.Helper()
+	var pos broker.Position
+	for i := range n {
+		var err error
+		pos, err = b.Publish(context.Background(), ch, json.RawMessage(fmt.Sprint(i)), &broker.ClientInfo{User: "u"}, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return pos
+}
+
+func offs(ps []*broker.Publication) string {
+	out := make([]uint64, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.Offset)
+	}
+	return fmt.Sprint(out)
+}
+
+// syncNode makes sure everything b's node was sent before now has been
+// handled: it publishes to a marker channel and waits for it, since a
+// broker fans out in order.
+func syncNode(t *testing.T, b broker.Broker, n *node) {
+	t.Helper()
+	ctx := context.Background()
+	if err := b.Subscribe(ctx, "marker"); err != nil {
+		t.Fatal(err)
+	}
+	before := len(n.received("marker"))
+	pub(t, b, "marker", 1, broker.PublishOptions{})
+	eventually(t, "marker", func() bool { return len(n.received("marker")) > before })
+	if err := b.Unsubscribe(ctx, "marker"); err != nil {
+		t.Fatal(err)
+	}
+}
