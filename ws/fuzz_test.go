@@ -79,7 +79,12 @@ func FuzzUTF8(f *testing.F) {
 			check(p[:i], p[i:])
 		}
 		if len(p) > 64 {
-			return // every cut into three is quadratic
+			// Every cut into three is quadratic: take a few.
+			n := len(p)
+			for _, ij := range [][2]int{{1, n - 1}, {n / 3, 2 * n / 3}, {n/2 - 1, n/2 + 1}, {n - 3, n - 1}} {
+				check(p[:ij[0]], p[ij[0]:ij[1]], p[ij[1]:])
+			}
+			return
 		}
 		for i := 0; i <= len(p); i++ {
 			for j := i; j <= len(p); j++ {
@@ -131,17 +136,44 @@ func FuzzHandshake(f *testing.F) {
 	f.Add([]byte("POST / HTTP/1.1\r\nHost: x\r\n\r\n"))
 	f.Add([]byte("GET / HTTP/1.0\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, req []byte) {
-		nc := &replayConn{r: bytes.NewReader(req)}
-		c, err := Accept(nc, &AcceptOptions{Subprotocols: []string{"chat"}, AllowedOrigins: []string{"*"}})
+		server, client := net.Pipe()
+		defer client.Close()
+		deadline := time.Now().Add(2 * time.Second)
+		server.SetDeadline(deadline)
+		client.SetDeadline(deadline)
+		var out bytes.Buffer
+		wrote, read := make(chan struct{}), make(chan error, 1)
+		go func() {
+			defer close(wrote)
+			client.Write(req)
+			// The whole request is in: a read for more must end now,
+			// as at the end of a stream.
+			server.SetReadDeadline(time.Now())
+		}()
+		go func() {
+			_, err := io.Copy(&out, client)
+			read <- err
+		}()
+		c, err := Accept(server, &AcceptOptions{
+			Subprotocols:   []string{"chat"},
+			AllowedOrigins: []string{"*"},
+			Compression:    &CompressionOptions{},
+		})
+		if c != nil {
+			c.CloseNow()
+		}
+		// Accept closes server when it refuses, so both goroutines end.
+		copyErr := <-read
+		client.Close()
+		<-wrote
 		if err != nil {
-			if !nc.closed {
-				t.Fatal("a refused handshake left the connection open")
+			if copyErr != nil {
+				t.Fatalf("a refused handshake left the connection open: %v", copyErr)
 			}
 			return
 		}
-		defer c.CloseNow()
-		if !bytes.HasPrefix(nc.w.Bytes(), []byte("HTTP/1.1 101 Switching Protocols\r\n")) {
-			t.Fatalf("accepted, but answered %q", nc.w.Bytes())
+		if !bytes.HasPrefix(out.Bytes(), []byte("HTTP/1.1 101 Switching Protocols\r\n")) {
+			t.Fatalf("accepted, but answered %q", out.Bytes())
 		}
 		r, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(req)))
 		if err != nil {
@@ -150,12 +182,21 @@ func FuzzHandshake(f *testing.F) {
 		if !validHandshake(r) {
 			t.Fatalf("accepted an invalid handshake: %q", req)
 		}
-		resp, err := http.ReadResponse(bufio.NewReader(&nc.w), r)
+		resp, err := http.ReadResponse(bufio.NewReader(&out), r)
 		if err != nil || resp.Header.Get("Sec-WebSocket-Accept") != AcceptKey(r.Header.Get("Sec-WebSocket-Key")) {
 			t.Fatalf("response does not parse or has the wrong accept value: %v", err)
 		}
 		if p := resp.Header.Get("Sec-WebSocket-Protocol"); p != "" && p != "chat" {
 			t.Fatalf("chose subprotocol %q", p)
+		}
+		if e := resp.Header.Values("Sec-WebSocket-Extensions"); len(e) > 0 {
+			exts, err := parseExtensions(e)
+			if err != nil || len(exts) != 1 || exts[0].name != deflateName {
+				t.Fatalf("answered extensions %q (%v)", e, err)
+			}
+			if _, err := parseDeflateParams(exts[0].params, false); err != nil {
+				t.Fatalf("answered extensions %q: %v", e, err)
+			}
 		}
 	})
 }
