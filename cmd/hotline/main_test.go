@@ -152,13 +152,24 @@ func TestSIGTERMClosesWithGoingAway(t *testing.T) {
 func TestDialCommand(t *testing.T) {
 	_, addr, _ := startServe(t)
 	cmd := exec.Command(hotlineBin, "dial", "ws://"+addr+"/echo")
-	cmd.Stdin = strings.NewReader("one\ntwo\n")
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("dial: %v", err)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
 	}
-	if string(out) != "one\ntwo\n" {
-		t.Fatalf("dial printed %q", out)
+	defer cmd.Process.Kill()
+	io.WriteString(stdin, "one\ntwo\n")
+	// Close stdin (which closes the connection) only once both echoes
+	// are printed: a close that races the echoes may discard them.
+	lines := bufio.NewScanner(stdout)
+	for _, want := range []string{"one", "two"} {
+		if !lines.Scan() || lines.Text() != want {
+			t.Fatalf("dial printed %q, want %q (%v)", lines.Text(), want, lines.Err())
+		}
+	}
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("dial: %v", err)
 	}
 
 	// A refused handshake exits non-zero with the status and reason.
