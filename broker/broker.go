@@ -89,6 +89,12 @@ type Handler interface {
 	// HandleJoin and HandleLeave carry presence events of a channel.
 	HandleJoin(channel string, info ClientInfo)
 	HandleLeave(channel string, info ClientInfo)
+	// HandleGap says that the node may have missed publications of channel
+	// after the last one it passed to HandlePublication (its link to the
+	// broker dropped and history could not fill the hole, or its queue
+	// overflowed). It is called in order with HandlePublication for that
+	// channel. reason is shown to clients.
+	HandleGap(channel string, reason string)
 }
 
 // Broker moves and stores messages between nodes. See the package
