@@ -432,8 +432,6 @@ func (n *node) HandleJoin(ch string, ci broker.ClientInfo) {
 	n.mu.Unlock()
 }
 
-func (n *node) HandleGap(string, string) {}
-
 func (n *node) HandleLeave(ch string, ci broker.ClientInfo) {
 	n.mu.Lock()
 	n.events = append(n.events, "leave "+ch+" "+ci.User)

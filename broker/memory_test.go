@@ -29,8 +29,6 @@ func (r *recorder) HandleJoin(ch string, ci ClientInfo) {
 	r.mu.Unlock()
 }
 
-func (r *recorder) HandleGap(string, string) {}
-
 func (r *recorder) HandleLeave(ch string, ci ClientInfo) {
 	r.mu.Lock()
 	r.events = append(r.events, "leave "+ch+" "+ci.User)
