@@ -243,9 +243,10 @@ func TestSlowConsumer(t *testing.T) {
 		t.Fatalf("slow consumer not dropped after %d messages", got)
 	}
 	// The slow client finds a close frame with 1008 behind the messages.
-	slow.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	for {
-		_, _, err := slow.c.ReadMessage(context.Background(), nil)
+		_, _, err := slow.c.ReadMessage(rctx, nil)
 		if err != nil {
 			if ws.CloseStatus(err) != ws.StatusPolicyViolation {
 				t.Fatalf("slow client: %v, want close 1008", err)

@@ -37,6 +37,14 @@ type AcceptOptions struct {
 	// be seen.
 	KeepAlive time.Duration
 
+	// WriteTimeout, if positive, bounds every data write (each
+	// WriteMessage and WritePrepared, each frame of a NextWriter) on top
+	// of its ctx: a write that takes longer closes the connection, as an
+	// ended ctx does. It costs no allocation per write, where a ctx with
+	// a deadline per write costs several: servers that write to many
+	// clients use it instead.
+	WriteTimeout time.Duration
+
 	// Compression enables permessage-deflate (RFC 7692) when the client
 	// offers it; nil disables it.
 	Compression *CompressionOptions
@@ -179,6 +187,7 @@ func finishAccept(nc net.Conn, br *bufio.Reader, resp *acceptResponse) (*Conn, e
 		nc.Close()
 		return nil, err
 	}
+	c.setWriteTimeout(resp.opts.WriteTimeout)
 	c.startKeepAlive(resp.opts.KeepAlive)
 	return c, nil
 }

@@ -120,8 +120,9 @@ func TestCloseBoundedWait(t *testing.T) {
 		go io.Copy(io.Discard, b) // reads, never answers
 		start := time.Now()
 		err := c.Close(StatusNormalClosure, "")
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("Close = %v, want DeadlineExceeded", err)
+		var ce *CloseError
+		if !errors.As(err, &ce) || ce.Code != StatusAbnormalClosure || !ce.Local || errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Close = %v, want a local 1006 CloseError (no ctx was involved)", err)
 		}
 		if d := time.Since(start); d != closeTimeout {
 			t.Errorf("Close took %v, want %v", d, closeTimeout)
@@ -377,18 +378,26 @@ func TestKeepAlive(t *testing.T) {
 	})
 }
 
-// TestKeepAliveStopsAfterClose: the keepalive timer must not outlive the
-// connection.
+// TestKeepAliveStopsAfterClose: a keepalive run that is under way when
+// the connection closes (here: stuck writing its ping to a peer that does
+// not read) must not schedule another one. Without the guard in
+// keepAlive.rearm, the run rearms the timer of a dead connection.
 func TestKeepAliveStopsAfterClose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		a, b := net.Pipe()
+		const interval = time.Second
+		a, b := net.Pipe() // b never reads: the ping write blocks
 		c := newConn(a, true, 0)
-		go io.Copy(io.Discard, b)
-		c.startKeepAlive(time.Second)
-		time.Sleep(1500 * time.Millisecond)
+		c.startKeepAlive(interval)
+		time.Sleep(interval)
+		synctest.Wait() // the first run is blocked in its ping write
 		c.CloseNow()
+		synctest.Wait() // the run has seen its write fail and finished
+		c.ka.mu.Lock()
+		rearmed := c.ka.t.Stop()
+		c.ka.mu.Unlock()
+		if rearmed {
+			t.Error("keepalive timer rearmed after CloseNow")
+		}
 		b.Close()
-		time.Sleep(10 * time.Second)
-		synctest.Wait()
 	})
 }

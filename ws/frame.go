@@ -72,7 +72,7 @@ type header struct {
 }
 
 // errShortHeader means the buffer holds only part of a header.
-var errShortHeader = errors.New("ws: short frame header")
+var errShortHeader = errors.New("short frame header")
 
 // parseHeader decodes the frame header at the start of b. It returns the
 // header size, or errShortHeader when b is too short to tell. It checks only
@@ -102,7 +102,7 @@ func parseHeader(b []byte) (header, int, error) {
 		}
 		v := binary.BigEndian.Uint64(b[2:])
 		if v>>63 != 0 {
-			return h, 0, errors.New("ws: frame length has its most significant bit set")
+			return h, 0, errors.New("frame length has its most significant bit set")
 		}
 		h.length = int64(v)
 		n = 10

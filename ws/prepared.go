@@ -65,12 +65,12 @@ func (c *Conn) WritePrepared(ctx context.Context, pm *PreparedMessage) error {
 	if err != nil {
 		return err
 	}
+	stop := c.watch(ctx)
 	c.msgMu.Lock()
-	defer c.msgMu.Unlock()
-	if stop := c.watch(ctx, true); stop != nil {
-		defer stop()
-	}
-	return c.ctxErr(ctx, c.writeRaw(frame))
+	c.armWrite()
+	err = c.disarmWrite(c.writeRaw(frame))
+	c.msgMu.Unlock()
+	return c.unwatch(ctx, stop, err)
 }
 
 // writeRaw writes a whole encoded frame.
@@ -78,6 +78,5 @@ func (c *Conn) writeRaw(frame []byte) error {
 	if err := c.lockWriter(); err != nil {
 		return err
 	}
-	defer c.writeMu.Unlock()
-	return c.wrote(c.nc.Write(frame))
+	return c.unlockWriter(c.wrote(c.nc.Write(frame)))
 }
