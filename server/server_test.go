@@ -76,7 +76,7 @@ func dial(t *testing.T, base, path, protocol, tok string) *client {
 
 func (c *client) send(s string) {
 	c.t.Helper()
-	if err := c.c.WriteMessage(context.Background(), ws.OpText, []byte(s)); err != nil {
+	if err := c.c.WriteMessage(context.Background(), ws.MessageText, []byte(s)); err != nil {
 		c.t.Fatalf("send: %v", err)
 	}
 }
@@ -130,7 +130,7 @@ func TestChatRoomOrder(t *testing.T) {
 	go func() {
 		defer close(done)
 		for i := range n {
-			b.c.WriteMessage(context.Background(), ws.OpText, fmt.Appendf(nil, "b%d", i))
+			b.c.WriteMessage(context.Background(), ws.MessageText, fmt.Appendf(nil, "b%d", i))
 		}
 	}()
 	for i := range n {

@@ -207,7 +207,7 @@ func TestPollRefusesWebSocketSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.CloseNow()
-	if err := c.WriteMessage(ctx, ws.OpText, []byte(`{"id":1,"op":"connect"}`)); err != nil {
+	if err := c.WriteMessage(ctx, ws.MessageText, []byte(`{"id":1,"op":"connect"}`)); err != nil {
 		t.Fatal(err)
 	}
 	_, msg, err := c.ReadMessage(ctx, nil)

@@ -158,7 +158,7 @@ func (t *WebSocket) readLoop(c *ws.Conn, s *push.Session) error {
 		if err != nil {
 			return err
 		}
-		if op != ws.OpText {
+		if op != ws.MessageText {
 			c.Close(ws.StatusUnsupportedData, "binary messages are not part of chat or superchat")
 			return nil
 		}
@@ -220,7 +220,7 @@ func (t *WebSocket) writeTimeout() time.Duration {
 func (t *WebSocket) writeBatch(ctx context.Context, c *ws.Conn, batch []push.Outbound, last *uint64) error {
 	for i := range batch {
 		o := &batch[i]
-		if err := c.WriteMessage(ctx, ws.OpText, o.Data); err != nil {
+		if err := c.WriteMessage(ctx, ws.MessageText, o.Data); err != nil {
 			return err
 		}
 		*last = o.Seq

@@ -53,7 +53,7 @@ func TestCloseFromClient(t *testing.T) {
 	default:
 		t.Error("Done not closed after Close")
 	}
-	if err := c.WriteMessage(context.Background(), OpText, []byte("x")); err == nil {
+	if err := c.WriteMessage(context.Background(), MessageText, []byte("x")); err == nil {
 		t.Error("write after Close succeeded")
 	}
 }
@@ -102,7 +102,7 @@ func TestCloseWithReader(t *testing.T) {
 			}
 		}
 	}()
-	c.WriteMessage(context.Background(), OpText, []byte("x"))
+	c.WriteMessage(context.Background(), MessageText, []byte("x"))
 	if err := c.Close(StatusNormalClosure, "done"); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -181,10 +181,10 @@ func TestCloseCodesOnWire(t *testing.T) {
 			srv := serverFunc(t, nil, func(c *Conn) { c.Close(tc.code, "r") })
 			nc, br := rawClient(t, srv)
 			h, p := readServerFrame(t, br)
-			if h.op != OpClose || string(p) != string(tc.want) {
+			if h.op != opClose || string(p) != string(tc.want) {
 				t.Fatalf("got %v %x, want close %x", h.op, p, tc.want)
 			}
-			nc.Write(clientFrame(bitFin|byte(OpClose), p))
+			nc.Write(clientFrame(bitFin|byte(opClose), p))
 		})
 	}
 }
@@ -285,12 +285,12 @@ func pingCounter(nc net.Conn, pong bool, pings chan<- time.Time) {
 			return
 		}
 		switch h.op {
-		case OpPing:
+		case opPing:
 			pings <- time.Now()
 			if pong {
-				nc.Write(clientFrame(bitFin|byte(OpPong), p))
+				nc.Write(clientFrame(bitFin|byte(opPong), p))
 			}
-		case OpClose:
+		case opClose:
 			return
 		}
 	}
@@ -368,7 +368,7 @@ func TestKeepAlive(t *testing.T) {
 			c.startKeepAlive(interval)
 			for range 30 {
 				time.Sleep(interval / 3)
-				if _, err := b.Write(clientFrame(bitFin|byte(OpText), []byte("tick"))); err != nil {
+				if _, err := b.Write(clientFrame(bitFin|byte(opText), []byte("tick"))); err != nil {
 					t.Fatalf("connection closed while the peer was talking: %v", err)
 				}
 			}

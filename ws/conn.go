@@ -60,7 +60,7 @@ type Conn struct {
 	frame     header // the current data frame
 	remain    int64  // payload bytes of the current frame still to read
 	maskPos   int    // bytes of the current frame unmasked so far
-	msgOp     Opcode // opcode of the message being read, 0 between messages
+	msgOp     opcode // opcode of the message being read, 0 between messages
 	msgLen    int64  // payload bytes of the message so far
 	msgDeflat bool   // the message being read is compressed
 	utf8      utf8Validator
@@ -249,7 +249,7 @@ var errControlTimeout = errors.New("ws: control frame not written within " + con
 
 // writeOwnControl writes a control frame of the connection's own, bounded
 // by controlTimeout. closing marks the close frame, which is sent once.
-func (c *Conn) writeOwnControl(op Opcode, p []byte, closing bool) error {
+func (c *Conn) writeOwnControl(op opcode, p []byte, closing bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
 	defer cancel()
 	stop := c.watch(ctx)
@@ -338,12 +338,12 @@ func (c *Conn) startKeepAlive(interval time.Duration) {
 		case n != seen:
 			seen, pinged = n, false
 		case pinged:
-			c.writeOwnControl(OpClose, closePayload(StatusPolicyViolation, "keepalive: no pong"), true)
+			c.writeOwnControl(opClose, closePayload(StatusPolicyViolation, "keepalive: no pong"), true)
 			c.CloseNow()
 			return
 		default:
 			pinged = true
-			c.writeOwnControl(OpPing, nil, false)
+			c.writeOwnControl(opPing, nil, false)
 		}
 		c.ka.rearm(interval)
 	})

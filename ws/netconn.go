@@ -10,18 +10,18 @@ import (
 )
 
 // NetConn returns a net.Conn that carries a byte stream over c: each Write
-// is sent as one message of type op, and Read returns the payloads of
+// is sent as one message of type typ, and Read returns the payloads of
 // incoming messages one after another (of either type). Close closes c
 // with status 1000. For code that speaks a stream protocol over
 // WebSocket. Its deadlines follow net.Conn's, except that one passing
 // during a Read or Write closes c (see SetReadDeadline).
-func NetConn(c *Conn, op Opcode) net.Conn {
-	return &netConn{c: c, op: op}
+func NetConn(c *Conn, typ MessageType) net.Conn {
+	return &netConn{c: c, typ: typ}
 }
 
 type netConn struct {
-	c  *Conn
-	op Opcode
+	c   *Conn
+	typ MessageType
 
 	readMu sync.Mutex
 	r      io.Reader // the message being read, nil between messages
@@ -80,7 +80,7 @@ func (nc *netConn) Write(p []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	err = nc.wdl.end(nc.c.WriteMessage(ctx, nc.op, p))
+	err = nc.wdl.end(nc.c.WriteMessage(ctx, nc.typ, p))
 	if err != nil {
 		return 0, err
 	}

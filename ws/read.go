@@ -8,7 +8,7 @@ import (
 )
 
 // ReadMessage reads the next data message, appends its payload to buf and
-// returns the result with the message's opcode (OpText or OpBinary). Pass
+// returns the result with the message's type (text or binary). Pass
 // nil to get a new slice, or a slice to reuse (buf[:0]) to read without
 // allocating. Control frames that arrive meanwhile are handled: pings are
 // answered, and the peer's close frame is echoed and returned as a
@@ -17,7 +17,7 @@ import (
 // If ctx ends before the whole message has arrived, the connection is
 // closed and ctx.Err() returned: a read cut in the middle of a frame
 // cannot resume.
-func (c *Conn) ReadMessage(ctx context.Context, buf []byte) (Opcode, []byte, error) {
+func (c *Conn) ReadMessage(ctx context.Context, buf []byte) (MessageType, []byte, error) {
 	stop := c.watch(ctx)
 	c.readMu.Lock()
 	op, buf, err := c.readMessage(buf)
@@ -25,10 +25,10 @@ func (c *Conn) ReadMessage(ctx context.Context, buf []byte) (Opcode, []byte, err
 	if err = c.unwatch(ctx, stop, err); err != nil {
 		return 0, buf, err
 	}
-	return op, buf, nil
+	return MessageType(op), buf, nil
 }
 
-func (c *Conn) readMessage(buf []byte) (Opcode, []byte, error) {
+func (c *Conn) readMessage(buf []byte) (opcode, []byte, error) {
 	if c.msgOp != 0 {
 		// A NextReader that was not read to its end: skip its rest.
 		if err := c.skipMessage(); err != nil {
@@ -93,7 +93,7 @@ func grow(buf []byte, n int) []byte {
 //
 // ctx bounds the wait for the message and every read from the returned
 // reader, as it bounds ReadMessage.
-func (c *Conn) NextReader(ctx context.Context) (Opcode, io.Reader, error) {
+func (c *Conn) NextReader(ctx context.Context) (MessageType, io.Reader, error) {
 	stop := c.watch(ctx)
 	c.readMu.Lock()
 	err := c.nextReader()
@@ -103,7 +103,7 @@ func (c *Conn) NextReader(ctx context.Context) (Opcode, io.Reader, error) {
 	if err = c.unwatch(ctx, stop, err); err != nil {
 		return 0, nil, err
 	}
-	return op, readerHandle{&c.reader, c.reader.gen}, nil
+	return MessageType(op), readerHandle{&c.reader, c.reader.gen}, nil
 }
 
 func (c *Conn) nextReader() error {
@@ -243,7 +243,7 @@ func (c *Conn) endMessage() error {
 			return err
 		}
 	}
-	if c.msgOp == OpText && !c.utf8.done() {
+	if c.msgOp == opText && !c.utf8.done() {
 		return c.fail(StatusInvalidFramePayloadData, "text message ends inside a UTF-8 sequence")
 	}
 	c.msgOp, c.msgLen, c.msgDeflat = 0, 0, false
@@ -285,7 +285,7 @@ func (c *Conn) readPayload(p []byte) (int, error) {
 		c.maskPos = mask(c.frame.key, c.maskPos, p)
 	}
 	c.remain -= int64(n)
-	if c.msgOp == OpText && !c.msgDeflat && !c.utf8.write(p) {
+	if c.msgOp == opText && !c.msgDeflat && !c.utf8.write(p) {
 		return n, c.fail(StatusInvalidFramePayloadData, "invalid UTF-8 in text message")
 	}
 	return n, nil
@@ -399,7 +399,7 @@ func (c *Conn) nextDataFrame() (header, error) {
 			}
 			continue
 		}
-		if h.op != OpContinuation {
+		if h.op != opContinuation {
 			c.msgOp = h.op
 			c.msgDeflat = h.rsv&bitRsv1 != 0
 			if c.msgDeflat {
@@ -440,7 +440,7 @@ func (c *Conn) checkHeader(h header) error {
 		if h.rsv != 0 {
 			return c.fail(StatusProtocolError, "RSV bits set on a control frame")
 		}
-	case h.op == OpContinuation:
+	case h.op == opContinuation:
 		if c.msgOp == 0 {
 			return c.fail(StatusProtocolError, "continuation frame without a message to continue")
 		}
@@ -472,13 +472,13 @@ func (c *Conn) handleControl(h header) error {
 		}
 	}
 	switch h.op {
-	case OpPing:
-		if err := c.writeOwnControl(OpPong, p, false); err != nil && err != ErrClosed {
+	case opPing:
+		if err := c.writeOwnControl(opPong, p, false); err != nil && err != ErrClosed {
 			return c.broken(err)
 		}
-	case OpPong:
+	case opPong:
 		// Any frame counts as a sign of life for the keepalive.
-	case OpClose:
+	case opClose:
 		return c.handleClose(p)
 	}
 	return nil

@@ -52,7 +52,7 @@ func TestCtxEndAfterWrite(t *testing.T) {
 				if when == "during the call" {
 					hc.afterWrite = end
 				}
-				err := c.WriteMessage(ctx, OpText, []byte("first"))
+				err := c.WriteMessage(ctx, MessageText, []byte("first"))
 				if when == "after the call" {
 					end()
 				}
@@ -67,7 +67,7 @@ func TestCtxEndAfterWrite(t *testing.T) {
 					}
 					return
 				}
-				if err := c.WriteMessage(context.Background(), OpText, []byte("second")); err != nil {
+				if err := c.WriteMessage(context.Background(), MessageText, []byte("second")); err != nil {
 					t.Fatalf("the first write succeeded, then its ctx ended and the next write failed: %v", err)
 				}
 				select {
@@ -92,7 +92,7 @@ func TestCtxEndMidWriteCloses(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		start := time.Now()
-		err := c.WriteMessage(ctx, OpBinary, make([]byte, 1<<16))
+		err := c.WriteMessage(ctx, MessageBinary, make([]byte, 1<<16))
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("write: %v, want DeadlineExceeded", err)
 		}
@@ -104,7 +104,7 @@ func TestCtxEndMidWriteCloses(t *testing.T) {
 		default:
 			t.Fatal("connection open after a ctx cut a write")
 		}
-		if err := c.WriteMessage(context.Background(), OpText, []byte("x")); !errors.Is(err, ErrClosed) {
+		if err := c.WriteMessage(context.Background(), MessageText, []byte("x")); !errors.Is(err, ErrClosed) {
 			t.Errorf("next write: %v, want ErrClosed", err)
 		}
 	})
@@ -135,14 +135,14 @@ func TestControlFrameOwnBound(t *testing.T) {
 	defer b.Close()
 	c := newConn(a, true, 0)
 	wrote := make(chan error, 1)
-	go func() { wrote <- c.WriteMessage(context.Background(), OpBinary, make([]byte, 1<<16)) }()
+	go func() { wrote <- c.WriteMessage(context.Background(), MessageBinary, make([]byte, 1<<16)) }()
 	read := make(chan error, 1)
 	go func() {
 		_, _, err := c.ReadMessage(context.Background(), nil)
 		read <- err
 	}()
 	start := time.Now()
-	if _, err := b.Write(clientFrame(bitFin|byte(OpPing), []byte("hi"))); err != nil {
+	if _, err := b.Write(clientFrame(bitFin|byte(opPing), []byte("hi"))); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -176,7 +176,7 @@ func TestWriteTimeout(t *testing.T) {
 			io.ReadFull(b, make([]byte, hdr[1]&0x7f))
 			close(done)
 		}()
-		if err := c.WriteMessage(context.Background(), OpText, []byte("in time")); err != nil {
+		if err := c.WriteMessage(context.Background(), MessageText, []byte("in time")); err != nil {
 			t.Fatal(err)
 		}
 		<-done
@@ -187,7 +187,7 @@ func TestWriteTimeout(t *testing.T) {
 		default:
 		}
 		start := time.Now()
-		err := c.WriteMessage(context.Background(), OpText, []byte("stuck"))
+		err := c.WriteMessage(context.Background(), MessageText, []byte("stuck"))
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Fatalf("stuck write: %v, want a timeout", err)
 		}

@@ -7,13 +7,14 @@ import (
 	"math/rand/v2"
 )
 
-// WriteMessage sends p as one message of type op (OpText or OpBinary) in a
-// single frame. The text is not checked for UTF-8: sending valid text is
-// the caller's part of the protocol.
-func (c *Conn) WriteMessage(ctx context.Context, op Opcode, p []byte) error {
-	if op != OpText && op != OpBinary {
-		return errors.New("ws: WriteMessage needs OpText or OpBinary, not " + op.String())
+// WriteMessage sends p as one message of type typ in a single frame. The
+// text is not checked for UTF-8: sending valid text is the caller's part
+// of the protocol.
+func (c *Conn) WriteMessage(ctx context.Context, typ MessageType, p []byte) error {
+	if !typ.valid() {
+		return errors.New("ws: WriteMessage of " + typ.String())
 	}
+	op := opcode(typ)
 	stop := c.watch(ctx)
 	c.msgMu.Lock()
 	c.armWrite()
@@ -35,12 +36,12 @@ func (c *Conn) Ping(ctx context.Context, p []byte) error {
 		return errors.New("ws: ping payload longer than 125 bytes")
 	}
 	stop := c.watch(ctx)
-	return c.unwatch(ctx, stop, c.writeControl(OpPing, p, false))
+	return c.unwatch(ctx, stop, c.writeControl(opPing, p, false))
 }
 
 // writeFrame writes one frame. The server sends header and payload with
 // one writev and no copy; the client masks through a pooled buffer.
-func (c *Conn) writeFrame(fin bool, op Opcode, rsv byte, p []byte) error {
+func (c *Conn) writeFrame(fin bool, op opcode, rsv byte, p []byte) error {
 	if err := c.lockWriter(); err != nil {
 		return err
 	}
@@ -124,7 +125,7 @@ func (c *Conn) wrote(_ int, err error) error {
 
 // writeControl sends a control frame; closing marks the close frame, which
 // goes out once. It may go out between the frames of a data message.
-func (c *Conn) writeControl(op Opcode, p []byte, closing bool) error {
+func (c *Conn) writeControl(op opcode, p []byte, closing bool) error {
 	if err := c.lockWriter(); err != nil {
 		return err
 	}
@@ -134,7 +135,7 @@ func (c *Conn) writeControl(op Opcode, p []byte, closing bool) error {
 	return c.unlockWriter(c.writeControlLocked(op, p))
 }
 
-func (c *Conn) writeControlLocked(op Opcode, p []byte) error {
+func (c *Conn) writeControlLocked(op opcode, p []byte) error {
 	h := header{fin: true, op: op, length: int64(len(p)), masked: !c.server}
 	if h.masked {
 		h.key = rand.Uint32()
@@ -151,17 +152,19 @@ func (c *Conn) writeControlLocked(op Opcode, p []byte) error {
 // writeClose sends a close frame once, bounded by controlTimeout; later
 // calls return ErrClosed.
 func (c *Conn) writeClose(code StatusCode, reason string) error {
-	return c.writeOwnControl(OpClose, closePayload(code, reason), true)
+	return c.writeOwnControl(opClose, closePayload(code, reason), true)
 }
 
-// NextWriter returns a writer for a message of type op (OpText or
-// OpBinary) sent in fragments: the writer fills a pooled buffer and sends
-// a frame each time it is full; Close sends the final frame. Other
-// messages wait until Close; control frames do not.
-func (c *Conn) NextWriter(ctx context.Context, op Opcode) (io.WriteCloser, error) {
-	if op != OpText && op != OpBinary {
-		return nil, errors.New("ws: NextWriter needs OpText or OpBinary, not " + op.String())
+// NextWriter returns a writer for a message of type typ sent in
+// fragments: the writer fills a pooled buffer and sends a frame each time
+// it is full; Close sends the final frame. Other messages wait until
+// Close; control frames do not. ctx bounds the wait for other messages
+// and every write of this one, until Close.
+func (c *Conn) NextWriter(ctx context.Context, typ MessageType) (io.WriteCloser, error) {
+	if !typ.valid() {
+		return nil, errors.New("ws: NextWriter of " + typ.String())
 	}
+	op := opcode(typ)
 	stop := c.watch(ctx)
 	c.msgMu.Lock()
 	if err := c.unwatch(ctx, stop, nil); err != nil {
@@ -184,7 +187,7 @@ func (c *Conn) NextWriter(ctx context.Context, op Opcode) (io.WriteCloser, error
 type messageWriter struct {
 	c        *Conn
 	ctx      context.Context
-	op       Opcode // opcode of the next frame: op, then OpContinuation
+	op       opcode // opcode of the next frame: op, then OpContinuation
 	buf      *[bufSize]byte
 	n        int
 	compress bool
@@ -222,7 +225,7 @@ func (w *messageWriter) flush(fin bool) error {
 	stop := w.c.watch(w.ctx)
 	w.c.armWrite()
 	err := w.c.disarmWrite(w.c.writeFrame(fin, w.op, w.rsv(), w.buf[:w.n]))
-	w.op, w.n = OpContinuation, 0
+	w.op, w.n = opContinuation, 0
 	w.err = w.c.unwatch(w.ctx, stop, err)
 	return w.err
 }
