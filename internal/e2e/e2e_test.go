@@ -33,6 +33,7 @@ type testServer struct {
 	t    *testing.T
 	addr string
 	wrap func(http.Handler) http.Handler
+	conf func(*server.Config) // adjusts the config of each start
 
 	mu    sync.Mutex
 	srv   *server.Server
@@ -42,7 +43,13 @@ type testServer struct {
 
 func startServer(t *testing.T, wrap func(http.Handler) http.Handler) *testServer {
 	t.Helper()
-	ts := &testServer{t: t, addr: "127.0.0.1:0", wrap: wrap}
+	return startServerWith(t, wrap, nil)
+}
+
+// startServerWith starts a server whose config conf adjusts.
+func startServerWith(t *testing.T, wrap func(http.Handler) http.Handler, conf func(*server.Config)) *testServer {
+	t.Helper()
+	ts := &testServer{t: t, addr: "127.0.0.1:0", wrap: wrap, conf: conf}
 	ts.start()
 	t.Cleanup(ts.stop)
 	return ts
@@ -50,12 +57,16 @@ func startServer(t *testing.T, wrap func(http.Handler) http.Handler) *testServer
 
 func (ts *testServer) start() {
 	ts.t.Helper()
-	srv, err := server.New(server.Config{
+	cfg := server.Config{
 		APIKey:          apiKey,
 		Web:             web.Handler(),
 		LongPollTimeout: 2 * time.Second,
 		StatsInterval:   200 * time.Millisecond,
-	})
+	}
+	if ts.conf != nil {
+		ts.conf(&cfg)
+	}
+	srv, err := server.New(cfg)
 	if err != nil {
 		ts.t.Fatal(err)
 	}
