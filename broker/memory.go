@@ -304,6 +304,28 @@ func (m *Memory) AddPresence(ctx context.Context, channel, client string, info C
 	return nil
 }
 
+// RefreshPresence implements Broker.
+func (m *Memory) RefreshPresence(ctx context.Context, channel string, entries map[string]ClientInfo, ttl time.Duration) error {
+	m.pmu.Lock()
+	defer m.pmu.Unlock()
+	if m.isClosed() {
+		return ErrClosed
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	cs := m.presence[channel]
+	if cs == nil {
+		cs = make(map[string]presenceEntry, len(entries))
+		m.presence[channel] = cs
+	}
+	expires := time.Now().Add(ttl)
+	for client, info := range entries {
+		cs[client] = presenceEntry{info: info, expires: expires}
+	}
+	return nil
+}
+
 // RemovePresence implements Broker.
 func (m *Memory) RemovePresence(ctx context.Context, channel, client string) error {
 	m.pmu.Lock()

@@ -576,15 +576,18 @@ end
 return res
 `)
 
-// addPresenceScript stores a presence entry that expires ttl from now (by
+// addPresenceScript stores presence entries that expire ttl from now (by
 // the server's clock) and keeps the hash at least that long.
 //
-// KEYS: presence. ARGV: client, info JSON, ttl (ms).
+// KEYS: presence. ARGV: ttl (ms), then client, info JSON, client, info
+// JSON, ...
 var addPresenceScript = redis.NewScript(`
 local t = redis.call('TIME')
-local ttl = tonumber(ARGV[3])
-local expires = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + ttl
-redis.call('HSET', KEYS[1], ARGV[1], '{"info":' .. ARGV[2] .. ',"expires":' .. string.format('%d', expires) .. '}')
+local ttl = tonumber(ARGV[1])
+local expires = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + ttl)
+for i = 2, #ARGV - 1, 2 do
+	redis.call('HSET', KEYS[1], ARGV[i], '{"info":' .. ARGV[i + 1] .. ',"expires":' .. expires .. '}')
+end
 if redis.call('PTTL', KEYS[1]) < ttl then
 	redis.call('PEXPIRE', KEYS[1], ttl)
 end
@@ -827,8 +830,31 @@ func (r *Redis) AddPresence(ctx context.Context, channel, client string, info Cl
 	if err != nil {
 		return err
 	}
-	if err := addPresenceScript.Run(ctx, r.client, []string{r.presenceKey(channel)}, client, b, ms(ttl)).Err(); err != nil {
+	if err := addPresenceScript.Run(ctx, r.client, []string{r.presenceKey(channel)}, ms(ttl), client, b).Err(); err != nil {
 		return fmt.Errorf("broker: redis add presence in %s: %w", channel, err)
+	}
+	return nil
+}
+
+// RefreshPresence implements Broker: one script stores every entry.
+func (r *Redis) RefreshPresence(ctx context.Context, channel string, entries map[string]ClientInfo, ttl time.Duration) error {
+	if r.isClosed() {
+		return ErrClosed
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	args := make([]any, 0, 1+2*len(entries))
+	args = append(args, ms(ttl))
+	for client, info := range entries {
+		b, err := json.Marshal(info)
+		if err != nil {
+			return err
+		}
+		args = append(args, client, b)
+	}
+	if err := addPresenceScript.Run(ctx, r.client, []string{r.presenceKey(channel)}, args...).Err(); err != nil {
+		return fmt.Errorf("broker: redis refresh presence in %s: %w", channel, err)
 	}
 	return nil
 }

@@ -640,6 +640,7 @@ type counter struct{ n atomic.Int64 }
 func (c *counter) HandlePublication(*broker.Publication) { c.n.Add(1) }
 func (c *counter) HandleJoin(string, broker.ClientInfo)  {}
 func (c *counter) HandleLeave(string, broker.ClientInfo) {}
+func (c *counter) HandleGap(string, string)              {}
 
 func benchPublish(b *testing.B, br broker.Broker, size int, opts broker.PublishOptions, parallel bool) {
 	ctx := context.Background()
