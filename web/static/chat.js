@@ -8,6 +8,9 @@ const h = new Hotline({
   token: pageToken(),
   transport: params.get("transport") || "auto",
   pollInterval: Number(params.get("interval")) || 1000,
+  // For tests (and the curious): how soon a silent connection is probed.
+  idleTimeout: Number(params.get("idle")) || undefined,
+  requestTimeout: Number(params.get("timeout")) || undefined,
 });
 window.hotline = h; // for the browser tests and the curious
 window.recoveries = []; // every onRecovery report, for the same

@@ -33,6 +33,7 @@ const TRANSPORTS = ["websocket", "longpoll", "poll"];
 const HANDSHAKE_TIMEOUT = 5000; // ms a WebSocket may take to open
 const TOKEN_COOKIE = "hotline_token";
 const MAX_BATCH = 64; // requests per polling POST
+const POLL_TIMEOUT = 90000; // ms; a long poll is held 25 s by default
 
 export class Hotline extends EventTarget {
   // options:
@@ -45,6 +46,15 @@ export class Hotline extends EventTarget {
   //                 of the cookie. Only for a server on another host than
   //                 the page (a cookie cannot reach it); the token then
   //                 lands in access and proxy logs.
+  //   requestTimeout  ms a request waits for its reply before it fails
+  //                 with err.code "timeout" (default 15000; 0: no limit)
+  //   idleTimeout   ms without any message from the server after which
+  //                 the client probes the connection with a request; no
+  //                 reply within requestTimeout means the connection is
+  //                 dead (a proxy that went silent): reconnect (default
+  //                 30000; 0: never). A browser answers WebSocket pings
+  //                 itself and never tells the page, so the probe is in
+  //                 band.
   constructor(options = {}) {
     super();
     this.url = (options.url || location.origin).replace(/\/$/, "");
@@ -53,6 +63,8 @@ export class Hotline extends EventTarget {
     this.pollInterval = options.pollInterval || 1000;
     this.upgradeAfter = options.upgradeAfter || 30000;
     this.tokenInURL = !!options.tokenInURL;
+    this.requestTimeout = options.requestTimeout ?? 15000;
+    this.idleTimeout = options.idleTimeout ?? 30000;
     this.state = "disconnected"; // connecting, connected, disconnected, closed
     this.transport = "";
     this.info = null; // {session, user, name} from the server
@@ -64,6 +76,9 @@ export class Hotline extends EventTarget {
     this._attempt = 0;
     this._timer = null;
     this._upgradeTimer = null;
+    this._lastRecv = 0; // when the connection last brought anything
+    this._probing = false;
+    this._liveTimer = this.idleTimeout > 0 ? setInterval(() => this._checkAlive(), Math.max(250, this.idleTimeout / 4)) : null;
     this._connect();
   }
 
@@ -134,6 +149,7 @@ export class Hotline extends EventTarget {
     this.state = "closed";
     clearTimeout(this._timer);
     clearTimeout(this._upgradeTimer);
+    clearInterval(this._liveTimer);
     for (const sub of this._subs.values()) clearTimeout(sub.timer);
     if (this._conn) this._conn.close();
     this._conn = null;
@@ -150,6 +166,7 @@ export class Hotline extends EventTarget {
   async _connect() {
     if (this.state === "closed") return;
     this._setState("connecting");
+    let wait = 0; // the longest Retry-After a server asked for
     for (const name of this._order()) {
       try {
         const conn = await this._open(name);
@@ -157,15 +174,17 @@ export class Hotline extends EventTarget {
         this._adopt(conn, name);
         return;
       } catch (err) {
+        if (err.retryAfter) wait = Math.max(wait, err.retryAfter);
         console.debug(`hotline: ${name} failed:`, err.message || err);
       }
     }
-    this._retry();
+    this._retry(wait);
   }
 
   _open(name) {
     const handlers = {
-      message: (m) => this._onMessage(m),
+      message: (m) => { this._lastRecv = Date.now(); this._onMessage(m); },
+      alive: () => { this._lastRecv = Date.now(); },
       lost: (why) => this._onLost(why),
     };
     if (name === "websocket") return openWebSocket(this.url, this.token, this.tokenInURL, handlers);
@@ -176,6 +195,8 @@ export class Hotline extends EventTarget {
     this._conn = conn;
     this.transport = name;
     this._attempt = 0;
+    this._lastRecv = Date.now();
+    this._probing = false;
     this._onServer.clear();
     this._setState("connected");
     this._request({ op: "connect" }).then((r) => { this.info = r; this._emit(); }).catch(() => {});
@@ -224,11 +245,31 @@ export class Hotline extends EventTarget {
     if (now) { this._attempt = 0; clearTimeout(this._timer); this._connect(); } else this._retry();
   }
 
-  _retry() {
+  // _retry reconnects after a jittered backoff, or after what the server
+  // asked for (Retry-After, in ms) with up to a fifth more as jitter.
+  _retry(retryAfter = 0) {
     if (this.state === "closed") return;
     this._setState("disconnected");
     clearTimeout(this._timer);
-    this._timer = setTimeout(() => this._connect(), backoff(this._attempt++));
+    const delay = Math.max(backoff(this._attempt++), retryAfter * (1 + Math.random() / 5));
+    this._timer = setTimeout(() => this._connect(), delay);
+  }
+
+  // _checkAlive probes a connection that has been silent for idleTimeout;
+  // a probe without reply means the connection is dead.
+  _checkAlive() {
+    const conn = this._conn;
+    if (!conn || this._probing || Date.now() - this._lastRecv < this.idleTimeout) return;
+    this._probing = true;
+    this._call({ op: "connect" }, (r) => {
+      if (this._conn === conn) { this._probing = false; this.info = r; }
+    }, (err) => {
+      if (this._conn !== conn) return;
+      this._probing = false;
+      if (err.code !== "timeout") return;
+      console.debug("hotline: connection silent, reconnecting");
+      this._drop(false);
+    });
   }
 
   _setState(s) {
@@ -254,9 +295,20 @@ export class Hotline extends EventTarget {
     const conn = this._conn;
     if (!conn) { onError(new Error("not connected")); return; }
     const id = this._nextId++;
-    this._pending.set(id, { onResult, onError });
+    let timer = null;
+    if (this.requestTimeout > 0) {
+      timer = setTimeout(() => {
+        if (!this._pending.delete(id)) return;
+        onError(Object.assign(new Error(`no reply to ${req.op} within ${this.requestTimeout} ms`), { code: "timeout" }));
+      }, this.requestTimeout);
+    }
+    this._pending.set(id, {
+      onResult: (r) => { clearTimeout(timer); onResult(r); },
+      onError: (e) => { clearTimeout(timer); onError(e); },
+    });
     conn.send({ id, ...req }).catch((err) => {
-      if (this._pending.delete(id)) onError(err);
+      const p = this._pending.get(id);
+      if (p && this._pending.delete(id)) p.onError(err);
     });
   }
 
@@ -501,7 +553,7 @@ function openWebSocket(base, token, tokenInURL, h) {
 async function openPolling(base, token, transport, interval, h) {
   const auth = token ? { Authorization: "Bearer " + token } : {};
   const res = await fetch(base + "/poll/open", { method: "POST", headers: auth, body: JSON.stringify({ transport }) });
-  if (!res.ok) throw new Error(`poll open: ${res.status} ${await res.text()}`);
+  if (!res.ok) throw Object.assign(new Error(`poll open: ${res.status} ${await res.text()}`), { retryAfter: retryAfter(res) });
   const { session } = await res.json();
   const url = base + "/poll/" + encodeURIComponent(session);
   let ack = 0, closed = false, failures = 0;
@@ -509,12 +561,20 @@ async function openPolling(base, token, transport, interval, h) {
   (async () => {
     while (!closed) {
       try {
-        const r = await fetch(`${url}?ack=${ack}`, { headers: auth, signal: ctrl.signal, cache: "no-store" });
+        // A poll that outlives any sensible hold went into a black hole.
+        const signal = AbortSignal.any([ctrl.signal, AbortSignal.timeout(POLL_TIMEOUT)]);
+        const r = await fetch(`${url}?ack=${ack}`, { headers: auth, signal, cache: "no-store" });
         if (r.status === 404 || r.status === 401 || r.status === 403) { closed = true; h.lost(`session gone (${r.status})`); return; }
+        if (r.status === 503) {
+          // Too many held polls: wait what the server says, then ask again.
+          await sleep((retryAfter(r) || 1000) * (1 + Math.random() / 5));
+          continue;
+        }
         if (!r.ok) throw new Error(`poll ${r.status}`);
         const body = await r.json();
         if (closed) return;
         failures = 0;
+        h.alive();
         for (const m of body.messages || []) {
           ack = m.seq;
           h.message(m.data);
@@ -565,6 +625,12 @@ async function openPolling(base, token, transport, interval, h) {
       fetch(url, { method: "DELETE", headers: auth }).catch(() => {});
     },
   };
+}
+
+// retryAfter reads a Retry-After in seconds as ms; 0 if there is none.
+function retryAfter(res) {
+  const s = Number(res.headers.get("Retry-After"));
+  return Number.isFinite(s) && s > 0 ? s * 1000 : 0;
 }
 
 function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
