@@ -25,6 +25,9 @@
 // delivered position; the missed publications are delivered, then
 // onRecovery reports recovered true.
 //
+// Types are in hotline.d.ts beside it (served at /hotline.d.ts); this
+// folder is also an npm package (package.json, no build step).
+//
 // The token never goes into a URL: the WebSocket handshake carries it in
 // the hotline_token cookie (set for the handshake only), polling requests
 // in an Authorization: Bearer header.
