@@ -136,17 +136,25 @@ func (ts *testServer) url(path string) string { return "http://" + ts.addr + pat
 // publish posts through the server API.
 func (ts *testServer) publish(channel, text string) {
 	ts.t.Helper()
+	if err := ts.tryPublish(channel, text); err != nil {
+		ts.t.Fatal(err)
+	}
+}
+
+// tryPublish posts through the server API; any goroutine may call it.
+func (ts *testServer) tryPublish(channel, text string) error {
 	body, _ := json.Marshal(map[string]any{"channel": channel, "data": text})
 	req, _ := http.NewRequest("POST", ts.url("/api/publish"), strings.NewReader(string(body)))
 	req.Header.Set("Authorization", "apikey "+apiKey)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		ts.t.Fatal(err)
+		return err
 	}
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
-		ts.t.Fatalf("publish: %s", resp.Status)
+		return fmt.Errorf("publish: %s", resp.Status)
 	}
+	return nil
 }
 
 // browser starts headless Chromium for one test.

@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -183,5 +185,48 @@ func TestRetryAfterHonoured(t *testing.T) {
 	// A lower bound, not a speed: the client must not come back sooner.
 	if gap := opens[1].Sub(opens[0]); gap < 2*time.Second {
 		t.Fatalf("retried %v after a 503 with Retry-After: 2", gap)
+	}
+}
+
+// TestTransportSwitchesLoseNothing: the page switches transport five
+// times (WebSocket, long polling, ajax polling) while a backend publishes
+// steadily; every publication is shown once, in order.
+func TestTransportSwitchesLoseNothing(t *testing.T) {
+	ts := startServer(t, nil)
+	b := browser(t)
+	p := page(t, b, ts.url("/?transport=websocket&interval=100&room=switch"))
+	connected(t, p)
+	waitFor(t, p, `document.querySelectorAll("#people li").length === 1`)
+
+	const total = 150
+	done := make(chan error, 1)
+	go func() {
+		for i := range total {
+			if err := ts.tryPublish("chat:switch", fmt.Sprintf("s%03d", i)); err != nil {
+				done <- err
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		done <- nil
+	}()
+	for i, tr := range []string{"longpoll", "websocket", "poll", "longpoll", "websocket"} {
+		time.Sleep(400 * time.Millisecond)
+		eval[bool](t, p, fmt.Sprintf(`window.hotline.setTransport(%q), true`, tr))
+		waitFor(t, p, fmt.Sprintf(`window.hotline.state === "connected" && window.hotline.transport === %q`, tr))
+		t.Logf("switch %d to %s", i+1, tr)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	sees(t, p, fmt.Sprintf("s%03d", total-1))
+	t.Logf("recovery reports: %s", eval[string](t, p, `JSON.stringify(window.recoveries.map(r => [r.cause, r.recovered, r.replayed]))`))
+	got := eval[[]string](t, p, `[...document.querySelectorAll("#messages li.msg")].map(li => li.textContent.replace(/^server /, ""))`)
+	want := make([]string, total)
+	for i := range want {
+		want[i] = fmt.Sprintf("s%03d", i)
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("shown (%d):\n%v\nwant each of %d once, in order", len(got), got, total)
 	}
 }

@@ -92,6 +92,7 @@ func TestLiveJumpRecovered(t *testing.T) {
 			if err := json.Unmarshal([]byte(raw), &recs); err != nil {
 				t.Fatal(err)
 			}
+			t.Logf("recovery reports: %s", raw)
 			n := 0
 			for _, r := range recs {
 				if r.First || r.Cause == "subscribe" { // the page's join, from its history read
