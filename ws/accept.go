@@ -97,11 +97,14 @@ func Upgrade(w http.ResponseWriter, r *http.Request, opts *AcceptOptions) (*Conn
 	return finishAccept(nc, brw.Reader, resp)
 }
 
-// Accept runs the server side of the opening handshake on a raw
-// connection, for servers that do not use net/http. It reads the request
-// itself; set a deadline on nc first to bound it. On a refused handshake
-// it writes the HTTP error, closes nc and returns a *HandshakeError.
-func Accept(nc net.Conn, opts *AcceptOptions) (*Conn, error) {
+// AcceptConn runs the server side of the opening handshake on a raw
+// connection, for servers that do not use net/http (Upgrade is the
+// net/http way; the name says Conn so that nobody takes it for
+// coder/websocket's Accept, which is the net/http one there). It reads
+// the request itself; set a deadline on nc first to bound it, and clear
+// it once the handshake is done. On a refused handshake it writes the
+// HTTP error, closes nc and returns a *HandshakeError.
+func AcceptConn(nc net.Conn, opts *AcceptOptions) (*Conn, error) {
 	if opts == nil {
 		opts = &AcceptOptions{}
 	}

@@ -132,7 +132,7 @@ func loopbackPair(tb testing.TB) (server, client *Conn) {
 			accepted <- nil
 			return
 		}
-		c, err := Accept(nc, nil)
+		c, err := AcceptConn(nc, nil)
 		if err != nil {
 			accepted <- nil
 			return

@@ -667,7 +667,7 @@ func TestDeflateEchoAllocatesNothing(t *testing.T) {
 				if err != nil {
 					return
 				}
-				if c, err := Accept(nc, &AcceptOptions{Compression: copts}); err == nil {
+				if c, err := AcceptConn(nc, &AcceptOptions{Compression: copts}); err == nil {
 					accepted <- c
 				}
 			}()

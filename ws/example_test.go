@@ -134,9 +134,9 @@ func ExampleNetConn() {
 	// "line one\nline two\n" <nil>
 }
 
-// Accept runs the handshake on a raw connection, for servers without
+// AcceptConn runs the handshake on a raw connection, for servers without
 // net/http.
-func ExampleAccept() {
+func ExampleAcceptConn() {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fmt.Println(err)
@@ -149,9 +149,9 @@ func ExampleAccept() {
 			return
 		}
 		nc.SetDeadline(time.Now().Add(5 * time.Second)) // bound the handshake
-		c, err := ws.Accept(nc, nil)
+		c, err := ws.AcceptConn(nc, nil)
 		if err != nil {
-			return // Accept has answered with the reason and closed nc
+			return // AcceptConn has answered with the reason and closed nc
 		}
 		nc.SetDeadline(time.Time{})
 		c.WriteMessage(context.Background(), ws.MessageText, []byte("hello from a raw listener"))

@@ -154,7 +154,7 @@ func FuzzHandshake(f *testing.F) {
 			_, err := io.Copy(&out, client)
 			read <- err
 		}()
-		c, err := Accept(server, &AcceptOptions{
+		c, err := AcceptConn(server, &AcceptOptions{
 			Subprotocols:   []string{"chat"},
 			AllowedOrigins: []string{"*"},
 			Compression:    &CompressionOptions{},

@@ -86,7 +86,7 @@ func rawAcceptServer(t *testing.T, opts *AcceptOptions) string {
 				return
 			}
 			nc.SetDeadline(time.Now().Add(10 * time.Second))
-			if c, err := Accept(nc, opts); err == nil {
+			if c, err := AcceptConn(nc, opts); err == nil {
 				c.Close(StatusGoingAway, "")
 			}
 		}
@@ -189,7 +189,7 @@ func TestAcceptRawConn(t *testing.T) {
 			errc <- err
 			return
 		}
-		c, err := Accept(nc, &AcceptOptions{Subprotocols: []string{"chat"}})
+		c, err := AcceptConn(nc, &AcceptOptions{Subprotocols: []string{"chat"}})
 		if err != nil {
 			errc <- err
 			return
