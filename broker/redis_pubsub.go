@@ -53,6 +53,10 @@ const catchUpTimeout = 5 * time.Second
 // gap is read page by page, live messages held meanwhile.
 const catchUpPage = 500
 
+// catchUpHook, if set, runs in each catch-up goroutine before its read; a
+// test holds one channel's catch-up with it.
+var catchUpHook atomic.Pointer[func(channel string)]
+
 // subStripes orders Subscribe and Unsubscribe per channel without one lock
 // for all channels.
 const subStripes = 64
@@ -548,6 +552,9 @@ func (ps *pubsub) scheduleLocked(st *chanState) {
 		ctx, cancel := context.WithTimeout(ps.r.ctx, catchUpTimeout)
 		defer cancel()
 		cr := catchResult{st: st, from: from}
+		if hook := catchUpHook.Load(); hook != nil {
+			(*hook)(st.channel)
+		}
 		if known {
 			cr.page = true
 			cr.res, cr.err = ps.r.History(ctx, st.channel, HistoryRequest{Since: &from, Limit: catchUpPage})

@@ -459,6 +459,10 @@ func TestRedisCatchUp(t *testing.T) {
 			t.Errorf("%s: got %s, want %s", ch, got, want)
 		}
 	}
+	// What history could not fill was told, before offset 4.
+	if g := na.gapList(""); len(g) != 1 || g[0].channel != "nohist" || g[0].before != 1 || g[0].reason != "history trimmed" {
+		t.Errorf("gaps %+v", g)
+	}
 	// The failed Subscribe left no subscription behind.
 	if err := a.Unsubscribe(ctx, "new"); err != nil {
 		t.Fatal(err)
