@@ -689,3 +689,84 @@ func benchPublish(b *testing.B, br broker.Broker, size int, opts broker.PublishO
 		b.Fatalf("node got %d of %d publications", got, want)
 	}
 }
+
+// TestRedisReadsCreateNoKey reads 10,000 made-up channels, as a hostile
+// client would: the server holds no key afterwards.
+func TestRedisReadsCreateNoKey(t *testing.T) {
+	ctx := context.Background()
+	addr := testredis.Start(t)
+	b, _ := newNode(t, addr)
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 1250 {
+				ch := fmt.Sprintf("nothing-%d-%d", w, i)
+				if _, err := b.History(ctx, ch, broker.HistoryRequest{Limit: -1}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	_ = b.Subscribe(ctx, "nothing")
+	_ = b.Unsubscribe(ctx, "nothing")
+	rc := redis.NewClient(&redis.Options{Addr: addr})
+	defer rc.Close()
+	if n := rc.DBSize(ctx).Val(); n != 0 {
+		t.Fatalf("DBSIZE %d after reads", n)
+	}
+}
+
+// TestRedisIdempotencyAcrossNodes retries a publish with the same key on
+// another node: it returns the first position and publishes nothing.
+func TestRedisIdempotencyAcrossNodes(t *testing.T) {
+	ctx := context.Background()
+	addr := testredis.Start(t)
+	a, _ := newNode(t, addr)
+	b, _ := newNode(t, addr)
+	opts := broker.PublishOptions{HistorySize: 10, IdempotencyKey: "req-1"}
+	p1, err := a.Publish(ctx, "x", json.RawMessage(`1`), nil, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := b.Publish(ctx, "x", json.RawMessage(`1`), nil, opts)
+	if err != nil || p2 != p1 {
+		t.Fatalf("retry on another node: %+v %v, first %+v", p2, err, p1)
+	}
+	rc := redis.NewClient(&redis.Options{Addr: addr})
+	defer rc.Close()
+	// The key expires with the default TTL.
+	keys := rc.Keys(ctx, "hotline:idem:*").Val()
+	if len(keys) != 1 {
+		t.Fatalf("idempotency keys %v", keys)
+	}
+	if d := rc.PTTL(ctx, keys[0]).Val(); d <= 0 || d > broker.DefaultIdempotencyTTL {
+		t.Fatalf("idempotency key TTL %v", d)
+	}
+	if res, _ := a.History(ctx, "x", broker.HistoryRequest{Limit: -1}); len(res.Publications) != 1 {
+		t.Fatalf("history %s", offs(res.Publications))
+	}
+}
+
+// TestRedisHistoryBytesAfterExpiry: the byte count of a history that
+// expired as a whole starts again from zero, so the next publications are
+// kept as the bound allows.
+func TestRedisHistoryBytesAfterExpiry(t *testing.T) {
+	ctx := context.Background()
+	addr := testredis.Start(t)
+	b, _ := newNode(t, addr)
+	rc := redis.NewClient(&redis.Options{Addr: addr})
+	defer rc.Close()
+	opts := broker.PublishOptions{HistorySize: 100, HistoryBytes: 600, HistoryTTL: 200 * time.Millisecond} // 5 fit
+	pub(t, b, "hb", 5, opts)
+	eventually(t, "history key expiry", func() bool { return rc.Exists(ctx, "hotline:history:hb").Val() == 0 })
+	pub(t, b, "hb", 5, opts)
+	res, err := b.History(ctx, "hb", broker.HistoryRequest{Limit: -1})
+	if err != nil || offs(res.Publications) != "[6 7 8 9 10]" {
+		t.Fatalf("after expiry: %s %v", offs(res.Publications), err)
+	}
+	if n := rc.HGet(ctx, "hotline:meta:hb", "bytes").Val(); n == "0" || n == "" {
+		t.Fatalf("bytes %q", n)
+	}
+}
