@@ -115,6 +115,45 @@ func TestRedisGapOnNewEpoch(t *testing.T) {
 	}
 }
 
+// TestRedisHalfOpenLink makes the subscribing node's connections drop
+// everything without closing (a half-open link): the Pub/Sub health check
+// notices, replaces the connection, and the node gets the publications it
+// missed or a gap before the next one.
+func TestRedisHalfOpenLink(t *testing.T) {
+	ctx := context.Background()
+	addr := testredis.Start(t)
+	px := newProxy(t, addr)
+	a, err := broker.NewRedis(broker.RedisConfig{Addr: px.addr(), Timeout: 500 * time.Millisecond, PingInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(ctx)
+	na := &node{}
+	if err := a.Start(na); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := newNode(t, addr)
+	opts := broker.PublishOptions{HistorySize: 100}
+	if err := a.Subscribe(ctx, "h"); err != nil {
+		t.Fatal(err)
+	}
+	pub(t, b, "h", 2, opts)
+	eventually(t, "live publications", func() bool { return len(na.received("h")) == 2 })
+	px.blackhole()
+	pub(t, b, "h", 3, opts) // 3..5: lost on the dead link
+	var top broker.Position
+	eventually(t, "a publication after the link was replaced", func() bool {
+		top = pub(t, b, "h", 1, opts)
+		time.Sleep(50 * time.Millisecond)
+		got := na.received("h")
+		return len(got) > 0 && got[len(got)-1].Position == top
+	})
+	if silent, dups := continuity(na.received("h"), na.gapList("h")); silent != 0 || dups != 0 {
+		t.Fatalf("%d silent jumps, %d duplicates: %s gaps %+v", silent, dups, offs(na.received("h")), na.gapList("h"))
+	}
+	t.Logf("received %s, gaps %+v", offs(na.received("h")), na.gapList("h"))
+}
+
 // gatedNode is a node whose handler blocks on its first publication until
 // the gate opens: the broker's queue fills behind it.
 type gatedNode struct {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -63,13 +64,14 @@ const subStripes = 64
 
 // pubsub is the Redis broker's fan-out. See the ownership notes above.
 type pubsub struct {
-	r        *Redis
-	queue    chan item        // receive -> dispatch, bounded
-	caught   chan catchResult // catch-up goroutines -> dispatch
-	overflow atomic.Bool      // receive dropped something; see overflowed
-	wake     chan struct{}    // receive -> dispatch after an overflow
-	catchUps int              // most catch-up reads at once
-	maxHeld  int              // most messages held over all channels
+	r         *Redis
+	queue     chan item        // receive -> dispatch, bounded
+	caught    chan catchResult // catch-up goroutines -> dispatch
+	overflow  atomic.Bool      // receive dropped something; see overflowed
+	wake      chan struct{}    // receive -> dispatch after an overflow
+	catchUps  int              // most catch-up reads at once
+	pingEvery time.Duration    // silence after which the link is checked
+	maxHeld   int              // most messages held over all channels
 
 	stripes [subStripes]sync.Mutex
 	seed    maphash.Seed
@@ -132,8 +134,9 @@ type catchResult struct {
 	err  error
 }
 
-func (ps *pubsub) init(r *Redis, queueSize, catchUps int) {
+func (ps *pubsub) init(r *Redis, queueSize, catchUps int, pingEvery time.Duration) {
 	ps.r = r
+	ps.pingEvery = pingEvery
 	ps.queue = make(chan item, queueSize)
 	ps.caught = make(chan catchResult, catchUps)
 	ps.wake = make(chan struct{}, 1)
@@ -184,16 +187,35 @@ func (ps *pubsub) close() bool {
 	return true
 }
 
-// receive reads the Pub/Sub connection. See the ownership notes.
+// receive reads the Pub/Sub connection. See the ownership notes. A link
+// silent for a ping interval is sent a PING; if nothing comes back within
+// another, it is taken for dead (a half-open TCP connection never errors)
+// and replaced.
 func (ps *pubsub) receive(conn *redis.PubSub) {
 	defer ps.r.wg.Done()
 	retry := time.NewTimer(0)
 	defer retry.Stop()
+	pinged := false
 	for {
-		msg, err := conn.Receive(context.Background())
+		msg, err := conn.ReceiveTimeout(context.Background(), ps.pingEvery)
 		if err != nil {
+			if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+				if !pinged {
+					pinged = true
+					ctx, cancel := context.WithTimeout(ps.r.ctx, ps.pingEvery)
+					_ = conn.Ping(ctx)
+					cancel()
+					continue
+				}
+				pinged = false
+				if conn = ps.replaceConn(conn); conn == nil {
+					return
+				}
+				continue
+			}
 			// go-redis reconnects and subscribes every channel
 			// again on the next Receive.
+			pinged = false
 			retry.Reset(100 * time.Millisecond)
 			select {
 			case <-ps.r.done:
@@ -202,6 +224,7 @@ func (ps *pubsub) receive(conn *redis.PubSub) {
 				continue
 			}
 		}
+		pinged = false
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if ps.confirm(m.Kind+" "+m.Channel) || m.Kind != "subscribe" {
@@ -221,6 +244,40 @@ func (ps *pubsub) receive(conn *redis.PubSub) {
 			}
 		}
 	}
+}
+
+// replaceConn closes old, a Pub/Sub connection that stopped answering, and
+// subscribes a new one to every subscribed channel. The waiters of
+// commands sent on old are released: their channels are subscribed again
+// on the new connection, and, as nobody waits for those confirmations,
+// caught up like after any reconnect. It returns nil once closed.
+func (ps *pubsub) replaceConn(old *redis.PubSub) *redis.PubSub {
+	ps.mu.Lock()
+	if ps.closed {
+		ps.mu.Unlock()
+		return nil
+	}
+	conn := ps.r.client.Subscribe(context.Background())
+	ps.conn = conn
+	rchs := make([]string, 0, 2*len(ps.subs))
+	for ch := range ps.subs {
+		rchs = append(rchs, ps.r.pubChannel(ch), ps.r.evChannel(ch))
+	}
+	for _, ws := range ps.waiters {
+		for _, w := range ws {
+			close(w)
+		}
+	}
+	clear(ps.waiters)
+	ps.mu.Unlock()
+	_ = old.Close()
+	if len(rchs) > 0 {
+		// On failure go-redis subscribes them on the next Receive.
+		ctx, cancel := context.WithTimeout(ps.r.ctx, ps.pingEvery)
+		_ = conn.Subscribe(ctx, rchs...)
+		cancel()
+	}
+	return conn
 }
 
 // enqueue queues it for dispatch, or drops it and marks its channel for

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -535,7 +534,24 @@ type proxy struct {
 	mu     sync.Mutex
 	isCut  bool
 	conns  map[net.Conn]struct{}
+	holes  map[net.Conn]bool // connections whose data is dropped
 	closed bool
+}
+
+// blackhole makes every open connection drop what it carries, without
+// closing: a link that died silently (half-open). New connections work.
+func (p *proxy) blackhole() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		p.holes[c] = true
+	}
+}
+
+func (p *proxy) dropping(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.holes[c]
 }
 
 func newProxy(t *testing.T, to string) *proxy {
@@ -544,7 +560,7 @@ func newProxy(t *testing.T, to string) *proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{ln: ln, to: to, conns: make(map[net.Conn]struct{})}
+	p := &proxy{ln: ln, to: to, conns: make(map[net.Conn]struct{}), holes: make(map[net.Conn]bool)}
 	p.wg.Go(p.serve)
 	t.Cleanup(func() {
 		_ = ln.Close()
@@ -598,7 +614,18 @@ func (p *proxy) serve() {
 		p.conns[c], p.conns[s] = struct{}{}, struct{}{}
 		p.mu.Unlock()
 		pipe := func(dst, src net.Conn) {
-			_, _ = io.Copy(dst, src)
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := src.Read(buf)
+				if n > 0 && !p.dropping(src) {
+					if _, werr := dst.Write(buf[:n]); werr != nil {
+						break
+					}
+				}
+				if err != nil {
+					break
+				}
+			}
 			_ = dst.Close()
 			_ = src.Close()
 		}
