@@ -50,6 +50,13 @@ const (
 // catchUpTimeout bounds one history read that fills a gap in fan-out.
 const catchUpTimeout = 5 * time.Second
 
+// catchUpTries and catchUpBackoff bound the retries of a catch-up read that
+// failed because Redis did not answer.
+const (
+	catchUpTries   = 3
+	catchUpBackoff = 100 * time.Millisecond
+)
+
 // catchUpPage is how many publications one catch-up read returns; a longer
 // gap is read page by page, live messages held meanwhile.
 const catchUpPage = 500
@@ -612,12 +619,28 @@ func (ps *pubsub) scheduleLocked(st *chanState) {
 		if hook := catchUpHook.Load(); hook != nil {
 			(*hook)(st.channel)
 		}
-		if known {
-			cr.page = true
-			cr.res, cr.err = ps.r.History(ctx, st.channel, HistoryRequest{Since: &from, Limit: catchUpPage})
-		} else {
-			// Nothing to start from: only the top, to resume there.
-			cr.res, cr.err = ps.r.History(ctx, st.channel, HistoryRequest{})
+		// A read that failed for want of Redis (a pooled connection
+		// that died with the link, a server still starting) is tried
+		// again before the hole is reported.
+		for attempt := 0; ; attempt++ {
+			if known {
+				cr.page = true
+				cr.res, cr.err = ps.r.History(ctx, st.channel, HistoryRequest{Since: &from, Limit: catchUpPage})
+			} else {
+				// Nothing to start from: only the top, to resume there.
+				cr.res, cr.err = ps.r.History(ctx, st.channel, HistoryRequest{})
+			}
+			if cr.err == nil || errors.Is(cr.err, ErrHistoryTrimmed) || errors.Is(cr.err, ErrEpochChanged) || attempt == catchUpTries-1 {
+				break
+			}
+			t := time.NewTimer(catchUpBackoff << attempt)
+			select {
+			case <-t.C:
+				continue
+			case <-ctx.Done():
+				t.Stop()
+			}
+			break
 		}
 		ps.caught <- cr // room for every running catch-up
 	})
