@@ -797,3 +797,31 @@ func TestRedisHistoryBytesAfterExpiry(t *testing.T) {
 		t.Fatalf("bytes %q", n)
 	}
 }
+
+// BenchmarkHistoryTail reads the last 10 publications of a channel that
+// keeps 1,000 of 1 KiB, as a catch-up or a recovering client does: the
+// cost should follow what is read, not what is kept.
+func BenchmarkHistoryTail(b *testing.B) {
+	ctx := context.Background()
+	addr := testredis.Start(b)
+	br, err := broker.NewRedis(broker.RedisConfig{Addr: addr})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer br.Close(ctx)
+	data := json.RawMessage(`"` + strings.Repeat("x", 1022) + `"`)
+	var top broker.Position
+	for range 1000 {
+		if top, err = br.Publish(ctx, "tail", data, nil, broker.PublishOptions{HistorySize: 1000}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	since := broker.Position{Epoch: top.Epoch, Offset: top.Offset - 10}
+	b.ReportAllocs()
+	for b.Loop() {
+		res, err := br.History(ctx, "tail", broker.HistoryRequest{Since: &since, Limit: -1})
+		if err != nil || len(res.Publications) != 10 {
+			b.Fatalf("%d %v", len(res.Publications), err)
+		}
+	}
+}
