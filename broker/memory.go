@@ -233,7 +233,7 @@ func (m *Memory) Publish(ctx context.Context, channel string, data json.RawMessa
 	now := time.Now()
 	if opts.IdempotencyKey != "" {
 		st.trimIdem(now, 0)
-		if e, ok := st.idem[opts.IdempotencyKey]; ok {
+		if e, ok := st.idem[opts.IdempotencyKey]; ok && now.Before(e.expires) {
 			return e.pos, nil
 		}
 	}
