@@ -189,6 +189,9 @@ func TestHandleGap(t *testing.T) {
 	if got := chat.raw(); !slices.Equal(got, []string{"10", "11", "13"}) {
 		t.Fatalf("chat got %q", got)
 	}
+	if n := e.Stats().GapNotices; n != 4 {
+		t.Fatalf("Stats.GapNotices %d, want 4", n)
+	}
 	h.HandleGap("g:nobody", "broker link lost") // no hub: nothing happens
 }
 
