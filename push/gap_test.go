@@ -335,3 +335,21 @@ func (c *client) subscribeTail() (int, []Push) {
 	}
 	return other, pushes
 }
+
+// TestRecoverFromEmptyPosition: a client that subscribed while the channel
+// had no stream holds {"", 0}; recovering from it replays the stream from
+// offset 1, with no gap notice.
+func TestRecoverFromEmptyPosition(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t, Config{Namespaces: map[string]NamespaceOptions{"g": {HistorySize: 10}}})
+	for i := range 3 {
+		if _, err := e.Publish(ctx, "g:x", json.RawMessage(fmt.Sprint(i)), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := connect(t, e, ProtocolSuperchat, "c")
+	res, pushes := c.subscribe(`{"id":1,"op":"subscribe","channel":"g:x","since":{"epoch":"","offset":0}}`)
+	if !*res.Recovered || res.Offset != 3 || len(pushes) != 3 || pushes[0].Offset != 1 {
+		t.Fatalf("reply %+v, %d pushes", res, len(pushes))
+	}
+}
