@@ -225,6 +225,18 @@ func TestRecoveryRace(t *testing.T) {
 			want++
 		}
 		for _, m := range ms[1:] {
+			if m.Push == nil {
+				b, _ := json.Marshal(m)
+				var offs []string
+				for _, m := range ms[1:] {
+					if m.Push != nil {
+						offs = append(offs, fmt.Sprint(m.Push.Offset))
+					} else {
+						offs = append(offs, "GAP")
+					}
+				}
+				t.Fatalf("round %d: top %d not a push: %s; %v", round, res.Offset, b, offs)
+			}
 			check(*m.Push)
 		}
 		if want != n+2 {

@@ -189,6 +189,9 @@ func TestHandleGap(t *testing.T) {
 	if got := chat.raw(); !slices.Equal(got, []string{"10", "11", "13"}) {
 		t.Fatalf("chat got %q", got)
 	}
+	if n := e.Stats().GapNotices; n != 4 {
+		t.Fatalf("Stats.GapNotices %d, want 4", n)
+	}
 	h.HandleGap("g:nobody", "broker link lost") // no hub: nothing happens
 }
 
@@ -331,4 +334,22 @@ func (c *client) subscribeTail() (int, []Push) {
 		}
 	}
 	return other, pushes
+}
+
+// TestRecoverFromEmptyPosition: a client that subscribed while the channel
+// had no stream holds {"", 0}; recovering from it replays the stream from
+// offset 1, with no gap notice.
+func TestRecoverFromEmptyPosition(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t, Config{Namespaces: map[string]NamespaceOptions{"g": {HistorySize: 10}}})
+	for i := range 3 {
+		if _, err := e.Publish(ctx, "g:x", json.RawMessage(fmt.Sprint(i)), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := connect(t, e, ProtocolSuperchat, "c")
+	res, pushes := c.subscribe(`{"id":1,"op":"subscribe","channel":"g:x","since":{"epoch":"","offset":0}}`)
+	if !*res.Recovered || res.Offset != 3 || len(pushes) != 3 || pushes[0].Offset != 1 {
+		t.Fatalf("reply %+v, %d pushes", res, len(pushes))
+	}
 }
