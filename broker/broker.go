@@ -42,6 +42,15 @@ type PublishOptions struct {
 	// HistoryTTL is how long a publication is kept; 0 means until it is
 	// pushed out by HistorySize.
 	HistoryTTL time.Duration
+	// HistoryBytes bounds the bytes of data the channel keeps in history;
+	// the oldest publications are dropped past it. 0: no bound.
+	HistoryBytes int
+	// IdempotencyKey, if set, makes a retry safe: a Publish with a key
+	// already used on that channel within IdempotencyTTL returns the first
+	// publication's Position and nil error, publishing nothing.
+	IdempotencyKey string
+	// IdempotencyTTL is how long a key is remembered.
+	IdempotencyTTL time.Duration
 }
 
 // HistoryRequest selects publications of one channel.
@@ -78,6 +87,9 @@ var (
 	ErrHistoryTrimmed = errors.New("broker: history trimmed")
 	// ErrClosed is returned by a broker after Close.
 	ErrClosed = errors.New("broker: closed")
+	// ErrOutcomeUnknown wraps a Publish error when the request may have
+	// reached the broker: the publication may or may not exist.
+	ErrOutcomeUnknown = errors.New("broker: publish outcome unknown")
 )
 
 // Handler receives what a broker fans out to this node. The engine in package
