@@ -2,6 +2,7 @@
 # test.sh runs every test of hotline: it installs what the tests need when it
 # is missing, then runs gofmt, go vet, staticcheck, the tests with -race, a
 # short fuzz run of every Fuzz target, and the same checks in bench/.
+# go.mod must be tidy (go mod tidy -diff) in both modules.
 #
 # Environment:
 #   FUZZTIME  -fuzztime per fuzz target: a count of inputs such as 20000x
@@ -190,6 +191,9 @@ step gofmt gofmt_check
 section "go vet"
 step "go vet" go vet ./...
 
+section "go mod tidy -diff"
+step "go mod tidy" go mod tidy -diff
+
 section "staticcheck ($STATICCHECK)"
 step staticcheck staticcheck
 
@@ -207,6 +211,8 @@ else
 fi
 
 if [ -f bench/go.mod ]; then
+	section "bench module: go mod tidy -diff"
+	step "bench: go mod tidy" in_bench go mod tidy -diff
 	section "bench module: go vet"
 	step "bench: go vet" in_bench go vet ./...
 	section "bench module: staticcheck"

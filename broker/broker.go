@@ -42,14 +42,17 @@ type PublishOptions struct {
 	// HistoryTTL is how long a publication is kept; 0 means until it is
 	// pushed out by HistorySize.
 	HistoryTTL time.Duration
-	// HistoryBytes bounds the bytes of data the channel keeps in history;
-	// the oldest publications are dropped past it. 0: no bound.
+	// HistoryBytes bounds the total size of the publications a channel
+	// keeps (their data and publisher info as stored); the oldest go
+	// first. 0 means no byte bound. The newest publication is kept even
+	// if it alone is larger.
 	HistoryBytes int
-	// IdempotencyKey, if set, makes a retry safe: a Publish with a key
-	// already used on that channel within IdempotencyTTL returns the first
-	// publication's Position and nil error, publishing nothing.
+	// IdempotencyKey, if set, makes a retried Publish safe: a Publish
+	// with a key already used on the channel within IdempotencyTTL
+	// returns the position of the first one and publishes nothing.
 	IdempotencyKey string
-	// IdempotencyTTL is how long a key is remembered.
+	// IdempotencyTTL is how long a key is remembered; 0 with a key set
+	// means one minute.
 	IdempotencyTTL time.Duration
 }
 
@@ -101,6 +104,12 @@ type Handler interface {
 	// HandleJoin and HandleLeave carry presence events of a channel.
 	HandleJoin(channel string, info ClientInfo)
 	HandleLeave(channel string, info ClientInfo)
+	// HandleGap says that the node may have missed publications of channel
+	// after the last one it passed to HandlePublication (its link to the
+	// broker dropped and history could not fill the hole, or its queue
+	// overflowed). It is called in order with HandlePublication for that
+	// channel. reason is shown to clients.
+	HandleGap(channel string, reason string)
 }
 
 // Broker moves and stores messages between nodes. See the package
@@ -124,14 +133,19 @@ type Broker interface {
 	// subscribed to channel. Nothing is stored.
 	PublishJoin(ctx context.Context, channel string, info ClientInfo) error
 	PublishLeave(ctx context.Context, channel string, info ClientInfo) error
-	// History reads the stream of channel. A channel nobody has published to
-	// has a fresh epoch and offset 0.
+	// History reads the stream of channel. A channel that has no stream
+	// (nobody published to it, or it expired) has Top {"", 0}; reading it
+	// creates nothing, and its first publication starts a new epoch at
+	// offset 1.
 	History(ctx context.Context, channel string, req HistoryRequest) (HistoryResult, error)
 
 	// AddPresence records (or refreshes) client in channel for ttl. The
 	// caller refreshes it before ttl runs out; entries of a crashed node
 	// expire.
 	AddPresence(ctx context.Context, channel, client string, info ClientInfo, ttl time.Duration) error
+	// RefreshPresence is AddPresence for many clients of one channel (by
+	// client id) in one round trip.
+	RefreshPresence(ctx context.Context, channel string, entries map[string]ClientInfo, ttl time.Duration) error
 	// RemovePresence forgets client in channel.
 	RemovePresence(ctx context.Context, channel, client string) error
 	// Presence lists the live entries of channel by client (session) id.

@@ -71,14 +71,14 @@ func testBroker(t *testing.T, newBroker func(t *testing.T) (broker.Broker, *node
 			t.Fatalf("b top %+v %v (epochs must be per stream)", res.Top, err)
 		}
 
-		// A stream nobody published to has a fresh epoch and offset 0,
-		// and its first publication keeps that epoch.
+		// A channel nobody published to has no stream: top {"", 0}.
+		// Its first publication starts one at offset 1.
 		res, err = b.History(ctx, "fresh", broker.HistoryRequest{Limit: -1})
-		if err != nil || res.Top.Offset != 0 || res.Top.Epoch == "" || len(res.Publications) != 0 {
+		if err != nil || res.Top != (broker.Position{}) || len(res.Publications) != 0 {
 			t.Fatalf("fresh stream %+v %v", res, err)
 		}
-		if p := pub(t, b, "fresh", 1, broker.PublishOptions{}); p != (broker.Position{Epoch: res.Top.Epoch, Offset: 1}) {
-			t.Fatalf("first publication %+v after top %+v", p, res.Top)
+		if p := pub(t, b, "fresh", 1, broker.PublishOptions{}); p.Epoch == "" || p.Offset != 1 || p.Epoch == epoch {
+			t.Fatalf("first publication %+v", p)
 		}
 
 		// The publisher's info is the broker's own copy; server-side
@@ -296,6 +296,39 @@ func testBroker(t *testing.T, newBroker func(t *testing.T) (broker.Broker, *node
 		}
 	})
 
+	t.Run("refresh presence", func(t *testing.T) {
+		ctx := context.Background()
+		b, _ := newBroker(t)
+		const ttl = time.Second
+		const margin = 150 * time.Millisecond
+		entries := map[string]broker.ClientInfo{}
+		for i := range 500 {
+			id := fmt.Sprintf("s%d", i)
+			entries[id] = broker.ClientInfo{User: fmt.Sprintf("u%d", i%7), Name: "N", Client: id}
+		}
+		if err := b.RefreshPresence(ctx, "rp", entries, ttl); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.RefreshPresence(ctx, "rp", nil, ttl); err != nil {
+			t.Fatalf("empty refresh: %v", err)
+		}
+		added := time.Now()
+		got, err := b.Presence(ctx, "rp")
+		if err != nil || len(got) != 500 || got["s42"] != entries["s42"] {
+			t.Fatalf("presence %d %+v %v", len(got), got["s42"], err)
+		}
+		// A refresh of some keeps those and lets the others expire.
+		time.Sleep(time.Until(added.Add(ttl / 2)))
+		if err := b.RefreshPresence(ctx, "rp", map[string]broker.ClientInfo{"s1": entries["s1"], "s2": entries["s2"]}, ttl); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Until(added.Add(ttl + margin)))
+		got, err = b.Presence(ctx, "rp")
+		if err != nil || len(got) != 2 || got["s1"] != entries["s1"] {
+			t.Fatalf("after refresh of two: %d %v", len(got), err)
+		}
+	})
+
 	t.Run("concurrent publish order", func(t *testing.T) {
 		ctx := context.Background()
 		b, n := newBroker(t)
@@ -336,6 +369,7 @@ func testBroker(t *testing.T, newBroker func(t *testing.T) (broker.Broker, *node
 		checks["leave"] = b.PublishLeave(ctx, "x", broker.ClientInfo{})
 		checks["add presence"] = b.AddPresence(ctx, "x", "c", broker.ClientInfo{}, time.Second)
 		checks["remove presence"] = b.RemovePresence(ctx, "x", "c")
+		checks["refresh presence"] = b.RefreshPresence(ctx, "x", map[string]broker.ClientInfo{"c": {}}, time.Second)
 		_, checks["presence"] = b.Presence(ctx, "x")
 		checks["start"] = b.Start(n)
 		for name, err := range checks {
@@ -351,6 +385,39 @@ type node struct {
 	mu     sync.Mutex
 	pubs   []*broker.Publication
 	events []string
+	gaps   []gap
+}
+
+// gap is one HandleGap call: before is how many publications of the
+// channel the node had received when it came.
+type gap struct {
+	channel, reason string
+	before          int
+}
+
+func (n *node) HandleGap(ch, reason string) {
+	n.mu.Lock()
+	before := 0
+	for _, p := range n.pubs {
+		if p.Channel == ch {
+			before++
+		}
+	}
+	n.gaps = append(n.gaps, gap{channel: ch, reason: reason, before: before})
+	n.mu.Unlock()
+}
+
+// gapList returns the gaps of channel ("" for all) so far.
+func (n *node) gapList(channel string) []gap {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []gap
+	for _, g := range n.gaps {
+		if channel == "" || g.channel == channel {
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 func (n *node) HandlePublication(p *broker.Publication) {

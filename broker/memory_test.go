@@ -35,6 +35,12 @@ func (r *recorder) HandleLeave(ch string, ci ClientInfo) {
 	r.mu.Unlock()
 }
 
+func (r *recorder) HandleGap(ch, reason string) {
+	r.mu.Lock()
+	r.events = append(r.events, "gap "+ch+" "+reason)
+	r.mu.Unlock()
+}
+
 func publish(t *testing.T, b Broker, ch string, n int, opts PublishOptions) Position {
 	t.Helper()
 	var pos Position

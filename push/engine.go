@@ -198,7 +198,9 @@ func (e *Engine) publish(ctx context.Context, req PublishRequest, ns NamespaceOp
 		opts.IdempotencyKey = req.IdempotencyKey
 		opts.IdempotencyTTL = e.cfg.IdempotencyTTL
 	}
-	pos, err := e.broker.Publish(ctx, req.Channel, req.Data, req.Info, opts)
+	bctx, cancel := e.brokerCtx(ctx)
+	pos, err := e.broker.Publish(bctx, req.Channel, req.Data, req.Info, opts)
+	cancel()
 	if err != nil {
 		if errors.Is(err, broker.ErrOutcomeUnknown) {
 			return broker.Position{}, fmt.Errorf("push: publish to %s: %w", req.Channel, err)

@@ -265,10 +265,8 @@ func (b *blockingBroker) Subscribe(ctx context.Context, channel string) error {
 
 // The subscription limit is exact when two transports (a WebSocket and a
 // polling POST) send requests to one session at once: one message at a
-// time. Without the session's turn both subscribes pass the check (checked:
-// the test then fails, or, while acquireHub holds an engine-wide mutex
-// across broker.Subscribe, synctest.Wait never returns and the test times
-// out).
+// time. Without the session's turn both subscribes pass the check and
+// reach the broker (checked: the test fails).
 func TestMaxSubscriptionsConcurrent(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		bb := &blockingBroker{Memory: broker.NewMemory(), entered: make(chan string, 2), release: make(chan struct{})}
