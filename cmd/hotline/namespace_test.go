@@ -1,6 +1,10 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,5 +44,56 @@ func TestParseNamespace(t *testing.T) {
 		if err != nil || name != tc.name || got != tc.want {
 			t.Errorf("%q = %q %+v %v, want %q %+v", tc.in, name, got, err, tc.name, tc.want)
 		}
+	}
+}
+
+// The real binary: -namespace bytes= bounds what history keeps, and the
+// history API pages with limit.
+func TestNamespaceHistoryBytes(t *testing.T) {
+	_, addr, logs := startServe(t, "-api-key", "k", "-namespace", "news:history=100,bytes=1KiB")
+	api := func(method, path, body string) (int, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "apikey k")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b strings.Builder
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := resp.Body.Read(buf)
+			b.Write(buf[:n])
+			if err != nil {
+				break
+			}
+		}
+		return resp.StatusCode, []byte(b.String())
+	}
+	data := strings.Repeat("x", 300)
+	for i := range 10 {
+		if status, body := api("POST", "/api/publish", fmt.Sprintf(`{"channel":"news:a","data":"%d%s"}`, i, data)); status != 200 {
+			t.Fatalf("publish: %d %s\n%s", status, body, logs)
+		}
+	}
+	var page struct {
+		Publications []struct {
+			Offset uint64 `json:"offset"`
+		} `json:"publications"`
+		More bool `json:"more"`
+	}
+	status, body := api("GET", "/api/history?channel=news:a", "")
+	if err := json.Unmarshal(body, &page); status != 200 || err != nil {
+		t.Fatalf("history: %d %s %v", status, body, err)
+	}
+	// 1 KiB holds three of the ~300-byte publications: the newest.
+	if n := len(page.Publications); n == 0 || n > 3 || page.Publications[n-1].Offset != 10 {
+		t.Fatalf("kept %d publications: %s", n, body)
+	}
+	status, body = api("GET", "/api/history?channel=news:a&limit=1", "")
+	page.Publications, page.More = nil, false
+	if err := json.Unmarshal(body, &page); status != 200 || err != nil || len(page.Publications) != 1 || !page.More {
+		t.Fatalf("limit 1: %d %s %v", status, body, err)
 	}
 }
