@@ -131,7 +131,7 @@ func channelError(err error) *replyError {
 	return errorf(400, "%v", err)
 }
 
-// subscribeResult is the result of subscribe and history.
+// subscribeResult is the result of subscribe.
 type subscribeResult struct {
 	Epoch        string `json:"epoch"`
 	Offset       uint64 `json:"offset"`
@@ -412,7 +412,7 @@ func (s *Session) opRefresh(req Request) (any, error) {
 	s.mu.Lock()
 	if s.gone {
 		s.mu.Unlock()
-		return nil, s.Err()
+		return nil, errorf(400, "session ended") // nobody to answer
 	}
 	// The name and the presence entries stay as they were at connect.
 	id.Name = s.ident.Name
