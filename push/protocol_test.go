@@ -645,7 +645,7 @@ func TestSessionIDNotLogged(t *testing.T) {
 	if strings.Contains(out, c.s.ID()) {
 		t.Fatalf("session id in the log:\n%s", out)
 	}
-	if !strings.Contains(out, "session="+LogID(c.s.ID())) || len(LogID(c.s.ID())) != 8 {
+	if !strings.Contains(out, "session="+LogID(c.s.ID())) || len(LogID(c.s.ID())) != 12 {
 		t.Fatalf("no session hash in the log:\n%s", out)
 	}
 }

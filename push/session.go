@@ -61,12 +61,13 @@ func (e *Engine) newSession(req ConnectRequest, room string) *Session {
 // and never logged (log LogID instead).
 func (s *Session) ID() string { return s.id }
 
-// LogID returns what logs show of a session id: the first 8 hex digits of
-// its SHA-256, enough to follow one session through a log and useless as
-// a credential.
+// LogID returns what logs show of a session id: the first 48 bits of its
+// SHA-256 in hex (as transport.LogID, so engine and transport logs of one
+// session match), enough to follow one session through a log and useless
+// as a credential.
 func LogID(id string) string {
 	sum := sha256.Sum256([]byte(id))
-	return hex.EncodeToString(sum[:4])
+	return hex.EncodeToString(sum[:6])
 }
 
 // Identity returns who the client is: as authenticated at connect, or by
