@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hotline-rt/hotline/auth"
@@ -32,9 +34,30 @@ type Config struct {
 	ReadLimit int64
 	// KeepAlive is the WebSocket ping period; 0 disables pings.
 	KeepAlive time.Duration
-	// MaxConns bounds the sessions (over every transport); past it new
-	// clients get 503 with Retry-After. 0 means no limit.
+	// MaxConns bounds the connections: live sessions over every
+	// transport (a detached session in its grace period counts) plus
+	// diagnostic connections (/echo, /broadcast). Past it new clients
+	// get 503 with Retry-After. 0 means no limit.
 	MaxConns int
+	// Diagnostics turns the diagnostic endpoints /echo and /broadcast on
+	// or off (404). DiagnosticsAuto: on in development mode, off when
+	// Auth verifies tokens.
+	Diagnostics Diagnostics
+
+	// ReadTimeout bounds how long a client may take to send a request,
+	// headers and body (408 or a closed connection past it). A held long
+	// poll and a WebSocket connection are not bound by it. 0 means 10s;
+	// negative means no limit.
+	ReadTimeout time.Duration
+	// IdleTimeout is how long an idle keep-alive connection is kept
+	// between requests. 0 means 30s; negative means no limit.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds the request line and headers, handshakes
+	// included (431 past it). 0 means 16 KiB.
+	MaxHeaderBytes int
+	// MaxBody bounds a request body (POST /poll/{id}, /api/publish): 413
+	// past it. 0 means ReadLimit + 64 KiB.
+	MaxBody int64
 
 	// Auth verifies client tokens; nil means development mode
 	// (auth.Anonymous).
@@ -72,6 +95,18 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// Diagnostics says whether the diagnostic endpoints are served.
+type Diagnostics int
+
+const (
+	// DiagnosticsAuto serves them in development mode only.
+	DiagnosticsAuto Diagnostics = iota
+	// DiagnosticsOn serves /echo and /broadcast.
+	DiagnosticsOn
+	// DiagnosticsOff answers 404 there.
+	DiagnosticsOff
+)
+
 // DefaultNamespaces are the namespaces of a server that is not told
 // otherwise: push's "" and "chat", "stats" (the dashboard feed, which only
 // the server publishes to) and "bench" (for hotline bench).
@@ -92,10 +127,65 @@ type Server struct {
 	engine    *push.Engine
 	websocket *transport.WebSocket
 	polling   *transport.Polling
-	broadcast *transport.Broadcast
+	echo      *transport.Echo      // nil: diagnostics off
+	broadcast *transport.Broadcast // nil: diagnostics off
+	limit     *connLimit
 	metrics   *metrics
-	stop      chan struct{}
-	stopped   chan struct{}
+	stopOnce  sync.Once
+	stop      chan struct{} // closed by Shutdown: the stats publisher ends
+	stopped   chan struct{} // closed when the stats publisher has ended
+}
+
+// connLimit counts every connection against Config.MaxConns: the engine's
+// live sessions, the diagnostic connections, and the session handshakes
+// in flight. Each admission adds itself before it reads the sum, so two
+// at once cannot both pass the last place; a handshake is counted twice
+// for a moment (in flight and as a session), never not at all.
+type connLimit struct {
+	max     int64 // 0: no limit
+	engine  *push.Engine
+	diag    atomic.Int64
+	opening atomic.Int64
+}
+
+func (l *connLimit) over() bool {
+	return l.max > 0 && l.engine.Stats().Sessions+l.diag.Load()+l.opening.Load() > l.max
+}
+
+// Acquire and Release count a diagnostic connection (transport.Limiter).
+func (l *connLimit) Acquire() bool {
+	l.diag.Add(1)
+	if l.over() {
+		l.diag.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (l *connLimit) Release() { l.diag.Add(-1) }
+
+// admit wraps an endpoint that creates sessions: past the limit it
+// answers 503. A WebSocket request that resumes a live session adds none
+// and passes.
+func (s *Server) admit(h http.Handler) http.Handler {
+	if s.limit.max <= 0 {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id := r.URL.Query().Get("session"); id != "" {
+			if _, ok := s.engine.Session(id); ok {
+				h.ServeHTTP(w, r)
+				return
+			}
+		}
+		s.limit.opening.Add(1)
+		defer s.limit.opening.Add(-1)
+		if s.limit.over() {
+			transport.Overloaded(w, "server is at its connection limit, retry later")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // New builds a server from cfg.
@@ -111,6 +201,24 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Namespaces == nil {
 		cfg.Namespaces = DefaultNamespaces()
+	}
+	if cfg.ReadTimeout == 0 {
+		cfg.ReadTimeout = 10 * time.Second
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 30 * time.Second
+	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = 16 << 10
+	}
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = cfg.ReadLimit + 64<<10
+	}
+	if cfg.Diagnostics == DiagnosticsAuto {
+		cfg.Diagnostics = DiagnosticsOff
+		if cfg.Auth.Dev() {
+			cfg.Diagnostics = DiagnosticsOn
+		}
 	}
 	engine, err := push.New(push.Config{
 		Broker:        cfg.Broker,
@@ -132,7 +240,8 @@ func New(cfg Config) (*Server, error) {
 		stop:    make(chan struct{}),
 		stopped: make(chan struct{}),
 	}
-	s.metrics = newMetrics(engine)
+	s.limit = &connLimit{max: int64(cfg.MaxConns), engine: engine}
+	s.metrics = newMetrics(engine, s.limit)
 	opts := s.acceptOptions()
 	s.websocket = &transport.WebSocket{
 		Engine:    engine,
@@ -147,23 +256,28 @@ func New(cfg Config) (*Server, error) {
 		AllowedOrigins:  cfg.AllowedOrigins,
 		LongPollTimeout: cfg.LongPollTimeout,
 		MaxWaiting:      cfg.MaxWaiting,
-		MaxBody:         cfg.ReadLimit,
+		MaxBody:         cfg.MaxBody,
+		BodyTimeout:     max(cfg.ReadTimeout, 0),
 		Log:             cfg.Logger,
 		OnDeliver:       s.metrics.delivered,
 	}
 	opts.Subprotocols = transport.Subprotocols
-	s.broadcast = transport.NewBroadcast(opts, s.log)
 
-	s.mux.Handle("GET /chat", s.websocket)
-	s.mux.Handle("GET /chat/{room}", s.websocket)
-	s.mux.Handle("GET /echo", transport.Echo(opts, s.log))
-	s.mux.Handle("GET /broadcast", s.broadcast)
+	s.mux.Handle("GET /chat", s.admit(s.websocket))
+	s.mux.Handle("GET /chat/{room}", s.admit(s.websocket))
+	if cfg.Diagnostics == DiagnosticsOn {
+		s.echo = transport.NewEcho(opts, s.limit, s.log)
+		s.broadcast = transport.NewBroadcast(opts, s.limit, s.log)
+		s.mux.Handle("GET /echo", s.echo)
+		s.mux.Handle("GET /broadcast", s.broadcast)
+	}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
 	})
 	s.mux.Handle("GET /metrics", s.metrics.handler())
 	s.api()
+	s.mux.Handle("POST /poll/open", s.admit(s.polling))
 	s.mux.Handle("/poll/", s.polling)
 	if cfg.Web != nil {
 		s.mux.Handle("/", cfg.Web)
@@ -191,36 +305,53 @@ func (s *Server) Engine() *push.Engine { return s.engine }
 // Handler returns the server's HTTP handler.
 func (s *Server) Handler() http.Handler { return s.mux }
 
+// HTTPServer returns an http.Server for Handler with the configured
+// limits (ReadTimeout, IdleTimeout, MaxHeaderBytes) and GoingAway
+// registered for its Shutdown. Serve it, and at the end call its Shutdown
+// and then the server's.
+func (s *Server) HTTPServer() *http.Server {
+	hs := &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: max(s.cfg.ReadTimeout, 0),
+		ReadTimeout:       max(s.cfg.ReadTimeout, 0),
+		IdleTimeout:       max(s.cfg.IdleTimeout, 0),
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	hs.RegisterOnShutdown(s.GoingAway)
+	return hs
+}
+
 // GoingAway answers held long polls at once and starts closing the
-// diagnostic connections with 1001, without waiting. Register it with http.Server.RegisterOnShutdown; Shutdown does
-// the rest.
+// diagnostic connections with 1001, without waiting. Register it with
+// http.Server.RegisterOnShutdown; Shutdown does the rest. It is safe to
+// call more than once.
 func (s *Server) GoingAway() {
-	s.broadcast.GoingAway()
+	if s.echo != nil {
+		s.echo.GoingAway()
+		s.broadcast.GoingAway()
+	}
 	s.polling.GoingAway()
 }
 
 // Shutdown ends every session (WebSocket clients get 1001 after their
 // queued messages), waits for the connections to close, and stops the
-// engine, all bounded by ctx. It is safe to call more than once.
+// engine, all bounded by ctx. It may be called more than once and from
+// several goroutines at once: every call waits for the same shutdown,
+// each bounded by its own ctx.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() { close(s.stop) })
 	select {
-	case <-s.stop:
-	default:
-		close(s.stop)
+	case <-s.stopped:
+	case <-ctx.Done():
+		return fmt.Errorf("server: shutdown: %w", ctx.Err())
 	}
-	<-s.stopped
 	s.GoingAway()
 	err := s.engine.Shutdown(ctx)
 	s.polling.Close()
 	err = errors.Join(err, s.websocket.Wait(ctx))
-	for s.broadcast.Len() > 0 && ctx.Err() == nil {
-		select {
-		case <-ctx.Done():
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	if ctx.Err() != nil {
-		err = errors.Join(err, fmt.Errorf("server: shutdown: %w", ctx.Err()))
+	if s.echo != nil {
+		err = errors.Join(err, s.echo.Wait(ctx), s.broadcast.Wait(ctx))
 	}
 	return err
 }
