@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -136,6 +138,28 @@ type Server struct {
 	stopped   chan struct{} // closed when the stats publisher has ended
 }
 
+// statsGate is the server's policy for its stats feed (stats:server,
+// the dashboard's): with tokens verified, only an identity whose Subscribe
+// patterns name the stats namespace ("stats:server", "stats:*") may
+// subscribe; a pattern such as "*" that happens to match does not count.
+// In development mode (no gate) anyone may. A backend reads the latest
+// snapshot with its API key: GET /api/history?channel=stats:server.
+type statsGate struct{ auth.Verifier }
+
+func (g statsGate) Verify(token string) (auth.Identity, error) {
+	id, err := g.Verifier.Verify(token)
+	if err != nil {
+		return id, err
+	}
+	for _, p := range id.Subscribe {
+		if strings.HasPrefix(p, "stats:") {
+			return id, nil
+		}
+	}
+	id.Denied = append(slices.Clip(id.Denied), "stats:*")
+	return id, nil
+}
+
 // connLimit counts every connection against Config.MaxConns: the engine's
 // live sessions, the diagnostic connections, and the session handshakes
 // in flight. Each admission adds itself before it reads the sum, so two
@@ -198,6 +222,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Auth == nil {
 		cfg.Auth = auth.Anonymous()
+	}
+	if !cfg.Auth.Dev() {
+		cfg.Auth = statsGate{cfg.Auth}
 	}
 	if cfg.Namespaces == nil {
 		cfg.Namespaces = DefaultNamespaces()
@@ -278,9 +305,19 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle("GET /metrics", s.metrics.handler())
 	s.api()
 	s.mux.Handle("POST /poll/open", s.admit(s.polling))
-	s.mux.Handle("/poll/", s.polling)
+	for _, m := range []string{"GET", "POST", "DELETE", "OPTIONS"} {
+		s.mux.Handle(m+" /poll/", s.polling)
+	}
 	if cfg.Web != nil {
-		s.mux.Handle("/", cfg.Web)
+		// GET only: a request with another method whose path has a
+		// handler for other methods (POST /chat, POST /api/history) gets
+		// 405 with Allow from the mux, not the pages' 404.
+		s.mux.Handle("GET /", cfg.Web)
+		// The one POST-only endpoint that GET / would shadow.
+		s.mux.HandleFunc("GET /api/publish", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", "POST")
+			http.Error(w, "use POST", http.StatusMethodNotAllowed)
+		})
 	}
 	go s.publishStats()
 	return s, nil
