@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bufio"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -81,5 +83,46 @@ func TestStatsFeedAccess(t *testing.T) {
 	_, dev := start(t, Config{Auth: auth.Anonymous()})
 	if e := subscribe(t, dev, ""); e != nil {
 		t.Fatalf("development mode: %+v", e)
+	}
+}
+
+// TestAllowedHosts: with AllowedHosts set, a request for another Host
+// (what a DNS-rebinding page sends, with a matching Origin) gets 421.
+func TestAllowedHosts(t *testing.T) {
+	_, base := start(t, Config{Auth: auth.Anonymous(), AllowedHosts: []string{"127.0.0.1:*", "chat.example.com"}})
+	for _, tc := range []struct {
+		host string
+		want int
+	}{
+		{"", 200}, // the URL's 127.0.0.1:port
+		{"chat.example.com", 200},
+		{"CHAT.example.com", 200},
+		{"evil.example:8080", 421},
+	} {
+		req, _ := http.NewRequest("GET", base+"/healthz", nil)
+		if tc.host != "" {
+			req.Host = tc.host
+			req.Header.Set("Origin", "http://"+tc.host)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("Host %q: %d, want %d", tc.host, resp.StatusCode, tc.want)
+		}
+	}
+	// A handshake is not exempt.
+	c := rawConn(t, strings.TrimPrefix(base, "http://"))
+	io.WriteString(c, "GET /echo HTTP/1.1\r\nHost: evil.example\r\nOrigin: http://evil.example\r\n"+
+		"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: x3JJHMbDL1EzLkh9GBhXDw==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMisdirectedRequest {
+		t.Fatalf("rebinding handshake: %d, want 421", resp.StatusCode)
 	}
 }

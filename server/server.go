@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +32,13 @@ type Config struct {
 	// AllowedOrigins are origin patterns allowed besides the same
 	// origin, for WebSocket and the CORS of the polling endpoints.
 	AllowedOrigins []string
+	// AllowedHosts are the host names the server answers to, as
+	// path.Match patterns against the request's Host ("chat.example.com",
+	// "localhost:*"); other requests get 421 Misdirected Request. Empty
+	// means any host. Set it against DNS rebinding: a browser treats an
+	// Origin whose host equals Host as the same origin, whatever name
+	// resolved to this server.
+	AllowedHosts []string
 	// Compress negotiates permessage-deflate without context takeover.
 	Compress bool
 	// ReadLimit is the largest message accepted; 0 means 64 KiB.
@@ -126,6 +135,7 @@ type Server struct {
 	cfg       Config
 	log       *slog.Logger
 	mux       *http.ServeMux
+	handler   http.Handler // mux behind the Host check
 	engine    *push.Engine
 	websocket *transport.WebSocket
 	polling   *transport.Polling
@@ -319,6 +329,7 @@ func New(cfg Config) (*Server, error) {
 			http.Error(w, "use POST", http.StatusMethodNotAllowed)
 		})
 	}
+	s.handler = s.checkHost(s.mux)
 	go s.publishStats()
 	return s, nil
 }
@@ -340,7 +351,24 @@ func (s *Server) acceptOptions() *ws.AcceptOptions {
 func (s *Server) Engine() *push.Engine { return s.engine }
 
 // Handler returns the server's HTTP handler.
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// checkHost answers 421 to a request whose Host is not allowed.
+func (s *Server) checkHost(h http.Handler) http.Handler {
+	if len(s.cfg.AllowedHosts) == 0 {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := strings.ToLower(r.Host)
+		for _, p := range s.cfg.AllowedHosts {
+			if ok, _ := path.Match(strings.ToLower(p), host); ok {
+				h.ServeHTTP(w, r)
+				return
+			}
+		}
+		http.Error(w, "this server does not answer to host "+strconv.Quote(r.Host), http.StatusMisdirectedRequest)
+	})
+}
 
 // HTTPServer returns an http.Server for Handler with the configured
 // limits (ReadTimeout, IdleTimeout, MaxHeaderBytes) and GoingAway
@@ -348,7 +376,7 @@ func (s *Server) Handler() http.Handler { return s.mux }
 // and then the server's.
 func (s *Server) HTTPServer() *http.Server {
 	hs := &http.Server{
-		Handler:           s.mux,
+		Handler:           s.handler,
 		ReadHeaderTimeout: max(s.cfg.ReadTimeout, 0),
 		ReadTimeout:       max(s.cfg.ReadTimeout, 0),
 		IdleTimeout:       max(s.cfg.IdleTimeout, 0),

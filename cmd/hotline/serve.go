@@ -28,6 +28,7 @@ func serve(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (host:port)")
 	origins := fs.String("allowed-origins", "", "comma-separated origin patterns allowed besides the same origin,\ne.g. http://example.com,https://*.example.org")
+	hosts := fs.String("allowed-hosts", "", "comma-separated host name patterns the server answers to (Host header,\ne.g. chat.example.com,localhost:*); others get 421. Empty: any host.\nSet it against DNS rebinding")
 	compress := fs.Bool("compress", true, "negotiate permessage-deflate (without context takeover)")
 	readLimit := fs.Int64("read-limit", 64<<10, "largest message accepted from a client, in bytes")
 	maxConns := fs.Int("max-conns", 0, "most connections: sessions over all transports (a session in its grace\nperiod counts) plus /echo and /broadcast connections; past it new\nclients get 503 with Retry-After (0: no limit)")
@@ -101,6 +102,7 @@ func serve(ctx context.Context, args []string) error {
 	}
 	srv, err := server.New(server.Config{
 		AllowedOrigins:  splitList(*origins),
+		AllowedHosts:    splitList(*hosts),
 		Compress:        *compress,
 		ReadLimit:       *readLimit,
 		KeepAlive:       *keepAlive,
