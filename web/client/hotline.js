@@ -493,6 +493,11 @@ function setTokenCookie(token, secure) {
   if (!/^[A-Za-z0-9._~+/=-]+$/.test(token)) throw new Error("token has characters a cookie cannot carry");
   const age = Math.ceil(HANDSHAKE_TIMEOUT / 1000);
   document.cookie = `${TOKEN_COOKIE}=${token}; Path=/; Max-Age=${age}; SameSite=Strict${secure ? "; Secure" : ""}`;
+  // Read it back: the browser may apply the write asynchronously, and a
+  // handshake started before it would go without the cookie (seen in
+  // Chromium as a sporadic 401 on a reconnect). The read is answered by
+  // the cookie store after the write.
+  if (!document.cookie.split("; ").includes(`${TOKEN_COOKIE}=${token}`)) throw new Error("cannot set the token cookie");
 }
 
 function clearTokenCookie(token, secure) {

@@ -1,0 +1,158 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hotline-rt/hotline/auth"
+	"github.com/hotline-rt/hotline/server"
+)
+
+// freePort returns a loopback port nobody listens on now.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startNginx runs nginx in the foreground with docs/nginx.conf, its
+// upstream pointed at target and its server listening on a high port, as
+// a deployment behind nginx on a port other than 80 would. It returns the
+// proxy's address and its access log.
+func startNginx(t *testing.T, target string) (addr, accessLog string) {
+	t.Helper()
+	exe, err := exec.LookPath("nginx")
+	if err != nil {
+		t.Skip("nginx not found (apt-get install nginx-light)")
+	}
+	src, err := os.ReadFile(filepath.Join("..", "..", "docs", "nginx.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	conf := string(src)
+	conf = regexp.MustCompile(`(?m)^\s*server 127\.0\.0\.1:\d+;\n`).ReplaceAllString(conf, "")
+	conf = strings.Replace(conf, "upstream hotline {", "upstream hotline {\n    server "+target+";", 1)
+	conf = strings.Replace(conf, "listen 80;", fmt.Sprintf("listen 127.0.0.1:%d;", port), 1)
+	if !strings.Contains(conf, "server "+target) || !strings.Contains(conf, fmt.Sprint(port)) {
+		t.Fatalf("docs/nginx.conf no longer has the shape this test rewrites:\n%s", conf)
+	}
+	dir := t.TempDir()
+	accessLog = filepath.Join(dir, "access.log")
+	main := fmt.Sprintf(`user root;
+worker_processes 1;
+daemon off;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log info;
+events { worker_connections 256; }
+http {
+    access_log %[2]s;
+    client_body_temp_path %[1]s/body;
+    proxy_temp_path %[1]s/proxy;
+    fastcgi_temp_path %[1]s/fastcgi;
+    uwsgi_temp_path %[1]s/uwsgi;
+    scgi_temp_path %[1]s/scgi;
+    include %[1]s/hotline.conf;
+}
+`, dir, accessLog)
+	for name, text := range map[string]string{"nginx.conf": main, "hotline.conf": conf} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(exe, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"))
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGQUIT) // graceful stop of nginx and its worker
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			if b, err := os.ReadFile(filepath.Join(dir, "error.log")); err == nil {
+				t.Logf("nginx error.log:\n%s", b)
+			}
+		}
+	})
+	addr = fmt.Sprintf("127.0.0.1:%d", port)
+	for i := 0; ; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("nginx exited: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if i == 200 {
+			t.Fatal("nginx did not listen within 10 s")
+		}
+	}
+	return addr, accessLog
+}
+
+// TestBehindNginx: the chat page works through nginx configured as
+// docs/nginx.conf says, on a port other than 80, with JWT auth, over each
+// transport; and nginx's access log never holds the token.
+func TestBehindNginx(t *testing.T) {
+	secret := []byte("e2e-secret-e2e-secret-e2e-secret")
+	v, err := auth.New(auth.Config{Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := auth.Sign(secret, auth.Identity{UserID: "bob", Name: "Bob"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := startServerWith(t, nil, func(c *server.Config) { c.Auth = v })
+	addr, accessLog := startNginx(t, ts.addr)
+	b := browser(t)
+	for _, tr := range []string{"websocket", "longpoll"} {
+		t.Run(tr, func(t *testing.T) {
+			p := page(t, b, "http://"+addr+"/?transport="+tr+"&room=nginx-"+tr+"#token="+token)
+			connected(t, p)
+			if got := eval[string](t, p, "hotline.transport"); got != tr {
+				t.Fatalf("transport = %q, want %q", got, tr)
+			}
+			waitFor(t, p, `document.querySelectorAll("#people li").length === 1`)
+			say(t, p, "through nginx over "+tr)
+			sees(t, p, "through nginx over "+tr)
+			ts.publish("chat:nginx-"+tr, "from the API")
+			sees(t, p, "from the API")
+		})
+	}
+	log, err := os.ReadFile(accessLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(log) == 0 {
+		t.Fatal("nginx logged nothing")
+	}
+	if strings.Contains(string(log), token) || strings.Contains(string(log), "token=") {
+		t.Errorf("the token is in nginx's access log:\n%s", log)
+	}
+	if !strings.Contains(string(log), "GET /chat HTTP/1.1\" 101") {
+		t.Errorf("no WebSocket upgrade through nginx in its access log:\n%s", log)
+	}
+}
