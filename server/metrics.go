@@ -173,7 +173,7 @@ func (s *Server) publishStats() {
 			}
 			data, _ := json.Marshal(snap)
 			ctx, cancel := context.WithTimeout(context.Background(), iv)
-			if _, err := s.engine.Publish(ctx, "stats:server", data, nil); err != nil {
+			if _, err := s.engine.Publish(ctx, push.PublishRequest{Channel: "stats:server", Data: data}); err != nil {
 				s.log.Debug("stats: publish failed", "err", err)
 			}
 			cancel()

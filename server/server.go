@@ -120,6 +120,7 @@ func New(cfg Config) (*Server, error) {
 		QueueMessages: cfg.QueueMessages,
 		QueueBytes:    cfg.QueueBytes,
 		PublishRate:   cfg.PublishRate,
+		Verifier:      cfg.Auth,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)

@@ -70,7 +70,9 @@ func NewBroadcast(opts *ws.AcceptOptions, log *slog.Logger) *Broadcast {
 }
 
 func (b *Broadcast) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	c, err := ws.Upgrade(w, r, b.opts)
+	opts := *b.opts
+	opts.WriteTimeout = b.WriteTimeout
+	c, err := ws.Upgrade(w, r, &opts)
 	if err != nil {
 		b.log.Debug("broadcast: upgrade refused", "err", err, "remote", r.RemoteAddr)
 		return
@@ -104,10 +106,8 @@ func (b *Broadcast) send(pm *ws.PreparedMessage) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	for c := range b.conns {
-		c.SetWriteDeadline(time.Now().Add(b.WriteTimeout))
-		if err := c.WritePrepared(context.Background(), pm); err != nil {
-			go c.CloseNow()
-		}
+		// A write that fails or outlasts WriteTimeout closes c.
+		c.WritePrepared(context.Background(), pm)
 	}
 }
 
