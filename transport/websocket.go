@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -83,21 +82,15 @@ func (t *WebSocket) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	go t.serve(c, s)
 }
 
-// pickProtocol chooses the push protocol as ws.Upgrade will: the first
-// offered subprotocol that the endpoint supports, chat if none is offered.
+// pickProtocol chooses the push protocol with ws.SelectSubprotocol, the
+// choice ws.Upgrade makes, so that the session and the connection agree:
+// chat if the client offers no subprotocol, refused if it offers only
+// others.
 func pickProtocol(r *http.Request) (push.Protocol, bool) {
-	offered := r.Header.Values("Sec-WebSocket-Protocol")
-	if len(offered) == 0 {
+	if len(r.Header.Values("Sec-WebSocket-Protocol")) == 0 {
 		return push.ProtocolChat, true
 	}
-	for _, v := range offered {
-		for p := range strings.SplitSeq(v, ",") {
-			if proto, ok := push.ParseProtocol(strings.TrimSpace(p)); ok {
-				return proto, true
-			}
-		}
-	}
-	return 0, false
+	return push.ParseProtocol(ws.SelectSubprotocol(r, Subprotocols))
 }
 
 // resume attaches to the session named by ?session= if it is live, the

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -120,4 +121,42 @@ func TestSilentClientOutlivesWriteTimeout(t *testing.T) {
 	case <-time.After(15 * keepAlive):
 	}
 	await("still there?")
+}
+
+// TestSubprotocolAgreement: the transport and ws choose the subprotocol
+// with the same function. "superchat\u00a0" is not the token superchat
+// (only spaces and tabs are trimmed): offered with chat, both sides speak
+// chat; offered alone, the handshake is refused. The transport used to
+// trim with strings.TrimSpace and ran a superchat session on a connection
+// where ws had negotiated no subprotocol.
+func TestSubprotocolAgreement(t *testing.T) {
+	srv, _ := newWSServer(t, &WebSocket{})
+	c := dialWS(t, srv, "/chat/agree", "u1", &ws.DialOptions{Subprotocols: []string{"superchat\u00a0", "chat"}})
+	if c.Subprotocol() != "chat" {
+		t.Fatalf("negotiated %q, want chat", c.Subprotocol())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.WriteMessage(ctx, ws.MessageText, []byte("plain line")); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_, msg, err := c.ReadMessage(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(string(msg), "{") {
+			t.Fatalf("got a superchat envelope on a chat connection: %s", msg)
+		}
+		if strings.Contains(string(msg), "plain line") {
+			break
+		}
+	}
+
+	_, resp, err := ws.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/chat/agree?token="+pollToken(t, "u2"),
+		&ws.DialOptions{Subprotocols: []string{"superchat\u00a0"}})
+	var he *ws.HandshakeError
+	if !errors.As(err, &he) || he.StatusCode != http.StatusBadRequest {
+		t.Fatalf("offering only superchat\\u00a0: %v (%v), want 400", err, resp)
+	}
 }
