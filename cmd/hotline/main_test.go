@@ -187,7 +187,8 @@ func TestDialCommand(t *testing.T) {
 
 func TestHelpListsEveryFlag(t *testing.T) {
 	out, _ := exec.Command(hotlineBin, "serve", "-h").CombinedOutput()
-	for _, want := range []string{"-addr", "HOTLINE_ADDR", "-jwt-secret", "-max-conns", "-allowed-origins", "-api-key"} {
+	for _, want := range []string{"-addr", "HOTLINE_ADDR", "-jwt-secret", "-max-conns", "-allowed-origins", "-api-key",
+		"-diagnostics", "-read-timeout", "-idle-timeout", "-max-header-bytes", "-max-body"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("serve -h lacks %s", want)
 		}
