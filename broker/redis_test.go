@@ -372,7 +372,7 @@ func TestRedisPushEngines(t *testing.T) {
 		t.Fatalf("subscribe failed: %s", reply)
 	}
 
-	pos, err := ea.Publish(ctx, "chat:x", json.RawMessage(`"hello from A"`), nil)
+	pos, err := ea.Publish(ctx, push.PublishRequest{Channel: "chat:x", Data: json.RawMessage(`"hello from A"`)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,7 +394,7 @@ func TestRedisPushEngines(t *testing.T) {
 
 	// Engine B's own publications go through Redis too, and positions
 	// are shared.
-	pos2, err := eb.Publish(ctx, "chat:x", json.RawMessage(`"from B"`), nil)
+	pos2, err := eb.Publish(ctx, push.PublishRequest{Channel: "chat:x", Data: json.RawMessage(`"from B"`)})
 	if err != nil {
 		t.Fatal(err)
 	}
