@@ -343,7 +343,7 @@ func TestRecoverFromEmptyPosition(t *testing.T) {
 	ctx := context.Background()
 	e := newEngine(t, Config{Namespaces: map[string]NamespaceOptions{"g": {HistorySize: 10}}})
 	for i := range 3 {
-		if _, err := e.Publish(ctx, "g:x", json.RawMessage(fmt.Sprint(i)), nil); err != nil {
+		if _, err := e.Publish(ctx, PublishRequest{Channel: "g:x", Data: json.RawMessage(fmt.Sprint(i))}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -96,7 +96,7 @@ func TestReplayAbandonedRequest(t *testing.T) {
 	e := newEngine(t, Config{QueueMessages: 4, Namespaces: map[string]NamespaceOptions{"g": {HistorySize: 100}}})
 	var first broker.Position
 	for i := range 10 {
-		p, err := e.Publish(ctx, "g:x", json.RawMessage(fmt.Sprint(i)), nil)
+		p, err := e.Publish(ctx, PublishRequest{Channel: "g:x", Data: json.RawMessage(fmt.Sprint(i))})
 		if err != nil {
 			t.Fatal(err)
 		}
