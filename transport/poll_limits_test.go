@@ -245,3 +245,27 @@ func TestPollDevModeNeedsNoToken(t *testing.T) {
 		t.Fatalf("dev-mode poll without a token: %d %s", code, body)
 	}
 }
+
+// TestPollEngineLimits: the engine's per-user session limit answers 429
+// with Retry-After; a batch past MaxBatch answers 413 and handles nothing.
+func TestPollEngineLimits(t *testing.T) {
+	ps := newPollServer(t, push.Config{MaxUserSessions: 1, MaxBatch: 2}, &Polling{})
+	id := ps.open(t, "ann", "poll")
+	code, body, hdr := ps.do(t, "POST", "/poll/open", pollToken(t, "ann"), `{"transport":"poll"}`)
+	if code != http.StatusTooManyRequests || hdr.Get("Retry-After") == "" {
+		t.Fatalf("second session of one user: %d %s Retry-After %q, want 429", code, body, hdr.Get("Retry-After"))
+	}
+	ps.open(t, "bob", "poll") // another user is not limited by ann
+	code, body, _ = ps.do(t, "POST", "/poll/"+id, ps.token(id),
+		`[{"id":1,"op":"subscribe","channel":"news"},{"id":2,"op":"subscribe","channel":"news"},{"id":3,"op":"connect"}]`)
+	if code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("batch of 3 past MaxBatch 2: %d %s, want 413", code, body)
+	}
+	if r := ps.get(t, id, "ack=0"); len(r.Messages) != 0 {
+		t.Fatalf("a refused batch was handled: %+v", r.Messages)
+	}
+	ps.send(t, id, `[{"id":1,"op":"subscribe","channel":"news"},{"id":2,"op":"connect"}]`)
+	if r := ps.get(t, id, "ack=0"); len(r.Messages) != 2 {
+		t.Fatalf("batch of 2: %d replies, want 2", len(r.Messages))
+	}
+}
