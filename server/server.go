@@ -307,7 +307,8 @@ func New(cfg Config) (*Server, error) {
 		stopped: make(chan struct{}),
 	}
 	s.limit = &connLimit{max: int64(cfg.MaxConns), engine: engine}
-	s.metrics = newMetrics(engine, s.limit)
+	s.metrics = newMetrics(engine, s.limit, func() int { _, n := s.polling.Sessions(); return n })
+
 	opts := s.acceptOptions()
 	s.websocket = &transport.WebSocket{
 		Engine:    engine,

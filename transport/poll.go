@@ -193,6 +193,15 @@ func (p *Polling) Close() {
 	p.wg.Wait()
 }
 
+// Sessions reports the polling table: live sessions opened here, and
+// tombstones of ended ones. For metrics.
+func (p *Polling) Sessions() (live, ended int) {
+	p.init()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.polls), len(p.tombs)
+}
+
 // Waiting reports the long polls held now.
 func (p *Polling) Waiting() int { return int(p.waiting.Load()) }
 
@@ -396,6 +405,7 @@ func (p *Polling) bury(id string, ps *pollSession) {
 	delete(p.polls, id)
 	p.tombs[id] = t
 	t.elem = p.order.PushBack(t)
+	p.log.Debug("poll: session ended, queue freed", "session", LogID(id), "code", d.Code, "reason", d.Reason)
 	for len(p.tombs) > p.maxEnded() {
 		p.dropLocked(p.order.Front().Value.(*tombstone))
 	}
