@@ -377,3 +377,26 @@ func TestTokenRefreshedInBand(t *testing.T) {
 		})
 	}
 }
+
+// TestRefusedSubscribeReachesPage: a token that may not read a room; the
+// refusal reaches the page (onError), not only the console.
+func TestRefusedSubscribeReachesPage(t *testing.T) {
+	secret := []byte("e2e-secret-e2e-secret-e2e-secret")
+	v, err := auth.New(auth.Config{Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := auth.Sign(secret, auth.Identity{UserID: "eve", Subscribe: []string{"chat:lobby"}}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := startServerWith(t, nil, func(c *server.Config) { c.Auth = v })
+	b := browser(t)
+	p := page(t, b, ts.url("/?transport=websocket&room=secret#token="+token))
+	connected(t, p)
+	sees(t, p, "cannot join chat:secret")
+	text := eval[string](t, p, `[...document.querySelectorAll("#messages li.err")].map(li => li.textContent).join("|")`)
+	if !strings.Contains(text, "not allowed") {
+		t.Fatalf("error line %q, want the server's reason", text)
+	}
+}

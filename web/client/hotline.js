@@ -447,10 +447,11 @@ export class Hotline extends EventTarget {
     if (!this._current(sub, gen)) return;
     sub.state = "idle";
     if (this._conn !== conn) return; // connection lost: the next one subscribes
-    // Refused by the server (403, 400, 404): tell the application. A send
-    // that failed, an overloaded or failing server: try again.
+    // Refused by the server (403, 400, 404, 429 too many subscriptions):
+    // tell the application. A send that failed, a timeout, a failing
+    // server: try again.
     const code = err.code || 0;
-    const retry = !err.reply || code >= 500 || code === 429 || (code === 400 && /already subscribed/.test(err.message));
+    const retry = !err.reply || code >= 500 || (code === 400 && /already subscribed/.test(err.message));
     if (!retry) {
       this._onServer.delete(sub.channel);
       this._error(Object.assign(err, { channel: sub.channel }), sub.handlers);
