@@ -162,6 +162,7 @@ func TestHistoryTrimmedWhileAway(t *testing.T) {
 	if n := count(t, p, "while away"); n != 0 {
 		t.Errorf("%d trimmed messages shown", n)
 	}
+	screenshot(t, p, "history-lost.png")
 }
 
 // requestLog records what reached the server: each request's URL, its
