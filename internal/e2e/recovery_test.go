@@ -401,3 +401,31 @@ func TestRefusedSubscribeReachesPage(t *testing.T) {
 		t.Fatalf("error line %q, want the server's reason", text)
 	}
 }
+
+// TestDashboardNeedsStatsGrant: with tokens verified, the stats feed is
+// for identities granted stats:*; the dashboard says so instead of
+// staying blank, and works with such a token.
+func TestDashboardNeedsStatsGrant(t *testing.T) {
+	secret := []byte("e2e-secret-e2e-secret-e2e-secret")
+	v, err := auth.New(auth.Config{Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := auth.Sign(secret, auth.Identity{UserID: "fay"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops, err := auth.Sign(secret, auth.Identity{UserID: "ops", Subscribe: []string{"stats:*"}}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := startServerWith(t, nil, func(c *server.Config) { c.Auth = v })
+	b := browser(t)
+	p := page(t, b, ts.url("/dashboard#token="+plain))
+	waitFor(t, p, `document.body.dataset.error === "403"`)
+	if msg := eval[string](t, p, `document.getElementById("error").textContent`); !strings.Contains(msg, "stats:server") {
+		t.Fatalf("dashboard says %q", msg)
+	}
+	p = page(t, b, ts.url("/dashboard#token="+ops))
+	waitFor(t, p, `document.body.dataset.updated !== undefined`)
+}
