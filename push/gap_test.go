@@ -204,7 +204,7 @@ func TestHandleGapWhileRecovering(t *testing.T) {
 	e := newEngine(t, Config{Broker: b, Namespaces: map[string]NamespaceOptions{"g": {HistorySize: 100}}})
 	var first broker.Position
 	for i := range 3 {
-		p, err := e.Publish(ctx, "g:x", json.RawMessage(fmt.Sprint(i)), nil)
+		p, err := e.Publish(ctx, PublishRequest{Channel: "g:x", Data: json.RawMessage(fmt.Sprint(i))})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -214,7 +214,7 @@ func TestHandleGapWhileRecovering(t *testing.T) {
 	}
 	ep := first.Epoch
 	publish := func(data string) {
-		if _, err := e.Publish(ctx, "g:x", json.RawMessage(data), nil); err != nil {
+		if _, err := e.Publish(ctx, PublishRequest{Channel: "g:x", Data: json.RawMessage(data)}); err != nil {
 			t.Error(err)
 		}
 	}
@@ -270,7 +270,7 @@ func TestReplayLiveExactlyOnce(t *testing.T) {
 			count := 0
 			publish := func() {
 				count++
-				if _, err := e.Publish(ctx, "g:x", json.RawMessage(fmt.Sprint(count)), nil); err != nil {
+				if _, err := e.Publish(ctx, PublishRequest{Channel: "g:x", Data: json.RawMessage(fmt.Sprint(count))}); err != nil {
 					t.Error(err)
 				}
 			}
@@ -343,7 +343,7 @@ func TestRecoverFromEmptyPosition(t *testing.T) {
 	ctx := context.Background()
 	e := newEngine(t, Config{Namespaces: map[string]NamespaceOptions{"g": {HistorySize: 10}}})
 	for i := range 3 {
-		if _, err := e.Publish(ctx, "g:x", json.RawMessage(fmt.Sprint(i)), nil); err != nil {
+		if _, err := e.Publish(ctx, PublishRequest{Channel: "g:x", Data: json.RawMessage(fmt.Sprint(i))}); err != nil {
 			t.Fatal(err)
 		}
 	}

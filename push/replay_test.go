@@ -25,7 +25,7 @@ func TestReplayLargerThanQueue(t *testing.T) {
 	big := json.RawMessage(`"` + strings.Repeat("x", 60<<10) + `"`)
 	var first broker.Position
 	for i := range 20 {
-		p, err := e.Publish(ctx, "g:big", big, nil)
+		p, err := e.Publish(ctx, PublishRequest{Channel: "g:big", Data: big})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -62,7 +62,7 @@ func TestReplayLargerThanQueue(t *testing.T) {
 	b.afterHistory = func(string, broker.HistoryRequest) {
 		b.afterHistory = nil
 		for range 3 {
-			if _, err := e.Publish(ctx, "g:big", big, nil); err != nil {
+			if _, err := e.Publish(ctx, PublishRequest{Channel: "g:big", Data: big}); err != nil {
 				t.Error(err)
 			}
 		}
@@ -96,7 +96,7 @@ func TestReplayAbandonedRequest(t *testing.T) {
 	e := newEngine(t, Config{QueueMessages: 4, Namespaces: map[string]NamespaceOptions{"g": {HistorySize: 100}}})
 	var first broker.Position
 	for i := range 10 {
-		p, err := e.Publish(ctx, "g:x", json.RawMessage(fmt.Sprint(i)), nil)
+		p, err := e.Publish(ctx, PublishRequest{Channel: "g:x", Data: json.RawMessage(fmt.Sprint(i))})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/hotline-rt/hotline/auth"
 	"github.com/hotline-rt/hotline/push"
+	"github.com/hotline-rt/hotline/ws"
 )
 
 // Polling serves push sessions over HTTP requests, for clients that cannot
@@ -65,8 +65,10 @@ type Polling struct {
 	// means 1 MiB.
 	MaxBody int64
 	// BodyTimeout bounds the reading of a POST body, from the start of the
-	// handler: a client that sends it slower is cut off. A held long poll
-	// has no read deadline instead. 0 means 10s.
+	// handler: a client that sends it slower is cut off (408). A held
+	// long poll is not bound by it, nor by an http.Server's ReadTimeout:
+	// once a request without a body is read, net/http reads on with no
+	// deadline, only to learn when the client goes away. 0 means 10s.
 	BodyTimeout time.Duration
 	// MaxEnded bounds the tombstones of ended sessions kept for a late
 	// poll; past it the oldest is forgotten (its poll gets 404). About
@@ -96,8 +98,11 @@ type Polling struct {
 	mu     sync.Mutex
 	closed bool                    // Close was called: start no goroutine
 	polls  map[string]*pollSession // live sessions opened here
-	tombs  map[string]*tombstone   // ended ones, until told, swept or evicted
-	order  list.List               // of *tombstone, oldest first
+	// namedOrigins are AllowedOrigins without "*": origins that may send
+	// credentials cross-origin.
+	namedOrigins []string
+	tombs        map[string]*tombstone // ended ones, until told, swept or evicted
+	order        list.List             // of *tombstone, oldest first
 }
 
 // pollSession is what Polling keeps per live session it opened: the
@@ -140,6 +145,11 @@ func (p *Polling) init() {
 		p.release, p.stopRelease = context.WithCancel(context.Background())
 		p.closing = make(chan struct{})
 		p.polls = make(map[string]*pollSession)
+		for _, o := range p.AllowedOrigins {
+			if o != "*" {
+				p.namedOrigins = append(p.namedOrigins, o)
+			}
+		}
 		p.tombs = make(map[string]*tombstone)
 		m := http.NewServeMux()
 		m.HandleFunc("POST /poll/open", p.open)
@@ -191,63 +201,41 @@ func (p *Polling) Close() {
 	p.wg.Wait()
 }
 
+// Sessions reports the polling table: live sessions opened here, and
+// tombstones of ended ones. For metrics.
+func (p *Polling) Sessions() (live, ended int) {
+	p.init()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.polls), len(p.tombs)
+}
+
 // Waiting reports the long polls held now.
 func (p *Polling) Waiting() int { return int(p.waiting.Load()) }
 
-// cors checks the request's Origin and sets the CORS response headers for
-// an allowed foreign one. It reports whether the origin is allowed.
+// cors checks the request's Origin with ws.OriginAllowed, the rule of the
+// WebSocket handshake, and sets the CORS response headers for an allowed
+// foreign one. It reports whether the origin is allowed.
 func (p *Polling) cors(w http.ResponseWriter, r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
 		return true
 	}
-	same, ok, wildcard := matchOrigin(origin, r.Host, p.AllowedOrigins)
-	if !ok {
+	if !ws.OriginAllowed(r, p.AllowedOrigins) {
 		return false
 	}
-	if !same {
-		h := w.Header()
-		h.Set("Access-Control-Allow-Origin", origin)
-		h.Add("Vary", "Origin")
-		if !wildcard {
-			// "*" is for endpoints without ambient credentials, as for
-			// WebSocket: no cookies then.
-			h.Set("Access-Control-Allow-Credentials", "true")
-		}
+	if u, err := url.Parse(origin); err == nil && strings.EqualFold(u.Host, r.Host) {
+		return true // same origin: no CORS headers needed
+	}
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Add("Vary", "Origin")
+	// An origin allowed only by "*" gets no credentials: "*" is for
+	// endpoints without ambient credentials, as for WebSocket.
+	if ws.OriginAllowed(r, p.namedOrigins) {
+		h.Set("Access-Control-Allow-Credentials", "true")
 	}
 	return true
-}
-
-// matchOrigin mirrors the origin check of ws.Upgrade: the same host always,
-// else a pattern matched with path.Match against the whole origin or its
-// host. wildcard reports a match by "*" alone.
-func matchOrigin(origin, host string, allowed []string) (same, ok, wildcard bool) {
-	u, err := url.Parse(origin)
-	if err != nil || u.Host == "" {
-		return false, false, false
-	}
-	if strings.EqualFold(u.Host, host) {
-		return true, true, false
-	}
-	origin, h := strings.ToLower(origin), strings.ToLower(u.Host)
-	star := false
-	for _, pat := range allowed {
-		pat = strings.ToLower(pat)
-		if pat == "*" {
-			star = true
-			continue
-		}
-		if pat == origin || pat == h {
-			return false, true, false
-		}
-		if m, _ := path.Match(pat, origin); m {
-			return false, true, false
-		}
-		if m, _ := path.Match(pat, h); m {
-			return false, true, false
-		}
-	}
-	return false, star, star
 }
 
 func (p *Polling) preflight(w http.ResponseWriter, r *http.Request) {
@@ -394,6 +382,7 @@ func (p *Polling) bury(id string, ps *pollSession) {
 	delete(p.polls, id)
 	p.tombs[id] = t
 	t.elem = p.order.PushBack(t)
+	p.log.Debug("poll: session ended, queue freed", "session", LogID(id), "code", d.Code, "reason", d.Reason)
 	for len(p.tombs) > p.maxEnded() {
 		p.dropLocked(p.order.Front().Value.(*tombstone))
 	}
@@ -547,10 +536,6 @@ func (p *Polling) hold(w http.ResponseWriter, r *http.Request, s *push.Session, 
 		return false
 	}
 	defer p.waiting.Add(-1)
-	// The poll is held on purpose: no read deadline while it is (the
-	// server's ReadTimeout would end it). Reading on still tells when the
-	// client goes away; net/http sets the idle deadline after the answer.
-	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	timeout := p.LongPollTimeout
 	if timeout <= 0 {
 		timeout = 25 * time.Second
@@ -645,12 +630,16 @@ func (p *Polling) send(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body = bytes.TrimSpace(body)
-	msgs := []json.RawMessage{body}
+	msgs := [][]byte{body}
 	if len(body) > 0 && body[0] == '[' {
-		msgs = nil
-		if err := json.Unmarshal(body, &msgs); err != nil {
+		var raw []json.RawMessage
+		if err := json.Unmarshal(body, &raw); err != nil {
 			http.Error(w, "body must be a request envelope or a JSON array of them", http.StatusBadRequest)
 			return
+		}
+		msgs = msgs[:0]
+		for _, m := range raw {
+			msgs = append(msgs, m)
 		}
 	}
 	if err := s.Attach(s.Transport()); err != nil {
@@ -658,10 +647,12 @@ func (p *Polling) send(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.Detach()
-	for _, m := range msgs {
-		if err := s.Handle(r.Context(), m); err != nil {
-			break // the session ended; the stream says why
-		}
+	// In order, with no other request of the session between them. An
+	// error past the batch check means the session ended or the client
+	// went away: the stream says why.
+	if err := s.HandleBatch(r.Context(), msgs); errors.Is(err, push.ErrBatchTooLarge) {
+		http.Error(w, err.Error()+": send fewer requests per POST", http.StatusRequestEntityTooLarge)
+		return
 	}
 	w.WriteHeader(http.StatusAccepted)
 }

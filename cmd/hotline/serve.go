@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/hotline-rt/hotline/auth"
@@ -22,16 +22,35 @@ const serveSynopsis = `Usage: hotline serve [flags]
 Runs the hotline server: the chat page at /, the push endpoint /chat
 (WebSocket subprotocols chat and superchat), long polling and ajax polling
 fallbacks, the publish API under /api/, /metrics, /healthz, and the
-diagnostic endpoints /echo and /broadcast.`
+diagnostic endpoints /echo and /broadcast (see -diagnostics).
+
+Every limit below has a flag and a default; a client past one is told
+(503 or 429 with Retry-After, 413, 431, 408, or a close code).`
 
 func serve(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (host:port)")
 	origins := fs.String("allowed-origins", "", "comma-separated origin patterns allowed besides the same origin,\ne.g. http://example.com,https://*.example.org")
+	hosts := fs.String("allowed-hosts", "", "comma-separated host name patterns the server answers to (Host header,\ne.g. chat.example.com,localhost:*); others get 421. Empty: any host.\nSet it against DNS rebinding")
 	compress := fs.Bool("compress", true, "negotiate permessage-deflate (without context takeover)")
 	readLimit := fs.Int64("read-limit", 64<<10, "largest message accepted from a client, in bytes")
-	maxConns := fs.Int("max-conns", 0, "most client sessions over all transports; past it new clients get 503\nwith Retry-After (0: no limit)")
-	publishRate := fs.Float64("publish-rate", 0, "publications per second each client may make (0: no limit)")
+	maxConns := fs.Int("max-conns", 0, "most connections: sessions over all transports (a session in its grace\nperiod counts) plus /echo and /broadcast connections; past it new\nclients get 503 with Retry-After (0: no limit)")
+	diagnostics := autoBool{}
+	fs.Var(&diagnostics, "diagnostics", "serve the diagnostic endpoints /echo and /broadcast (no token needed);\nauto: on in development mode, off when a JWT key is set")
+	readTimeout := fs.Duration("read-timeout", 10*time.Second, "how long a client may take to send a request's headers and body\n(a held long poll and WebSocket connections are not bound by it)")
+	idleTimeout := fs.Duration("idle-timeout", 30*time.Second, "how long an idle keep-alive HTTP connection is kept between requests")
+	maxHeaderBytes := fs.Int("max-header-bytes", 16<<10, "largest request line and headers, handshakes included; past it 431")
+	maxBody := fs.Int64("max-body", 0, "largest request body (POST /poll/{id}, /api/publish), in bytes; past\nit 413 (0: -read-limit + 64 KiB)")
+	publishRate := fs.Float64("publish-rate", 0, "publications per second each user may make, over all of the user's\nsessions (0: no limit)")
+	maxUserSessions := fs.Int("max-user-sessions", 20, "most sessions of one user (a session in its grace period counts); past\nit 429 with Retry-After (negative: no limit)")
+	maxSubscriptions := fs.Int("max-subscriptions", 128, "most channels one session subscribes to; past it a subscribe gets 429")
+	maxBatch := fs.Int("max-batch", 32, "most requests in one POST /poll/{id}; past it 413")
+	maxHistoryReply := fs.Int("max-history-reply", 100, "most publications in one history reply (also at most a quarter of\n-queue-bytes); a longer one is paged (\"more\":true)")
+	maxPresenceReply := fs.Int("max-presence-reply", 1000, "most users in one presence reply (also at most a quarter of\n-queue-bytes); past it \"truncated\":true with the total")
+	idempotencyTTL := fs.Duration("idempotency-ttl", 2*time.Minute, "how long a publish's idempotency key is remembered: a retry within it\nreturns the first position and publishes nothing")
+	brokerTimeout := fs.Duration("broker-timeout", 5*time.Second, "bound of each broker call the engine makes (subscribe, history,\npresence, ...)")
+	sessionGrace := fs.Duration("session-grace", 30*time.Second, "how long a session outlives its transport so that a client can come\nback to it (a clean close 1000 ends it at once); negative: not at all")
+	maxEndedPolls := fs.Int("max-ended-polls", 10000, "most ended polling sessions remembered (a few hundred bytes each, for a\nminute) so that a late poll learns why; past it the oldest is forgotten")
 	queueMessages := fs.Int("queue-messages", 1024, "outbound queue bound per client, in messages; a client past it\nis disconnected as a slow consumer (1008)")
 	queueBytes := fs.Int("queue-bytes", 1<<20, "outbound queue bound per client, in bytes")
 	longPoll := fs.Duration("longpoll-timeout", 25*time.Second, "how long a long poll is held when there is nothing to send")
@@ -43,7 +62,7 @@ func serve(ctx context.Context, args []string) error {
 	redisPassword := fs.String("redis-password", "", "Redis password for -broker redis")
 	redisPrefix := fs.String("redis-prefix", "hotline:", "prefix of hotline's Redis keys and channels")
 	var nsFlags stringList
-	fs.Var(&nsFlags, "namespace", "channel namespace options, repeatable: NAME:history=N,ttl=D,presence,joinleave,publish\n(e.g. news:history=100,ttl=10m,presence); chat, stats and bench exist\nby default, and channels in other namespaces are refused")
+	fs.Var(&nsFlags, "namespace", "channel namespace options, repeatable:\nNAME:history=N,ttl=D,bytes=SIZE,presence,joinleave,publish (e.g.\nnews:history=100,ttl=10m,presence); history keeps at most bytes=\n(default 1MiB; 0: no bound); chat, stats and bench exist by default,\nand channels in other namespaces are refused")
 	apiKey := fs.String("api-key", "", "key for the server API (/api/publish, /api/presence, /api/history),\nsent as 'Authorization: apikey KEY'; empty disables the API")
 	keepAlive := fs.Duration("keepalive", 30*time.Second, "WebSocket ping period when a client is silent; 0 disables")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for queued messages to flush")
@@ -95,6 +114,7 @@ func serve(ctx context.Context, args []string) error {
 	}
 	srv, err := server.New(server.Config{
 		AllowedOrigins:  splitList(*origins),
+		AllowedHosts:    splitList(*hosts),
 		Compress:        *compress,
 		ReadLimit:       *readLimit,
 		KeepAlive:       *keepAlive,
@@ -109,7 +129,22 @@ func serve(ctx context.Context, args []string) error {
 		LongPollTimeout: *longPoll,
 		Web:             web.Handler(),
 		MaxWaiting:      *maxWaiting,
-		Logger:          log,
+		Diagnostics:     diagnostics.mode(),
+
+		MaxUserSessions:  *maxUserSessions,
+		MaxSubscriptions: *maxSubscriptions,
+		MaxBatch:         *maxBatch,
+		MaxHistoryReply:  *maxHistoryReply,
+		MaxPresenceReply: *maxPresenceReply,
+		IdempotencyTTL:   *idempotencyTTL,
+		BrokerTimeout:    *brokerTimeout,
+		SessionGrace:     *sessionGrace,
+		MaxEndedPolls:    *maxEndedPolls,
+		ReadTimeout:      *readTimeout,
+		IdleTimeout:      *idleTimeout,
+		MaxHeaderBytes:   *maxHeaderBytes,
+		MaxBody:          *maxBody,
+		Logger:           log,
 	})
 	if err != nil {
 		return err
@@ -118,12 +153,7 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{
-		Handler:           srv.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	hs.RegisterOnShutdown(srv.GoingAway)
+	hs := srv.HTTPServer()
 	log.Info("hotline serving", "addr", "http://"+ln.Addr().String(), "compress", *compress)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
@@ -155,4 +185,40 @@ func newLogger(format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(os.Stderr, o)), nil
 	}
 	return nil, fmt.Errorf("-log-format %q: want text or json", format)
+}
+
+// autoBool is a boolean flag whose default, "auto", leaves the choice to
+// the server.
+type autoBool struct{ set, on bool }
+
+func (b *autoBool) IsBoolFlag() bool { return true }
+
+func (b *autoBool) String() string {
+	if b == nil || !b.set {
+		return "auto"
+	}
+	return strconv.FormatBool(b.on)
+}
+
+func (b *autoBool) Set(v string) error {
+	if v == "auto" {
+		*b = autoBool{}
+		return nil
+	}
+	on, err := strconv.ParseBool(v)
+	if err != nil {
+		return errors.New("want true, false or auto")
+	}
+	*b = autoBool{set: true, on: on}
+	return nil
+}
+
+func (b *autoBool) mode() server.Diagnostics {
+	switch {
+	case !b.set:
+		return server.DiagnosticsAuto
+	case b.on:
+		return server.DiagnosticsOn
+	}
+	return server.DiagnosticsOff
 }
