@@ -116,11 +116,11 @@ type item struct {
 type chanState struct {
 	channel string
 
-	// pos is the last publication handed to the handler (delivered) or,
-	// before any, the stream's top when the subscription started (then
-	// publications up to pos.Offset+1 are handed over as they come).
-	// known is false when nothing can be said: the next publication is
-	// taken as it is.
+	// pos is the last publication handed to the handler (delivered) or
+	// where the node resumes (the stream's top when the subscription
+	// started, or after a gap): publications up to pos are not handed
+	// over, the next is pos.Offset+1. known is false when nothing can be
+	// said: the next publication is taken as it is.
 	pos       Position
 	known     bool
 	delivered bool
@@ -683,6 +683,11 @@ func (ps *pubsub) deliver(st *chanState, it item) {
 	}
 	gap := ""
 	switch {
+	case !st.known && st.delivered && p.Epoch == st.pos.Epoch && p.Offset <= st.pos.Offset:
+		// Continuity is unknown (after a gap), but this one was
+		// handed over already.
+		ps.mu.Unlock()
+		return
 	case !st.known:
 		st.pos, st.known, st.delivered = p.Position, true, true
 	case st.pos.Epoch == "":
@@ -697,12 +702,11 @@ func (ps *pubsub) deliver(st *chanState, it item) {
 		gap = gapEpochChanged
 		st.pos, st.delivered = p.Position, true
 	case p.Offset <= st.pos.Offset:
-		if st.delivered {
-			ps.mu.Unlock()
-			return // handed over by a catch-up already
-		}
-		// Published before the subscription's base was read and
-		// not handed over yet.
+		// Handed over by a catch-up already, or at or before where
+		// the node resumed (the subscription's start, or the top
+		// after a gap): whoever needs it reads it from history.
+		ps.mu.Unlock()
+		return
 	case p.Offset == st.pos.Offset+1:
 		st.pos, st.delivered = p.Position, true
 	default:
@@ -747,11 +751,13 @@ func (ps *pubsub) caughtUp(cr catchResult) {
 	switch {
 	case cr.err == nil && !cr.page:
 		// Nothing was known: continuity cannot be proved unless the
-		// stream does not exist.
+		// stream does not exist (then it starts at offset 1).
 		if cr.res.Top != (Position{}) {
 			gap = st.reason
+			st.known = false
+		} else {
+			st.pos, st.known, st.delivered = Position{}, true, false
 		}
-		st.pos, st.known, st.delivered = cr.res.Top, true, false
 	case cr.err == nil:
 		for _, p := range cr.res.Publications {
 			if p.Epoch == st.pos.Epoch && p.Offset <= st.pos.Offset && st.delivered {
@@ -759,12 +765,6 @@ func (ps *pubsub) caughtUp(cr catchResult) {
 			}
 			pubs = append(pubs, p)
 			st.pos, st.delivered = p.Position, true
-		}
-		if st.pos.Epoch == "" && cr.res.Top.Epoch != "" && len(pubs) == 0 {
-			// The stream was born after the subscription and
-			// nothing is left of its start.
-			gap = gapTrimmed
-			st.pos, st.known, st.delivered = cr.res.Top, true, false
 		}
 		more = len(cr.res.Publications) == catchUpPage && st.pos.Offset < cr.res.Top.Offset
 	default:
@@ -775,12 +775,10 @@ func (ps *pubsub) caughtUp(cr catchResult) {
 		case errors.Is(cr.err, ErrEpochChanged):
 			gap = gapEpochChanged
 		}
-		if errors.Is(cr.err, ErrHistoryTrimmed) || errors.Is(cr.err, ErrEpochChanged) {
-			// Resume from the top: what comes after it is live.
-			st.pos, st.known, st.delivered = cr.res.Top, true, false
-		} else {
-			st.known = false // Redis away: take the next as it comes
-		}
+		// After the gap the next publication is taken as it comes
+		// (those held meanwhile are live and follow each other); the
+		// ones after it are checked again.
+		st.known = false
 	}
 	var held []item
 	again := false
