@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/hotline-rt/hotline/auth"
 	"github.com/hotline-rt/hotline/push"
+	"github.com/hotline-rt/hotline/ws"
 )
 
 // Polling serves push sessions over HTTP requests, for clients that cannot
@@ -98,8 +98,11 @@ type Polling struct {
 	mu     sync.Mutex
 	closed bool                    // Close was called: start no goroutine
 	polls  map[string]*pollSession // live sessions opened here
-	tombs  map[string]*tombstone   // ended ones, until told, swept or evicted
-	order  list.List               // of *tombstone, oldest first
+	// namedOrigins are AllowedOrigins without "*": origins that may send
+	// credentials cross-origin.
+	namedOrigins []string
+	tombs        map[string]*tombstone // ended ones, until told, swept or evicted
+	order        list.List             // of *tombstone, oldest first
 }
 
 // pollSession is what Polling keeps per live session it opened: the
@@ -142,6 +145,11 @@ func (p *Polling) init() {
 		p.release, p.stopRelease = context.WithCancel(context.Background())
 		p.closing = make(chan struct{})
 		p.polls = make(map[string]*pollSession)
+		for _, o := range p.AllowedOrigins {
+			if o != "*" {
+				p.namedOrigins = append(p.namedOrigins, o)
+			}
+		}
 		p.tombs = make(map[string]*tombstone)
 		m := http.NewServeMux()
 		m.HandleFunc("POST /poll/open", p.open)
@@ -205,60 +213,29 @@ func (p *Polling) Sessions() (live, ended int) {
 // Waiting reports the long polls held now.
 func (p *Polling) Waiting() int { return int(p.waiting.Load()) }
 
-// cors checks the request's Origin and sets the CORS response headers for
-// an allowed foreign one. It reports whether the origin is allowed.
+// cors checks the request's Origin with ws.OriginAllowed, the rule of the
+// WebSocket handshake, and sets the CORS response headers for an allowed
+// foreign one. It reports whether the origin is allowed.
 func (p *Polling) cors(w http.ResponseWriter, r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
 		return true
 	}
-	same, ok, wildcard := matchOrigin(origin, r.Host, p.AllowedOrigins)
-	if !ok {
+	if !ws.OriginAllowed(r, p.AllowedOrigins) {
 		return false
 	}
-	if !same {
-		h := w.Header()
-		h.Set("Access-Control-Allow-Origin", origin)
-		h.Add("Vary", "Origin")
-		if !wildcard {
-			// "*" is for endpoints without ambient credentials, as for
-			// WebSocket: no cookies then.
-			h.Set("Access-Control-Allow-Credentials", "true")
-		}
+	if u, err := url.Parse(origin); err == nil && strings.EqualFold(u.Host, r.Host) {
+		return true // same origin: no CORS headers needed
+	}
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Add("Vary", "Origin")
+	// An origin allowed only by "*" gets no credentials: "*" is for
+	// endpoints without ambient credentials, as for WebSocket.
+	if ws.OriginAllowed(r, p.namedOrigins) {
+		h.Set("Access-Control-Allow-Credentials", "true")
 	}
 	return true
-}
-
-// matchOrigin mirrors the origin check of ws.Upgrade: the same host always,
-// else a pattern matched with path.Match against the whole origin or its
-// host. wildcard reports a match by "*" alone.
-func matchOrigin(origin, host string, allowed []string) (same, ok, wildcard bool) {
-	u, err := url.Parse(origin)
-	if err != nil || u.Host == "" {
-		return false, false, false
-	}
-	if strings.EqualFold(u.Host, host) {
-		return true, true, false
-	}
-	origin, h := strings.ToLower(origin), strings.ToLower(u.Host)
-	star := false
-	for _, pat := range allowed {
-		pat = strings.ToLower(pat)
-		if pat == "*" {
-			star = true
-			continue
-		}
-		if pat == origin || pat == h {
-			return false, true, false
-		}
-		if m, _ := path.Match(pat, origin); m {
-			return false, true, false
-		}
-		if m, _ := path.Match(pat, h); m {
-			return false, true, false
-		}
-	}
-	return false, star, star
 }
 
 func (p *Polling) preflight(w http.ResponseWriter, r *http.Request) {
