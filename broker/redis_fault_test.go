@@ -174,10 +174,19 @@ func (g *gatedNode) HandlePublication(p *broker.Publication) {
 // TestRedisQueueOverflow blocks the handler while publications pour in,
 // past a tiny queue: the dropped ones are repaired from history, in
 // order, and where history has none the handler is told with a gap.
+//
+// It runs with a bound on the count (4 messages) and on the bytes (about
+// 10 messages' worth).
 func TestRedisQueueOverflow(t *testing.T) {
+	t.Run("count", func(t *testing.T) { testRedisQueueOverflow(t, broker.RedisConfig{QueueSize: 4}) })
+	t.Run("bytes", func(t *testing.T) { testRedisQueueOverflow(t, broker.RedisConfig{QueueBytes: 1200}) })
+}
+
+func testRedisQueueOverflow(t *testing.T, cfg broker.RedisConfig) {
 	ctx := context.Background()
 	addr := testredis.Start(t)
-	a, err := broker.NewRedis(broker.RedisConfig{Addr: addr, QueueSize: 4})
+	cfg.Addr = addr
+	a, err := broker.NewRedis(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
