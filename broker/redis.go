@@ -38,6 +38,10 @@ type RedisConfig struct {
 	// catches up). Past it, messages are dropped and their channels are
 	// repaired from history, or reported with HandleGap. 0 means 8192.
 	QueueSize int
+	// QueueBytes bounds the payload bytes of those messages, in the
+	// queue and, separately, held; past it they are dropped and repaired
+	// the same way. 0 means 64 MiB.
+	QueueBytes int
 	// CatchUps bounds the history reads that fill gaps at one time.
 	// 0 means 8.
 	CatchUps int
@@ -52,6 +56,7 @@ type RedisConfig struct {
 const (
 	DefaultEmptyStreamTTL = 5 * time.Minute
 	DefaultQueueSize      = 8192
+	DefaultQueueBytes     = 64 << 20
 	DefaultCatchUps       = 8
 	DefaultPingInterval   = 5 * time.Second
 	// DefaultIdempotencyTTL is used for a Publish with an
@@ -130,6 +135,9 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = DefaultQueueSize
 	}
+	if cfg.QueueBytes <= 0 {
+		cfg.QueueBytes = DefaultQueueBytes
+	}
 	if cfg.CatchUps <= 0 {
 		cfg.CatchUps = DefaultCatchUps
 	}
@@ -161,7 +169,7 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 		done:    make(chan struct{}),
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
-	r.ps.init(r, cfg.QueueSize, cfg.CatchUps, cfg.PingInterval)
+	r.ps.init(r, cfg.QueueSize, cfg.QueueBytes, cfg.CatchUps, cfg.PingInterval)
 	return r, nil
 }
 

@@ -174,10 +174,19 @@ func (g *gatedNode) HandlePublication(p *broker.Publication) {
 // TestRedisQueueOverflow blocks the handler while publications pour in,
 // past a tiny queue: the dropped ones are repaired from history, in
 // order, and where history has none the handler is told with a gap.
+//
+// It runs with a bound on the count (4 messages) and on the bytes (about
+// 10 messages' worth).
 func TestRedisQueueOverflow(t *testing.T) {
+	t.Run("count", func(t *testing.T) { testRedisQueueOverflow(t, broker.RedisConfig{QueueSize: 4}) })
+	t.Run("bytes", func(t *testing.T) { testRedisQueueOverflow(t, broker.RedisConfig{QueueBytes: 1200}) })
+}
+
+func testRedisQueueOverflow(t *testing.T, cfg broker.RedisConfig) {
 	ctx := context.Background()
 	addr := testredis.Start(t)
-	a, err := broker.NewRedis(broker.RedisConfig{Addr: addr, QueueSize: 4})
+	cfg.Addr = addr
+	a, err := broker.NewRedis(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,10 +317,39 @@ func TestRedisPublishOutcome(t *testing.T) {
 // and redis-server is killed and started again without persistence. The
 // subscribing node must see every publication in order or a HandleGap
 // before each jump: no silent jump, no duplicate.
+//
+// It runs twice: with the default queue, and with a queue of 8 in front of
+// a handler that takes 200 µs per publication, so that the queue also
+// overflows under the faults.
 func TestRedisFaults(t *testing.T) {
+	t.Run("default queue", func(t *testing.T) { testRedisFaults(t, 0, 0) })
+	t.Run("small queue slow handler", func(t *testing.T) { testRedisFaults(t, 8, 200*time.Microsecond) })
+}
+
+// slowNode is a node that takes its time with each publication.
+type slowNode struct {
+	node
+	delay time.Duration
+}
+
+func (s *slowNode) HandlePublication(p *broker.Publication) {
+	time.Sleep(s.delay)
+	s.node.HandlePublication(p)
+}
+
+func testRedisFaults(t *testing.T, queueSize int, delay time.Duration) {
 	ctx := context.Background()
 	srv := testredis.StartServer(t)
-	a, na := newNode(t, srv.Addr)
+	a, err := broker.NewRedis(broker.RedisConfig{Addr: srv.Addr, QueueSize: queueSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(ctx)
+	sn := &slowNode{delay: delay}
+	if err := a.Start(sn); err != nil {
+		t.Fatal(err)
+	}
+	na := &sn.node
 	b, _ := newNode(t, srv.Addr)
 	channels := map[string]broker.PublishOptions{
 		"long":  {HistorySize: 10000},
@@ -379,16 +417,22 @@ func TestRedisFaults(t *testing.T) {
 	close(stop)
 	wg.Wait()
 
-	// Everything acknowledged has reached the node, or been told.
+	// Everything acknowledged has reached the node, or been told. A
+	// final publication that the node dropped (a full queue) and
+	// history cannot give back is replaced by another.
 	for ch, opts := range channels {
 		var last broker.Position
+		var sent time.Time
 		eventually(t, ch+" final publication", func() bool {
-			if last == (broker.Position{}) {
+			if last == (broker.Position{}) || time.Since(sent) > 500*time.Millisecond {
 				p, err := b.Publish(ctx, ch, json.RawMessage(`"last"`), nil, opts)
 				if err != nil {
 					return false
 				}
-				last = p
+				mu.Lock()
+				acked[ch] = append(acked[ch], p)
+				mu.Unlock()
+				last, sent = p, time.Now()
 			}
 			got := na.received(ch)
 			return len(got) > 0 && got[len(got)-1].Position == last
@@ -403,7 +447,7 @@ func TestRedisFaults(t *testing.T) {
 		mu.Lock()
 		n := len(acked[ch])
 		mu.Unlock()
-		fmt.Fprintf(&report, "%-6s %8d %9d %5d %7d %5d\n", ch, n+1, len(got), len(gaps), silent, dups)
+		fmt.Fprintf(&report, "%-6s %8d %9d %5d %7d %5d\n", ch, n, len(got), len(gaps), silent, dups)
 		if silent != 0 || dups != 0 {
 			t.Errorf("%s: %d silent jumps, %d duplicates", ch, silent, dups)
 		}

@@ -79,6 +79,8 @@ type pubsub struct {
 	catchUps  int              // most catch-up reads at once
 	pingEvery time.Duration    // silence after which the link is checked
 	maxHeld   int              // most messages held over all channels
+	maxBytes  int64            // most payload bytes queued, and held
+	qbytes    atomic.Int64     // payload bytes in queue
 
 	stripes [subStripes]sync.Mutex
 	seed    maphash.Seed
@@ -94,6 +96,7 @@ type pubsub struct {
 	chans   map[string]*chanState      // subscribed channel -> its fan-out state
 	waiters map[string][]chan struct{} // kind+" "+Redis channel -> (UN)SUBSCRIBEs awaiting confirmation, in order
 	held    int                        // messages held over all channels
+	hbytes  int64                      // their payload bytes
 	running int                        // catch-up reads running
 	waiting []*chanState               // catch-ups waiting for a slot, in order
 }
@@ -116,11 +119,11 @@ type item struct {
 type chanState struct {
 	channel string
 
-	// pos is the last publication handed to the handler (delivered) or,
-	// before any, the stream's top when the subscription started (then
-	// publications up to pos.Offset+1 are handed over as they come).
-	// known is false when nothing can be said: the next publication is
-	// taken as it is.
+	// pos is the last publication handed to the handler (delivered) or
+	// where the node resumes (the stream's top when the subscription
+	// started, or after a gap): publications up to pos are not handed
+	// over, the next is pos.Offset+1. known is false when nothing can be
+	// said: the next publication is taken as it is.
 	pos       Position
 	known     bool
 	delivered bool
@@ -141,8 +144,9 @@ type catchResult struct {
 	err  error
 }
 
-func (ps *pubsub) init(r *Redis, queueSize, catchUps int, pingEvery time.Duration) {
+func (ps *pubsub) init(r *Redis, queueSize, queueBytes, catchUps int, pingEvery time.Duration) {
 	ps.r = r
+	ps.maxBytes = int64(queueBytes)
 	ps.pingEvery = pingEvery
 	ps.queue = make(chan item, queueSize)
 	ps.caught = make(chan catchResult, catchUps)
@@ -290,11 +294,15 @@ func (ps *pubsub) replaceConn(old *redis.PubSub) *redis.PubSub {
 // enqueue queues it for dispatch, or drops it and marks its channel for
 // repair if the queue is full.
 func (ps *pubsub) enqueue(it item) {
-	select {
-	case ps.queue <- it:
-		return
-	default:
+	n := int64(len(it.payload))
+	if ps.qbytes.Add(n) <= ps.maxBytes {
+		select {
+		case ps.queue <- it:
+			return
+		default:
+		}
 	}
+	ps.qbytes.Add(-n)
 	ps.omu.Lock()
 	ps.overflowed[it.channel] = true
 	ps.omu.Unlock()
@@ -468,7 +476,7 @@ func (ps *pubsub) dropStateLocked(channel string, st *chanState) {
 		return
 	}
 	delete(ps.chans, channel)
-	ps.held -= len(st.held)
+	ps.unholdLocked(st.held)
 	st.held = nil
 	if i := slices.Index(ps.waiting, st); i >= 0 {
 		ps.waiting = slices.Delete(ps.waiting, i, i+1)
@@ -536,6 +544,7 @@ func (ps *pubsub) dispatch() {
 	for {
 		select {
 		case it := <-ps.queue:
+			ps.qbytes.Add(-int64(len(it.payload)))
 			ps.dispatchItem(it)
 		case res := <-ps.caught:
 			ps.caughtUp(res)
@@ -582,12 +591,21 @@ func (ps *pubsub) dispatchItem(it item) {
 // holdLocked keeps it until st's catch-up ends, or, past the bound on held
 // messages, drops it and asks for another catch-up. ps.mu is held.
 func (ps *pubsub) holdLocked(st *chanState, it item) {
-	if ps.held >= ps.maxHeld {
+	if ps.held >= ps.maxHeld || ps.hbytes+int64(len(it.payload)) > ps.maxBytes {
 		st.again, st.againReason = true, gapQueueOverflow
 		return
 	}
 	st.held = append(st.held, it)
 	ps.held++
+	ps.hbytes += int64(len(it.payload))
+}
+
+// unholdLocked takes items out of the held counts. ps.mu is held.
+func (ps *pubsub) unholdLocked(items []item) {
+	ps.held -= len(items)
+	for _, it := range items {
+		ps.hbytes -= int64(len(it.payload))
+	}
 }
 
 // needCatchUpLocked starts a catch-up of st, or asks for another one after
@@ -683,6 +701,11 @@ func (ps *pubsub) deliver(st *chanState, it item) {
 	}
 	gap := ""
 	switch {
+	case !st.known && st.delivered && p.Epoch == st.pos.Epoch && p.Offset <= st.pos.Offset:
+		// Continuity is unknown (after a gap), but this one was
+		// handed over already.
+		ps.mu.Unlock()
+		return
 	case !st.known:
 		st.pos, st.known, st.delivered = p.Position, true, true
 	case st.pos.Epoch == "":
@@ -697,12 +720,11 @@ func (ps *pubsub) deliver(st *chanState, it item) {
 		gap = gapEpochChanged
 		st.pos, st.delivered = p.Position, true
 	case p.Offset <= st.pos.Offset:
-		if st.delivered {
-			ps.mu.Unlock()
-			return // handed over by a catch-up already
-		}
-		// Published before the subscription's base was read and
-		// not handed over yet.
+		// Handed over by a catch-up already, or at or before where
+		// the node resumed (the subscription's start, or the top
+		// after a gap): whoever needs it reads it from history.
+		ps.mu.Unlock()
+		return
 	case p.Offset == st.pos.Offset+1:
 		st.pos, st.delivered = p.Position, true
 	default:
@@ -721,6 +743,7 @@ func (ps *pubsub) deliver(st *chanState, it item) {
 func (ps *pubsub) startCatchUpLocked(st *chanState, it item, reason string) {
 	st.held = append(st.held, it) // over the bound by one at most per channel
 	ps.held++
+	ps.hbytes += int64(len(it.payload))
 	ps.needCatchUpLocked(st, reason)
 }
 
@@ -747,11 +770,13 @@ func (ps *pubsub) caughtUp(cr catchResult) {
 	switch {
 	case cr.err == nil && !cr.page:
 		// Nothing was known: continuity cannot be proved unless the
-		// stream does not exist.
+		// stream does not exist (then it starts at offset 1).
 		if cr.res.Top != (Position{}) {
 			gap = st.reason
+			st.known = false
+		} else {
+			st.pos, st.known, st.delivered = Position{}, true, false
 		}
-		st.pos, st.known, st.delivered = cr.res.Top, true, false
 	case cr.err == nil:
 		for _, p := range cr.res.Publications {
 			if p.Epoch == st.pos.Epoch && p.Offset <= st.pos.Offset && st.delivered {
@@ -759,12 +784,6 @@ func (ps *pubsub) caughtUp(cr catchResult) {
 			}
 			pubs = append(pubs, p)
 			st.pos, st.delivered = p.Position, true
-		}
-		if st.pos.Epoch == "" && cr.res.Top.Epoch != "" && len(pubs) == 0 {
-			// The stream was born after the subscription and
-			// nothing is left of its start.
-			gap = gapTrimmed
-			st.pos, st.known, st.delivered = cr.res.Top, true, false
 		}
 		more = len(cr.res.Publications) == catchUpPage && st.pos.Offset < cr.res.Top.Offset
 	default:
@@ -775,12 +794,10 @@ func (ps *pubsub) caughtUp(cr catchResult) {
 		case errors.Is(cr.err, ErrEpochChanged):
 			gap = gapEpochChanged
 		}
-		if errors.Is(cr.err, ErrHistoryTrimmed) || errors.Is(cr.err, ErrEpochChanged) {
-			// Resume from the top: what comes after it is live.
-			st.pos, st.known, st.delivered = cr.res.Top, true, false
-		} else {
-			st.known = false // Redis away: take the next as it comes
-		}
+		// After the gap the next publication is taken as it comes
+		// (those held meanwhile are live and follow each other); the
+		// ones after it are checked again.
+		st.known = false
 	}
 	var held []item
 	again := false
@@ -788,7 +805,7 @@ func (ps *pubsub) caughtUp(cr catchResult) {
 		ps.scheduleLocked(st)
 	} else {
 		held, st.held = st.held, nil
-		ps.held -= len(held)
+		ps.unholdLocked(held)
 		st.catching = false
 		again, st.again = st.again, false
 		if again {
@@ -811,6 +828,9 @@ func (ps *pubsub) caughtUp(cr catchResult) {
 			rest := held[i+1:]
 			st.held = append(st.held, rest...)
 			ps.held += len(rest)
+			for _, it := range rest {
+				ps.hbytes += int64(len(it.payload))
+			}
 			ps.mu.Unlock()
 			break
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -871,5 +872,45 @@ func TestRedisHistoryMatchesMemory(t *testing.T) {
 		if got[0] != got[1] {
 			t.Fatalf("step %d, read %+v kind %d offset %d: memory %s, redis %s", i, req, kind, off, got[0], got[1])
 		}
+	}
+}
+
+// TestRedisRefreshPresenceOneRoundTrip refreshes 2,000 clients of one
+// channel and counts the commands Redis ran for it: one script call.
+func TestRedisRefreshPresenceOneRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	addr := testredis.Start(t)
+	b, _ := newNode(t, addr)
+	rc := redis.NewClient(&redis.Options{Addr: addr})
+	defer rc.Close()
+	entries := make(map[string]broker.ClientInfo, 2000)
+	for i := range 2000 {
+		id := fmt.Sprintf("s%d", i)
+		entries[id] = broker.ClientInfo{User: fmt.Sprintf("u%d", i), Client: id}
+	}
+	// Load the script once, then count.
+	if err := b.RefreshPresence(ctx, "warm", entries, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	calls := func() int {
+		info := rc.Info(ctx, "commandstats").Val()
+		n := 0
+		for _, line := range strings.Split(info, "\n") {
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_evalsha:calls="); ok {
+				n, _ = strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+			}
+		}
+		return n
+	}
+	before := calls()
+	if err := b.RefreshPresence(ctx, "room", entries, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if d := calls() - before; d != 1 {
+		t.Fatalf("refreshing 2,000 clients took %d script calls", d)
+	}
+	got, err := b.Presence(ctx, "room")
+	if err != nil || len(got) != 2000 || got["s7"] != entries["s7"] {
+		t.Fatalf("presence %d %v", len(got), err)
 	}
 }
