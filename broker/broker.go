@@ -2,6 +2,8 @@ package broker
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"time"
@@ -153,4 +155,18 @@ type Broker interface {
 
 	// Close stops fan-out and releases resources.
 	Close(ctx context.Context) error
+}
+
+// maxIdemKey is the longest idempotency key a broker stores as it is; a
+// longer one is stored as its SHA-256, so what a client sends does not
+// decide how much a broker keeps per key.
+const maxIdemKey = 64
+
+// idemID is the form of an idempotency key that a broker stores.
+func idemID(key string) string {
+	if len(key) <= maxIdemKey {
+		return key
+	}
+	sum := sha256.Sum256([]byte(key))
+	return "sha256:" + hex.EncodeToString(sum[:])
 }

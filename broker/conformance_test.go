@@ -474,6 +474,21 @@ func testBroker(t *testing.T, newBroker func(t *testing.T) (broker.Broker, *node
 		if wrong.Load() != 0 {
 			t.Fatalf("%d concurrent retries got another answer", wrong.Load())
 		}
+		// A long key works the same (a broker may store its hash).
+		long := opts
+		long.IdempotencyKey = strings.Repeat("k", 10000)
+		lp, err := b.Publish(ctx, "long", json.RawMessage(`"long"`), nil, long)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again, err := b.Publish(ctx, "long", json.RawMessage(`"long"`), nil, long); err != nil || again != lp {
+			t.Fatalf("long key: %+v then %+v %v", lp, again, err)
+		}
+		long.IdempotencyKey = strings.Repeat("k", 9999) + "j"
+		if other, err := b.Publish(ctx, "long", json.RawMessage(`"long"`), nil, long); err != nil || other.Offset != lp.Offset+1 {
+			t.Fatalf("another long key: %+v after %+v %v", other, lp, err)
+		}
+
 		// Another key, or the same key on another channel, publishes.
 		opts.IdempotencyKey = "k2"
 		second, err := b.Publish(ctx, "i", json.RawMessage(`"two"`), nil, opts)

@@ -236,9 +236,11 @@ func (m *Memory) Publish(ctx context.Context, channel string, data json.RawMessa
 	h, subscribed := m.handler, m.subs[channel] > 0
 	m.mu.RUnlock()
 	now := time.Now()
+	idem := ""
 	if opts.IdempotencyKey != "" {
+		idem = idemID(opts.IdempotencyKey)
 		st.trimIdem(now, 0)
-		if e, ok := st.idem[opts.IdempotencyKey]; ok && now.Before(e.expires) {
+		if e, ok := st.idem[idem]; ok && now.Before(e.expires) {
 			return e.pos, nil
 		}
 	}
@@ -260,7 +262,7 @@ func (m *Memory) Publish(ctx context.Context, channel string, data json.RawMessa
 		st.pubs, st.bytes = nil, 0
 	}
 	st.trim(now)
-	if k := opts.IdempotencyKey; k != "" {
+	if k := idem; k != "" {
 		ttl := opts.IdempotencyTTL
 		if ttl <= 0 {
 			ttl = DefaultIdempotencyTTL

@@ -183,7 +183,7 @@ func (r *Redis) evChannel(channel string) string   { return r.prefix + "ev:" + c
 // the channel's length keeps channel "a:b" with key "c" apart from channel
 // "a" with key "b:c".
 func (r *Redis) idemKey(channel, key string) string {
-	return r.prefix + "idem:" + strconv.Itoa(len(channel)) + ":" + channel + ":" + key
+	return r.prefix + "idem:" + strconv.Itoa(len(channel)) + ":" + channel + ":" + idemID(key)
 }
 
 func (r *Redis) isClosed() bool {

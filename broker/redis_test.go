@@ -776,6 +776,17 @@ func TestRedisIdempotencyAcrossNodes(t *testing.T) {
 	if res, _ := a.History(ctx, "x", broker.HistoryRequest{Limit: -1}); len(res.Publications) != 1 {
 		t.Fatalf("history %s", offs(res.Publications))
 	}
+	// A long key is stored as its hash: the client does not decide the
+	// size of what Redis keeps.
+	opts.IdempotencyKey = strings.Repeat("k", 100000)
+	if _, err := a.Publish(ctx, "x", json.RawMessage(`2`), nil, opts); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range rc.Keys(ctx, "hotline:idem:*").Val() {
+		if len(k) > 200 {
+			t.Fatalf("idempotency key of %d bytes stored", len(k))
+		}
+	}
 }
 
 // TestRedisHistoryBytesAfterExpiry: the byte count of a history that
