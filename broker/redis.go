@@ -74,7 +74,7 @@ const (
 // hotline:history:<channel> (a list of publications, oldest first),
 // hotline:presence:<channel> (a hash of client id to {info, expires}) and
 // hotline:idem:<len(channel)>:<channel>:<key> (the position of a publication
-// by idempotency key); Pub/Sub channels are hotline:pub:<channel> and
+// by idempotency key; a key longer than 64 bytes as its SHA-256); Pub/Sub channels are hotline:pub:<channel> and
 // hotline:ev:<channel>. Reads create no key.
 //
 // Times (publication times, presence expiry) come from the Redis server's
@@ -87,7 +87,8 @@ const (
 // Calls that need the server (Publish, History, presence, a first
 // Subscribe) fail with its error; a Publish error wraps ErrOutcomeUnknown
 // when the command may have reached the server. The Pub/Sub connection
-// reconnects and subscribes again by itself (go-redis). Each channel is
+// reconnects and subscribes again by itself (go-redis); one that went
+// silent without closing is found by a PING (PingInterval) and replaced. Each channel is
 // then caught up from history, on its own, while the others keep flowing:
 // the publications this node missed are handed to the Handler first, so
 // it sees each once and in offset order. When history cannot fill the hole

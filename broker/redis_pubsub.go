@@ -24,8 +24,10 @@ import (
 // Ownership:
 //   - receive (one goroutine) owns the reads of the Pub/Sub connection. It
 //     never blocks on anything but the socket: it confirms (UN)SUBSCRIBEs
-//     to their waiters and puts messages on a bounded queue; when the queue
-//     is full it drops the message and marks its channel overflowed.
+//     to their waiters and puts messages on a queue bounded in count and
+//     bytes; when the queue is full it drops the message and marks its
+//     channel overflowed. It also checks a silent link with PING and
+//     replaces a dead one.
 //   - dispatch (one goroutine) is the only caller of the Handler and the
 //     only writer of a chanState's delivery fields (pos, held, catching).
 //     It never does network I/O: a channel that needs catching up gets a
@@ -119,11 +121,12 @@ type item struct {
 type chanState struct {
 	channel string
 
-	// pos is the last publication handed to the handler (delivered) or
-	// where the node resumes (the stream's top when the subscription
-	// started, or after a gap): publications up to pos are not handed
-	// over, the next is pos.Offset+1. known is false when nothing can be
-	// said: the next publication is taken as it is.
+	// pos is the last publication handed to the handler (delivered) or,
+	// before any, the stream's top when the subscription started:
+	// publications up to pos are not handed over, the next is
+	// pos.Offset+1. known is false when continuity cannot be checked (no
+	// top was read, or a gap was just reported): the next publication is
+	// taken as it comes, unless it was handed over already.
 	pos       Position
 	known     bool
 	delivered bool
