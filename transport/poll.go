@@ -9,16 +9,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
-	"path"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hotline-rt/hotline/auth"
 	"github.com/hotline-rt/hotline/push"
+	"github.com/hotline-rt/hotline/ws"
 )
 
 // Polling serves push sessions over HTTP requests, for clients that cannot
@@ -82,6 +80,7 @@ type Polling struct {
 	OnDeliver func(transport string, published time.Time)
 
 	initOnce sync.Once
+	named    []string // AllowedOrigins but "*"
 	mux      *http.ServeMux
 	log      *slog.Logger
 	waiting  atomic.Int64
@@ -141,6 +140,11 @@ func (p *Polling) init() {
 		}
 		p.release, p.stopRelease = context.WithCancel(context.Background())
 		p.closing = make(chan struct{})
+		for _, o := range p.AllowedOrigins {
+			if o != "*" {
+				p.named = append(p.named, o)
+			}
+		}
 		p.polls = make(map[string]*pollSession)
 		p.tombs = make(map[string]*tombstone)
 		m := http.NewServeMux()
@@ -205,60 +209,26 @@ func (p *Polling) Sessions() (live, ended int) {
 // Waiting reports the long polls held now.
 func (p *Polling) Waiting() int { return int(p.waiting.Load()) }
 
-// cors checks the request's Origin and sets the CORS response headers for
-// an allowed foreign one. It reports whether the origin is allowed.
+// cors checks the request's Origin with the rule of the WebSocket
+// handshake (ws.OriginAllowed) and sets the CORS response headers for an
+// allowed foreign one. It reports whether the origin is allowed.
 func (p *Polling) cors(w http.ResponseWriter, r *http.Request) bool {
 	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
+	if origin == "" || ws.OriginAllowed(r, nil) {
+		return true // no Origin, or the same origin: no CORS
 	}
-	same, ok, wildcard := matchOrigin(origin, r.Host, p.AllowedOrigins)
-	if !ok {
+	if !ws.OriginAllowed(r, p.AllowedOrigins) {
 		return false
 	}
-	if !same {
-		h := w.Header()
-		h.Set("Access-Control-Allow-Origin", origin)
-		h.Add("Vary", "Origin")
-		if !wildcard {
-			// "*" is for endpoints without ambient credentials, as for
-			// WebSocket: no cookies then.
-			h.Set("Access-Control-Allow-Credentials", "true")
-		}
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Add("Vary", "Origin")
+	if ws.OriginAllowed(r, p.named) {
+		// Named, not only allowed by "*", which is for endpoints
+		// without ambient credentials, as for WebSocket: no cookies.
+		h.Set("Access-Control-Allow-Credentials", "true")
 	}
 	return true
-}
-
-// matchOrigin mirrors the origin check of ws.Upgrade: the same host always,
-// else a pattern matched with path.Match against the whole origin or its
-// host. wildcard reports a match by "*" alone.
-func matchOrigin(origin, host string, allowed []string) (same, ok, wildcard bool) {
-	u, err := url.Parse(origin)
-	if err != nil || u.Host == "" {
-		return false, false, false
-	}
-	if strings.EqualFold(u.Host, host) {
-		return true, true, false
-	}
-	origin, h := strings.ToLower(origin), strings.ToLower(u.Host)
-	star := false
-	for _, pat := range allowed {
-		pat = strings.ToLower(pat)
-		if pat == "*" {
-			star = true
-			continue
-		}
-		if pat == origin || pat == h {
-			return false, true, false
-		}
-		if m, _ := path.Match(pat, origin); m {
-			return false, true, false
-		}
-		if m, _ := path.Match(pat, h); m {
-			return false, true, false
-		}
-	}
-	return false, star, star
 }
 
 func (p *Polling) preflight(w http.ResponseWriter, r *http.Request) {
