@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,7 +82,6 @@ type Polling struct {
 	OnDeliver func(transport string, published time.Time)
 
 	initOnce sync.Once
-	named    []string // AllowedOrigins but "*"
 	mux      *http.ServeMux
 	log      *slog.Logger
 	waiting  atomic.Int64
@@ -97,8 +98,11 @@ type Polling struct {
 	mu     sync.Mutex
 	closed bool                    // Close was called: start no goroutine
 	polls  map[string]*pollSession // live sessions opened here
-	tombs  map[string]*tombstone   // ended ones, until told, swept or evicted
-	order  list.List               // of *tombstone, oldest first
+	// namedOrigins are AllowedOrigins without "*": origins that may send
+	// credentials cross-origin.
+	namedOrigins []string
+	tombs        map[string]*tombstone // ended ones, until told, swept or evicted
+	order        list.List             // of *tombstone, oldest first
 }
 
 // pollSession is what Polling keeps per live session it opened: the
@@ -140,12 +144,12 @@ func (p *Polling) init() {
 		}
 		p.release, p.stopRelease = context.WithCancel(context.Background())
 		p.closing = make(chan struct{})
+		p.polls = make(map[string]*pollSession)
 		for _, o := range p.AllowedOrigins {
 			if o != "*" {
-				p.named = append(p.named, o)
+				p.namedOrigins = append(p.namedOrigins, o)
 			}
 		}
-		p.polls = make(map[string]*pollSession)
 		p.tombs = make(map[string]*tombstone)
 		m := http.NewServeMux()
 		m.HandleFunc("POST /poll/open", p.open)
@@ -209,23 +213,26 @@ func (p *Polling) Sessions() (live, ended int) {
 // Waiting reports the long polls held now.
 func (p *Polling) Waiting() int { return int(p.waiting.Load()) }
 
-// cors checks the request's Origin with the rule of the WebSocket
-// handshake (ws.OriginAllowed) and sets the CORS response headers for an
-// allowed foreign one. It reports whether the origin is allowed.
+// cors checks the request's Origin with ws.OriginAllowed, the rule of the
+// WebSocket handshake, and sets the CORS response headers for an allowed
+// foreign one. It reports whether the origin is allowed.
 func (p *Polling) cors(w http.ResponseWriter, r *http.Request) bool {
 	origin := r.Header.Get("Origin")
-	if origin == "" || ws.OriginAllowed(r, nil) {
-		return true // no Origin, or the same origin: no CORS
+	if origin == "" {
+		return true
 	}
 	if !ws.OriginAllowed(r, p.AllowedOrigins) {
 		return false
 	}
+	if u, err := url.Parse(origin); err == nil && strings.EqualFold(u.Host, r.Host) {
+		return true // same origin: no CORS headers needed
+	}
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", origin)
 	h.Add("Vary", "Origin")
-	if ws.OriginAllowed(r, p.named) {
-		// Named, not only allowed by "*", which is for endpoints
-		// without ambient credentials, as for WebSocket: no cookies.
+	// An origin allowed only by "*" gets no credentials: "*" is for
+	// endpoints without ambient credentials, as for WebSocket.
+	if ws.OriginAllowed(r, p.namedOrigins) {
 		h.Set("Access-Control-Allow-Credentials", "true")
 	}
 	return true

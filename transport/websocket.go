@@ -75,8 +75,12 @@ func (t *WebSocket) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	opts := t.Accept
 	opts.Subprotocols = Subprotocols
 	opts.WriteTimeout = t.writeTimeout()
+	// Counted before the 101 goes out, so that Wait never misses a
+	// connection whose client already believes it is open.
+	t.add()
 	c, err := ws.Upgrade(w, r, &opts)
 	if err != nil {
+		t.done()
 		if resumed {
 			s.Detach()
 		} else {
@@ -85,7 +89,6 @@ func (t *WebSocket) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		t.log().Debug("websocket: upgrade refused", "err", err, "remote", r.RemoteAddr)
 		return
 	}
-	t.add()
 	go t.serve(c, s)
 }
 
