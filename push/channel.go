@@ -15,15 +15,21 @@ import (
 // publications (see subscribe).
 //
 // Locks: Engine.hubsMu guards the map of hubs and refs, and is held for map
-// operations only. op orders this channel's broker Subscribe and Unsubscribe
-// calls (network I/O) and is never taken on the publication path. mu guards
-// the subscribers and is never held across network I/O or a wait.
+// operations only. smu guards the state of the node's broker subscription
+// of the channel; the broker's Subscribe and Unsubscribe run with no lock
+// held, one at a time per channel (busy), and whoever needs the channel
+// meanwhile waits for busy, bounded by its ctx, and shares the outcome. mu
+// guards the subscribers. Neither smu nor mu is ever held across network
+// I/O or a wait; smu is never taken on the publication path.
 type hub struct {
 	channel string
 	refs    int // local subscriptions holding the hub; under Engine.hubsMu
 
-	op         sync.Mutex
-	subscribed bool // the node holds a broker subscription; under op
+	smu        sync.Mutex
+	subscribed bool          // the node holds a broker subscription
+	busy       chan struct{} // a broker call is in flight; closed when it ends
+	busySub    bool          // that call is a Subscribe
+	subErr     error         // outcome of the last Subscribe, for its waiters
 
 	mu   sync.Mutex
 	subs []*subscription
@@ -104,9 +110,10 @@ func (e *Engine) brokerCtx(ctx context.Context) (context.Context, context.Cancel
 
 // acquireHub returns channel's hub, subscribing this node to the channel at
 // the broker when it holds no subscription yet. The engine-wide map is held
-// only to find the hub and count the reference; the broker call runs under
-// the hub's op lock, which orders it against this channel's Unsubscribe
-// and holds up nothing else.
+// only to find the hub and count the reference. A Subscribe already in
+// flight for the channel is waited for (bounded by ctx) and its outcome
+// shared: when the broker does not answer, every subscriber of the channel
+// fails after one BrokerTimeout, not one after another.
 func (e *Engine) acquireHub(ctx context.Context, channel string) (*hub, error) {
 	e.hubsMu.Lock()
 	h := e.hubs[channel]
@@ -117,78 +124,116 @@ func (e *Engine) acquireHub(ctx context.Context, channel string) (*hub, error) {
 	h.refs++
 	e.hubsMu.Unlock()
 
-	h.op.Lock()
-	defer h.op.Unlock()
-	if h.subscribed {
+	for {
+		h.smu.Lock()
+		if busy := h.busy; busy != nil {
+			waitedSub := h.busySub
+			h.smu.Unlock()
+			select {
+			case <-busy:
+			case <-ctx.Done():
+				e.releaseHub(ctx, h)
+				return nil, fmt.Errorf("push: broker subscribe %s: %w", channel, ctx.Err())
+			}
+			if waitedSub {
+				h.smu.Lock()
+				subscribed, err := h.subscribed, h.subErr
+				h.smu.Unlock()
+				if !subscribed && err != nil {
+					e.releaseHub(ctx, h)
+					return nil, fmt.Errorf("push: broker subscribe %s: %w", channel, err)
+				}
+			}
+			continue
+		}
+		if h.subscribed {
+			h.smu.Unlock()
+			return h, nil
+		}
+		busy := make(chan struct{})
+		h.busy, h.busySub = busy, true
+		h.smu.Unlock()
+
+		bctx, cancel := e.brokerCtx(ctx)
+		err := e.broker.Subscribe(bctx, channel)
+		cancel()
+
+		h.smu.Lock()
+		h.subscribed, h.subErr, h.busy = err == nil, err, nil
+		close(busy)
+		h.smu.Unlock()
+		if err != nil {
+			e.releaseHub(ctx, h)
+			return nil, fmt.Errorf("push: broker subscribe %s: %w", channel, err)
+		}
 		return h, nil
 	}
-	bctx, cancel := e.brokerCtx(ctx)
-	err := e.broker.Subscribe(bctx, channel)
-	cancel()
-	if err != nil {
-		e.unref(h)
-		return nil, fmt.Errorf("push: broker subscribe %s: %w", channel, err)
-	}
-	h.subscribed = true
-	return h, nil
-}
-
-// unref drops a reference to h and forgets h once nobody holds it. h.op is
-// held and h is not subscribed at the broker, or its last holder is
-// unsubscribing it.
-func (e *Engine) unref(h *hub) {
-	e.hubsMu.Lock()
-	h.refs--
-	if h.refs == 0 && e.hubs[h.channel] == h {
-		delete(e.hubs, h.channel)
-	}
-	e.hubsMu.Unlock()
 }
 
 // releaseHub undoes one acquireHub; the last one unsubscribes the node.
 // A hub stays in the map until its Unsubscribe has returned, so a new
-// subscriber of the channel finds it and waits on its op lock: the
-// broker's Subscribe and Unsubscribe of one channel never overlap.
+// subscriber of the channel finds it, waits for the Unsubscribe and
+// subscribes again: the broker's Subscribe and Unsubscribe of one channel
+// never overlap. The Unsubscribe is bounded by BrokerTimeout, not by ctx,
+// which may have ended (an abandoned request must not leave the node
+// subscribed).
 func (e *Engine) releaseHub(ctx context.Context, h *hub) {
 	e.hubsMu.Lock()
-	last := h.refs == 1
-	if !last {
-		h.refs--
-	}
-	e.hubsMu.Unlock()
-	if !last {
-		return
-	}
-	h.op.Lock()
-	defer h.op.Unlock()
-	e.hubsMu.Lock()
 	h.refs--
-	idle := h.refs == 0
+	last := h.refs == 0
 	e.hubsMu.Unlock()
-	if !idle || !h.subscribed {
-		// Taken again meanwhile: the new holder keeps the subscription.
-		if idle {
-			e.forget(h)
-		}
+	if !last {
 		return
 	}
-	bctx, cancel := e.brokerCtx(ctx)
-	err := e.broker.Unsubscribe(bctx, h.channel)
-	cancel()
-	if err != nil {
-		e.log.Warn("broker unsubscribe failed", slog.String("channel", h.channel), slog.Any("err", err))
+	for {
+		h.smu.Lock()
+		if busy := h.busy; busy != nil {
+			h.smu.Unlock()
+			<-busy // bounded by BrokerTimeout
+			continue
+		}
+		e.hubsMu.Lock()
+		if h.refs > 0 { // taken again: the new holder keeps it
+			e.hubsMu.Unlock()
+			h.smu.Unlock()
+			return
+		}
+		if !h.subscribed {
+			e.forgetLocked(h)
+			e.hubsMu.Unlock()
+			h.smu.Unlock()
+			return
+		}
+		e.hubsMu.Unlock()
+		busy := make(chan struct{})
+		h.busy, h.busySub = busy, false
+		h.smu.Unlock()
+
+		bctx, cancel := e.brokerCtx(context.WithoutCancel(ctx))
+		err := e.broker.Unsubscribe(bctx, h.channel)
+		cancel()
+		if err != nil {
+			e.log.Warn("broker unsubscribe failed", slog.String("channel", h.channel), slog.Any("err", err))
+		}
+
+		h.smu.Lock()
+		h.subscribed, h.busy = false, nil
+		close(busy)
+		e.hubsMu.Lock()
+		if h.refs == 0 {
+			e.forgetLocked(h)
+		}
+		e.hubsMu.Unlock()
+		h.smu.Unlock()
+		return
 	}
-	h.subscribed = false
-	e.forget(h)
 }
 
-// forget removes h from the map if nobody took it meanwhile. h.op is held.
-func (e *Engine) forget(h *hub) {
-	e.hubsMu.Lock()
+// forgetLocked removes h from the map if nobody holds it. hubsMu is held.
+func (e *Engine) forgetLocked(h *hub) {
 	if h.refs == 0 && e.hubs[h.channel] == h {
 		delete(e.hubs, h.channel)
 	}
-	e.hubsMu.Unlock()
 }
 
 // subscribe adds s to channel. reply, if not nil, builds the reply to queue

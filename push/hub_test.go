@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -250,4 +251,52 @@ func TestResubscribeWaitsForUnsubscribe(t *testing.T) {
 	if _, pushes := c.subscribeTail(); len(pushes) != 1 {
 		t.Fatalf("resubscribed session got %d publications", len(pushes))
 	}
+}
+
+// TestSubscribeFailureShared: when the broker does not answer, the
+// subscribers of one channel wait for the one Subscribe in flight and share
+// its failure: all fail after one BrokerTimeout, with one broker call, not
+// one timeout after another.
+func TestSubscribeFailureShared(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var calls atomic.Int64
+		b := &hookBroker{Memory: broker.NewMemory()}
+		b.onSubscribe = func(ctx context.Context, channel string) error {
+			calls.Add(1)
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		const timeout = 3 * time.Second
+		e, err := New(Config{Broker: b, Namespaces: gapNS, BrokerTimeout: timeout})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer e.Shutdown(context.Background())
+		start := time.Now()
+		var wg sync.WaitGroup
+		for i := range 10 {
+			c := connect(t, e, ProtocolSuperchat, fmt.Sprint("u", i))
+			wg.Go(func() {
+				if m := c.request(`{"id":1,"op":"subscribe","channel":"g:x"}`); m.Error == nil || m.Error.Code != 500 {
+					t.Errorf("reply %+v", m)
+				}
+				if d := time.Since(start); d != timeout {
+					t.Errorf("failed after %v, want %v", d, timeout)
+				}
+			})
+		}
+		wg.Wait()
+		if n := calls.Load(); n != 1 {
+			t.Fatalf("%d broker Subscribe calls, want 1", n)
+		}
+		if e.hub("g:x") != nil {
+			t.Fatal("hub left behind")
+		}
+		// The broker answers again: the next subscribe succeeds.
+		b.onSubscribe = nil
+		c := connect(t, e, ProtocolSuperchat, "late")
+		if m := c.request(`{"id":1,"op":"subscribe","channel":"g:x"}`); m.Error != nil {
+			t.Fatalf("after recovery: %+v", m)
+		}
+	})
 }

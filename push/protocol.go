@@ -310,7 +310,7 @@ func (e *Engine) HistoryPage(ctx context.Context, channel string, req broker.His
 	if limit > 0 {
 		req.Limit = limit + 1 // one more says whether there is more
 	}
-	res, err := e.broker.History(ctx, channel, req)
+	res, err := e.history(ctx, channel, req)
 	page := HistoryPage{Top: res.Top}
 	if err != nil {
 		return page, err
@@ -434,7 +434,9 @@ func (e *Engine) Presence(ctx context.Context, channel string) ([]PresenceClient
 	if !ns.Presence {
 		return nil, fmt.Errorf("%w for %s", ErrPresenceDisabled, channel)
 	}
-	m, err := e.broker.Presence(ctx, channel)
+	bctx, cancel := e.brokerCtx(ctx)
+	m, err := e.broker.Presence(bctx, channel)
+	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("push: presence of %s: %w", channel, err)
 	}

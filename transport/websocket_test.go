@@ -70,12 +70,13 @@ func dialWS(t *testing.T, srv *httptest.Server, path, user string, opts *ws.Dial
 
 // TestSilentClientOutlivesWriteTimeout: a receive-only chat client that
 // never writes a frame of its own (it answers pings, as browsers do) in a
-// quiet room stays connected for 15 keepalive periods, 7 write timeouts,
-// and then receives a message. The transport's write bound used to be a
+// quiet room stays connected for 12 keepalive periods, 6 write timeouts,
+// and then receives a message. (200 ms periods: shorter ones let a
+// scheduling hiccup under -race on a busy machine pass for a lost pong.) The transport's write bound used to be a
 // socket deadline set per batch and never cleared: the first keepalive
 // ping after it had passed failed and the client was dropped.
 func TestSilentClientOutlivesWriteTimeout(t *testing.T) {
-	const keepAlive, writeTimeout = 100 * time.Millisecond, 200 * time.Millisecond
+	const keepAlive, writeTimeout = 200 * time.Millisecond, 400 * time.Millisecond
 	srv, _ := newWSServer(t, &WebSocket{
 		Accept:       ws.AcceptOptions{KeepAlive: keepAlive},
 		WriteTimeout: writeTimeout,
@@ -125,7 +126,7 @@ func TestSilentClientOutlivesWriteTimeout(t *testing.T) {
 	select {
 	case err := <-readErr:
 		t.Fatalf("silent client dropped while idle: %v", err)
-	case <-time.After(15 * keepAlive):
+	case <-time.After(12 * keepAlive):
 	}
 	await("still there?")
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -48,7 +49,16 @@ type AcceptOptions struct {
 	// Compression enables permessage-deflate (RFC 7692) when the client
 	// offers it; nil disables it.
 	Compression *CompressionOptions
+
+	// MaxHeaderBytes bounds the request head that AcceptConn reads (the
+	// request line and headers); a larger one gets 431. 0 means 16 KiB.
+	// Upgrade leaves this to http.Server.MaxHeaderBytes.
+	MaxHeaderBytes int
 }
+
+// defaultMaxHeaderBytes bounds AcceptConn's request head by default: a
+// browser's handshake with cookies fits well within it.
+const defaultMaxHeaderBytes = 16 << 10
 
 // CompressionOptions configures permessage-deflate.
 type CompressionOptions struct {
@@ -108,10 +118,21 @@ func AcceptConn(nc net.Conn, opts *AcceptOptions) (*Conn, error) {
 	if opts == nil {
 		opts = &AcceptOptions{}
 	}
-	br := bufio.NewReaderSize(nc, bufSize)
+	limit := opts.MaxHeaderBytes
+	if limit <= 0 {
+		limit = defaultMaxHeaderBytes
+	}
+	// The limit covers what the handshake reads; frames that follow it
+	// are read from nc itself (adoptBuffered takes what br holds).
+	lr := &io.LimitedReader{R: nc, N: int64(limit)}
+	br := bufio.NewReaderSize(lr, bufSize)
 	r, err := http.ReadRequest(br)
 	if err != nil {
-		writeHTTPError(nc, http.StatusBadRequest, "malformed HTTP request")
+		status, reason := http.StatusBadRequest, "malformed HTTP request"
+		if lr.N == 0 {
+			status, reason = http.StatusRequestHeaderFieldsTooLarge, "request head larger than "+itoa(limit)+" bytes"
+		}
+		writeHTTPError(nc, status, reason)
 		nc.Close()
 		return nil, fmt.Errorf("ws: read handshake request: %w", err)
 	}

@@ -506,8 +506,10 @@ func TestDeflateZipBomb(t *testing.T) {
 				}
 				got <- err
 			})
-			nc, br := rawClientHeader(t, srv, deflateOffer)
+			// Compress before connecting: the connection's read deadline
+			// should not include it (seconds under the race detector).
 			z := deflateRaw(t, make([]byte, 64<<20)) // 64 MiB of zeros, about 64 KiB compressed
+			nc, br := rawClientHeader(t, srv, deflateOffer)
 			nc.Write(clientFrame(bitFin|bitRsv1|byte(opBinary), z))
 			h, p := readServerFrame(t, br)
 			if code, _, _ := parseClosePayload(p); h.op != opClose || code != StatusMessageTooBig {

@@ -2,6 +2,7 @@ package ws_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -24,11 +25,11 @@ func ExampleUpgrade() {
 		defer c.CloseNow()
 		var buf []byte
 		for {
-			op, msg, err := c.ReadMessage(r.Context(), buf[:0])
+			typ, msg, err := c.ReadMessage(r.Context(), buf[:0])
 			if err != nil {
 				return
 			}
-			if err := c.WriteMessage(r.Context(), op, msg); err != nil {
+			if err := c.WriteMessage(r.Context(), typ, msg); err != nil {
 				return
 			}
 			buf = msg
@@ -49,6 +50,35 @@ func ExampleUpgrade() {
 	// Output:
 	// hello over chat
 	// <nil>
+}
+
+// A call's ctx bounds that call: a read that times out closes the
+// connection (a frame may have been half read), and a call that succeeds
+// leaves nothing behind for the next one.
+func ExampleConn_ReadMessage_timeout() {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := ws.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		c.ReadMessage(context.Background(), nil) // sends nothing, waits for the end
+	}))
+	defer srv.Close()
+	c, _, err := ws.Dial(context.Background(), "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, _, err = c.ReadMessage(ctx, nil)
+	fmt.Println(errors.Is(err, context.DeadlineExceeded))
+	<-c.Done()
+	fmt.Println("closed")
+	// Output:
+	// true
+	// closed
 }
 
 // A refused handshake tells the client why.

@@ -171,6 +171,20 @@ func TestHandshakeRefusals(t *testing.T) {
 	}
 }
 
+// TestAcceptConnHeaderLimit: AcceptConn reads at most MaxHeaderBytes
+// (16 KiB by default) of request head; a larger one gets 431.
+func TestAcceptConnHeaderLimit(t *testing.T) {
+	addr := rawAcceptServer(t, nil)
+	big := handshakeRequest("GET", "HTTP/1.1", map[string]string{"Cookie": strings.Repeat("a", 20<<10)})
+	if resp := roundTrip(t, addr, big); resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("status %d, want 431", resp.StatusCode)
+	}
+	fits := handshakeRequest("GET", "HTTP/1.1", map[string]string{"Cookie": strings.Repeat("a", 12<<10)})
+	if resp := roundTrip(t, addr, fits); resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d for a 12 KiB head, want 101", resp.StatusCode)
+	}
+}
+
 func TestAcceptMalformedRequest(t *testing.T) {
 	addr := rawAcceptServer(t, nil)
 	resp := roundTrip(t, addr, "NOT HTTP AT ALL\r\n\r\n")
