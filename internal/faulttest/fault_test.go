@@ -30,13 +30,17 @@ var (
 // Test parameters.
 const (
 	apiKey       = "faulttest-key"
-	namespace    = "fault:history=1000,ttl=10m"
+	// fault: keeps enough history to recover from every fault; short:
+	// keeps so little that a node or client cut off for a second or two
+	// cannot catch up, which it must then say.
+	nsLong  = "fault:history=1000,ttl=10m"
+	nsShort = "short:history=50,ttl=10m"
 	pollInterval = 500 * time.Millisecond // ajax polling
 	drainTimeout = 30 * time.Second       // how long subscribers may take to catch up at the end
 	quietTime    = 3 * time.Second        // publishing without faults before the end
 )
 
-var channels = []string{"fault:a", "fault:b"}
+var channels = []string{"fault:a", "fault:b", "short:c"}
 
 // harness runs one fault test: Redis, two nodes, subscribers, a publisher.
 type harness struct {
@@ -55,7 +59,9 @@ type harness struct {
 	phases []phase
 }
 
-func newHarness(t *testing.T, seed uint64) *harness {
+// newHarness starts Redis and the nodes. Logs and the table go to
+// build/faulttest/<dir>.
+func newHarness(t *testing.T, seed uint64, dir string) *harness {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("faulttest: builds the binary and runs Redis for a minute or more; skipped with -short")
@@ -67,7 +73,7 @@ func newHarness(t *testing.T, seed uint64) *harness {
 		t.Skipf("faulttest: %s not found: %v", redisBinary, err)
 	}
 	root := repoRoot(t)
-	h := &harness{t: t, seed: seed, outDir: filepath.Join(root, "build", "faulttest", t.Name())}
+	h := &harness{t: t, seed: seed, outDir: filepath.Join(root, "build", "faulttest", dir)}
 	if err := os.RemoveAll(h.outDir); err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +81,9 @@ func newHarness(t *testing.T, seed uint64) *harness {
 		t.Fatal(err)
 	}
 	tmp := t.TempDir()
+	built := time.Now()
 	bin := buildBinary(t, root, tmp)
+	t.Logf("built cmd/hotline in %.1fs", time.Since(built).Seconds())
 	portRNG := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid())))
 
 	rp, err := freePort(portRNG)
@@ -107,7 +115,7 @@ func newHarness(t *testing.T, seed uint64) *harness {
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(np))
 		n := &node{proc: p, addr: addr, bin: bin, args: []string{"serve",
 			"-addr", addr, "-broker", "redis", "-redis-addr", h.redis.addr,
-			"-api-key", apiKey, "-namespace", namespace, "-shutdown-timeout", "1s"}}
+			"-api-key", apiKey, "-namespace", nsLong, "-namespace", nsShort, "-shutdown-timeout", "1s"}}
 		if err := n.startNode(); err != nil {
 			t.Fatal(err)
 		}
@@ -259,7 +267,7 @@ func (h *harness) run(faults func(ctx context.Context)) {
 	subs := make([]*subscriber, *flagSubs)
 	for i := range subs {
 		s := &subscriber{
-			id: i, transport: transports[i%len(transports)], channel: channels[i%len(channels)],
+			id: i, transport: transports[i%len(transports)], channel: channels[(i/len(transports))%len(channels)],
 			urls: urls, hc: h.hc, t0: h.t0, recoverOnGap: true, pollInterval: pollInterval,
 			rng: rand.New(rand.NewPCG(h.seed, uint64(i))),
 		}
@@ -462,7 +470,7 @@ func gitHead() string {
 
 // TestFaultScripted injects each fault once, in a fixed order.
 func TestFaultScripted(t *testing.T) {
-	h := newHarness(t, 1)
+	h := newHarness(t, 1, t.Name())
 	h.run(func(ctx context.Context) {
 		h.sleep(ctx, 4*time.Second)
 		h.killNode(ctx, 0, time.Second)
@@ -492,7 +500,7 @@ func TestFaultRandom(t *testing.T) {
 		seed = uint64(time.Now().UnixNano())
 	}
 	t.Logf("seed %d (replay: go test ./internal/faulttest -run TestFaultRandom -fault.seed=%d -fault.duration=%v)", seed, seed, *flagDuration)
-	h := newHarness(t, seed)
+	h := newHarness(t, seed, fmt.Sprintf("%s-%d", t.Name(), seed))
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 	h.run(func(ctx context.Context) {
 		h.sleep(ctx, 2*time.Second)
