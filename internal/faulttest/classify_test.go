@@ -144,7 +144,8 @@ type report struct {
 	byTrans    map[string]*counts
 	total      counts
 	extra      extra
-	losses     []string // silent loss ranges, for the log
+	losses     []string       // silent loss ranges, for the log
+	seen       map[string]int // what the subscribers saw, by kind (and reason)
 	dupSamples []string
 }
 
@@ -162,7 +163,8 @@ func (w window) covers(k ordKey) bool {
 // subscriber of its channel.
 func classify(recs []pubRecord, subs []subView, phases []phase) *report {
 	ranks := rankEpochs(recs, subs)
-	rep := &report{phases: phases, byPhase: make([]counts, len(phases)), byTrans: make(map[string]*counts)}
+	rep := &report{phases: phases, byPhase: make([]counts, len(phases)), byTrans: make(map[string]*counts),
+		seen: make(map[string]int)}
 	phaseOf := func(at time.Duration) int {
 		i := sort.Search(len(phases), func(i int) bool { return phases[i].start > at }) - 1
 		return max(i, 0)
@@ -211,6 +213,7 @@ func classify(recs []pubRecord, subs []subView, phases []phase) *report {
 		}
 		var open []openW
 		for _, e := range s.events {
+			rep.seen[e.kind.describe(e.reason)]++
 			switch e.kind {
 			case evStart:
 				if start == nil {
@@ -280,18 +283,20 @@ func classify(recs []pubRecord, subs []subView, phases []phase) *report {
 			case n == 1:
 				c.inOrder = 1
 			default:
-				i := slices.IndexFunc(windows, func(w window) bool { return w.covers(k) })
+				// A gap notice, when there was one, is what told first.
+				byGap := slices.ContainsFunc(windows, func(w window) bool { return !w.lost && w.covers(k) })
+				byLost := slices.ContainsFunc(windows, func(w window) bool { return w.lost && w.covers(k) })
 				switch {
-				case i < 0:
+				case byGap:
+					c.toldGap = 1
+				case byLost:
+					c.toldLost = 1
+				default:
 					c.silent = 1
 					silent = true
 					if maxSeen.less(k) {
 						c.silentTail = 1
 					}
-				case windows[i].lost:
-					c.toldLost = 1
-				default:
-					c.toldGap = 1
 				}
 			}
 			ph := phaseOf(r.ackAt)
@@ -374,5 +379,37 @@ func (rep *report) table() string {
 		"%d published twice in one epoch (%d publications: a retry the key did not catch), "+
 		"%d published again in a new epoch after the first stream was lost, %d foreign\n",
 		e.neverAcked, e.twiceSameEpoch, e.twicePubs, e.twiceOtherEpoch, e.foreign)
+	kinds := make([]string, 0, len(rep.seen))
+	for k := range rep.seen {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	b.WriteString("what the subscribers saw:")
+	for _, k := range kinds {
+		fmt.Fprintf(&b, " %s %d;", k, rep.seen[k])
+	}
+	b.WriteString("\n")
 	return b.String()
+}
+
+// describe names an event kind for the summary; reasons of gaps and
+// failed recoveries are kept, disconnect reasons are too varied.
+func (k evKind) describe(reason string) string {
+	switch k {
+	case evStart:
+		return "first subscribe"
+	case evPush:
+		return "pushes"
+	case evGap:
+		return fmt.Sprintf("gap notice %q", reason)
+	case evLost:
+		return fmt.Sprintf("recovered:false %q", reason)
+	case evRecovered:
+		return "recovered:true"
+	case evDiscard:
+		return "pushes dropped while recovering from a gap"
+	case evDisconnect:
+		return "disconnects"
+	}
+	return "?"
 }

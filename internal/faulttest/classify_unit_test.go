@@ -135,7 +135,7 @@ func TestClassifyUnacked(t *testing.T) {
 	recs := acks("c", "E", 1, 2, time.Second)
 	recs = append(recs,
 		pubRecord{seq: 7, channel: "c", acked: true, pos: pos{"E", 4}, ackAt: time.Second}, // also published at 3
-		pubRecord{seq: 8, channel: "c", gaveUp: true, unknown: true},                      // at 5, never acked
+		pubRecord{seq: 8, channel: "c", gaveUp: true, unknown: true},                       // at 5, never acked
 	)
 	ev := join(start(), pushes("E", 1, 2),
 		[]event{{kind: evPush, pos: pos{"E", 3}, seq: 7}, {kind: evPush, pos: pos{"E", 4}, seq: 7},

@@ -29,12 +29,12 @@ var (
 
 // Test parameters.
 const (
-	apiKey       = "faulttest-key"
+	apiKey = "faulttest-key"
 	// fault: keeps enough history to recover from every fault; short:
 	// keeps so little that a node or client cut off for a second or two
 	// cannot catch up, which it must then say.
-	nsLong  = "fault:history=1000,ttl=10m"
-	nsShort = "short:history=50,ttl=10m"
+	nsLong       = "fault:history=1000,ttl=10m"
+	nsShort      = "short:history=50,ttl=10m"
 	pollInterval = 500 * time.Millisecond // ajax polling
 	drainTimeout = 30 * time.Second       // how long subscribers may take to catch up at the end
 	quietTime    = 3 * time.Second        // publishing without faults before the end
