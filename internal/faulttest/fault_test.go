@@ -262,8 +262,11 @@ func (h *harness) run(faults func(ctx context.Context)) {
 
 	// Subscribers: transport, channel and node vary independently.
 	subCtx, stopSubs := context.WithCancel(ctx)
-	defer stopSubs()
 	var subWG sync.WaitGroup
+	defer func() { // also when a fault fails the test
+		stopSubs()
+		subWG.Wait()
+	}()
 	subs := make([]*subscriber, *flagSubs)
 	for i := range subs {
 		s := &subscriber{
@@ -275,7 +278,6 @@ func (h *harness) run(faults func(ctx context.Context)) {
 		home := (i / (len(transports) * len(channels))) % len(urls)
 		subWG.Go(func() { s.run(subCtx, home) })
 	}
-	defer subWG.Wait()
 	deadline := time.Now().Add(15 * time.Second)
 	for !allStarted(subs) {
 		if time.Now().After(deadline) {
@@ -290,6 +292,10 @@ func (h *harness) run(faults func(ctx context.Context)) {
 	pubCtx, stopPub := context.WithCancel(ctx)
 	var pubWG sync.WaitGroup
 	pubWG.Go(func() { pub.run(pubCtx) })
+	defer func() {
+		stopPub()
+		pubWG.Wait()
+	}()
 
 	h.phase("steady")
 	faults(ctx)
