@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -13,35 +14,57 @@ import (
 // epochs are random per stream, so a restarted process starts new epochs and
 // clients holding old positions learn that they must resync.
 //
-// An idle stream (no publication for a day and nothing left in its history)
-// is dropped; its next publication starts a new epoch.
+// Reads create nothing: a stream is created by its first publication. A
+// stream with nothing in its history and no subscriber is dropped once it
+// has been idle for EmptyStreamTTL; its next publication starts a new epoch.
 type Memory struct {
+	emptyTTL time.Duration
+	maxIdem  int
+
 	mu      sync.RWMutex
 	handler Handler
 	closed  bool
 	streams map[string]*stream
 	subs    map[string]int // channel -> Subscribe count
-	swept   time.Time      // last sweep of idle streams
+	swept   atomic.Int64   // last sweep of idle streams, Unix ns
 
 	pmu      sync.Mutex
 	presence map[string]map[string]presenceEntry // channel -> client -> entry
 }
 
-// streamIdleTTL is how long an empty stream is kept after its last
-// publication.
-const streamIdleTTL = 24 * time.Hour
+// MemoryConfig holds the limits of a Memory broker; the zero value means
+// the defaults.
+type MemoryConfig struct {
+	// EmptyStreamTTL is how long a stream with no history and no
+	// subscriber is kept after its last publication. 0 means
+	// DefaultEmptyStreamTTL.
+	EmptyStreamTTL time.Duration
+	// MaxIdempotencyKeys bounds the idempotency keys remembered per
+	// channel; past it the oldest are forgotten before their TTL.
+	// 0 means 10000.
+	MaxIdempotencyKeys int
+}
 
-// sweepEvery bounds how often Publish looks for idle streams to drop.
-const sweepEvery = time.Minute
+// DefaultMaxIdempotencyKeys is MemoryConfig.MaxIdempotencyKeys's default.
+const DefaultMaxIdempotencyKeys = 10000
 
 type stream struct {
 	mu     sync.Mutex // held while fanning out, which keeps offset order
 	epoch  string
 	offset uint64
 	pubs   []*Publication // pubs[i].Offset == offset-len(pubs)+1+i
+	bytes  int            // size of pubs, as counted by pubSize
 	opts   PublishOptions
-	last   time.Time // last publication, or creation
+	last   time.Time // last publication
 	dead   bool      // dropped by a sweep; look the channel up again
+
+	idem      map[string]idemEntry // idempotency key -> first publication
+	idemOrder []string             // keys by insertion, oldest first
+}
+
+type idemEntry struct {
+	pos     Position
+	expires time.Time
 }
 
 type presenceEntry struct {
@@ -51,9 +74,22 @@ type presenceEntry struct {
 
 var _ Broker = (*Memory)(nil)
 
-// NewMemory returns an empty in-memory broker.
+// NewMemory returns an empty in-memory broker with the default limits.
 func NewMemory() *Memory {
+	return NewMemoryConfig(MemoryConfig{})
+}
+
+// NewMemoryConfig returns an empty in-memory broker with the limits of cfg.
+func NewMemoryConfig(cfg MemoryConfig) *Memory {
+	if cfg.EmptyStreamTTL <= 0 {
+		cfg.EmptyStreamTTL = DefaultEmptyStreamTTL
+	}
+	if cfg.MaxIdempotencyKeys <= 0 {
+		cfg.MaxIdempotencyKeys = DefaultMaxIdempotencyKeys
+	}
 	return &Memory{
+		emptyTTL: cfg.EmptyStreamTTL,
+		maxIdem:  cfg.MaxIdempotencyKeys,
 		streams:  make(map[string]*stream),
 		subs:     make(map[string]int),
 		presence: make(map[string]map[string]presenceEntry),
@@ -97,8 +133,9 @@ func (m *Memory) Unsubscribe(ctx context.Context, channel string) error {
 	return nil
 }
 
-// stream returns the stream of channel, creating it with a new epoch.
-func (m *Memory) stream(channel string) (*stream, Handler, bool, error) {
+// stream returns the stream of channel, creating it with a new epoch if
+// create is set; without create a missing stream is nil.
+func (m *Memory) stream(channel string, create bool) (*stream, Handler, bool, error) {
 	m.mu.RLock()
 	st, ok := m.streams[channel]
 	h, subscribed, closed := m.handler, m.subs[channel] > 0, m.closed
@@ -106,31 +143,28 @@ func (m *Memory) stream(channel string) (*stream, Handler, bool, error) {
 	if closed {
 		return nil, nil, false, ErrClosed
 	}
-	if ok {
+	if ok || !create {
 		return st, h, subscribed, nil
 	}
-	now := time.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return nil, nil, false, ErrClosed
 	}
 	if st, ok = m.streams[channel]; !ok {
-		st = &stream{epoch: newEpoch(), last: now}
+		st = &stream{epoch: newEpoch(), last: time.Now()}
 		m.streams[channel] = st
-	}
-	if now.Sub(m.swept) >= sweepEvery {
-		m.swept = now
-		m.sweepLocked(now)
 	}
 	return st, m.handler, m.subs[channel] > 0, nil
 }
 
-// lockStream returns the locked, live stream of channel.
-func (m *Memory) lockStream(channel string) (*stream, Handler, bool, error) {
+// lockStream returns the locked, live stream of channel, or nil if it has
+// none and create is not set.
+func (m *Memory) lockStream(channel string, create bool) (*stream, Handler, bool, error) {
+	m.maybeSweep()
 	for {
-		st, h, subscribed, err := m.stream(channel)
-		if err != nil {
+		st, h, subscribed, err := m.stream(channel, create)
+		if err != nil || st == nil {
 			return nil, nil, false, err
 		}
 		st.mu.Lock()
@@ -141,14 +175,32 @@ func (m *Memory) lockStream(channel string) (*stream, Handler, bool, error) {
 	}
 }
 
-// sweepLocked drops idle, empty streams. m.mu is held.
+// maybeSweep drops idle streams if the last sweep was long enough ago.
+func (m *Memory) maybeSweep() {
+	now := time.Now()
+	every := min(m.emptyTTL/2, time.Minute)
+	last := m.swept.Load()
+	if now.UnixNano()-last < int64(every) || !m.swept.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.closed {
+		m.sweepLocked(now)
+	}
+}
+
+// sweepLocked drops the streams that are empty (no history, no live
+// idempotency key), have no subscriber and saw no publication for
+// EmptyStreamTTL. m.mu is held.
 func (m *Memory) sweepLocked(now time.Time) {
 	for ch, st := range m.streams {
-		if !st.mu.TryLock() {
+		if m.subs[ch] > 0 || !st.mu.TryLock() {
 			continue // busy, so not idle
 		}
 		st.trim(now)
-		idle := len(st.pubs) == 0 && now.Sub(st.last) > streamIdleTTL
+		st.trimIdem(now, 0)
+		idle := len(st.pubs) == 0 && len(st.idem) == 0 && now.Sub(st.last) >= m.emptyTTL
 		st.dead = idle
 		st.mu.Unlock()
 		if idle {
@@ -157,18 +209,34 @@ func (m *Memory) sweepLocked(now time.Time) {
 	}
 }
 
+// pubSize is what a publication counts against HistoryBytes: its data and
+// publisher info.
+func pubSize(p *Publication) int {
+	n := len(p.Data)
+	if p.Info != nil {
+		n += len(p.Info.User) + len(p.Info.Name) + len(p.Info.Client)
+	}
+	return n
+}
+
 // Publish implements Broker. The handler runs before Publish returns.
 func (m *Memory) Publish(ctx context.Context, channel string, data json.RawMessage, info *ClientInfo, opts PublishOptions) (Position, error) {
 	if info != nil {
 		c := *info
 		info = &c
 	}
-	st, h, subscribed, err := m.lockStream(channel)
+	st, h, subscribed, err := m.lockStream(channel, true)
 	if err != nil {
 		return Position{}, err
 	}
 	defer st.mu.Unlock()
 	now := time.Now()
+	if opts.IdempotencyKey != "" {
+		st.trimIdem(now, 0)
+		if e, ok := st.idem[opts.IdempotencyKey]; ok {
+			return e.pos, nil
+		}
+	}
 	st.offset++
 	st.last = now
 	st.opts = opts
@@ -181,33 +249,84 @@ func (m *Memory) Publish(ctx context.Context, channel string, data json.RawMessa
 	}
 	if opts.HistorySize > 0 {
 		st.pubs = append(st.pubs, pub)
+		st.bytes += pubSize(pub)
+	} else {
+		clear(st.pubs)
+		st.pubs, st.bytes = nil, 0
 	}
 	st.trim(now)
+	if k := opts.IdempotencyKey; k != "" {
+		ttl := opts.IdempotencyTTL
+		if ttl <= 0 {
+			ttl = DefaultIdempotencyTTL
+		}
+		if st.idem == nil {
+			st.idem = make(map[string]idemEntry)
+		}
+		st.trimIdem(now, m.maxIdem-1)
+		st.idem[k] = idemEntry{pos: pub.Position, expires: now.Add(ttl)}
+		st.idemOrder = append(st.idemOrder, k)
+	}
 	if subscribed && h != nil {
 		h.HandlePublication(pub)
 	}
 	return pub.Position, nil
 }
 
-// trim drops publications beyond the size bound or past their age. st.mu is
+// trimIdem forgets expired idempotency keys and, if keep > 0, the oldest
+// ones beyond keep. st.mu is held.
+func (st *stream) trimIdem(now time.Time, keep int) {
+	drop := 0
+	for drop < len(st.idemOrder) {
+		k := st.idemOrder[drop]
+		e, ok := st.idem[k]
+		if ok && now.Before(e.expires) && (keep <= 0 || len(st.idem) <= keep) {
+			break
+		}
+		if ok {
+			delete(st.idem, k)
+		}
+		drop++
+	}
+	if drop == 0 {
+		return
+	}
+	clear(st.idemOrder[:drop])
+	st.idemOrder = st.idemOrder[drop:]
+	if len(st.idemOrder) == 0 {
+		st.idemOrder = nil
+	}
+}
+
+// trim drops publications beyond the size and byte bounds or past their
+// age, oldest first; the newest stays within the size bound. st.mu is
 // held.
 func (st *stream) trim(now time.Time) {
 	drop := 0
 	if n := len(st.pubs) - st.opts.HistorySize; n > 0 {
 		drop = n
 	}
+	bytes := st.bytes
+	for i := range drop {
+		bytes -= pubSize(st.pubs[i])
+	}
+	for limit := st.opts.HistoryBytes; limit > 0 && drop < len(st.pubs)-1 && bytes > limit; drop++ {
+		bytes -= pubSize(st.pubs[drop])
+	}
 	if ttl := st.opts.HistoryTTL; ttl > 0 {
 		for drop < len(st.pubs) && now.Sub(st.pubs[drop].Time) >= ttl {
+			bytes -= pubSize(st.pubs[drop])
 			drop++
 		}
 	}
 	if drop == 0 {
 		return
 	}
+	st.bytes = bytes
 	clear(st.pubs[:drop])
 	st.pubs = st.pubs[drop:]
 	if len(st.pubs) == 0 {
-		st.pubs = nil
+		st.pubs, st.bytes = nil, 0
 	}
 }
 
@@ -239,11 +358,18 @@ func (m *Memory) event(channel string, info ClientInfo, join bool) error {
 	return nil
 }
 
-// History implements Broker.
+// History implements Broker. A channel without a stream reads as Top
+// {"", 0} and gets none.
 func (m *Memory) History(ctx context.Context, channel string, req HistoryRequest) (HistoryResult, error) {
-	st, _, _, err := m.lockStream(channel)
+	st, _, _, err := m.lockStream(channel, false)
 	if err != nil {
 		return HistoryResult{}, err
+	}
+	if st == nil {
+		if s := req.Since; s != nil && *s != (Position{}) {
+			return HistoryResult{}, ErrEpochChanged
+		}
+		return HistoryResult{}, nil
 	}
 	defer st.mu.Unlock()
 	st.trim(time.Now())
@@ -251,22 +377,26 @@ func (m *Memory) History(ctx context.Context, channel string, req HistoryRequest
 	first := st.offset - uint64(len(st.pubs)) + 1 // offset of st.pubs[0]
 	lo, hi := 0, len(st.pubs)                     // candidates st.pubs[lo:hi]
 	if s := req.Since; s != nil {
-		if s.Epoch != st.epoch || s.Offset > st.offset {
+		since := *s
+		if since == (Position{}) {
+			since.Epoch = st.epoch // before the first publication
+		}
+		if since.Epoch != st.epoch || since.Offset > st.offset {
 			return res, ErrEpochChanged
 		}
 		if req.Reverse {
-			// Publications before s.Offset: paging back needs no
-			// completeness, what is kept is what there is.
-			if s.Offset <= first {
+			// Publications before since.Offset: paging back needs
+			// no completeness, what is kept is what there is.
+			if since.Offset <= first {
 				hi = 0
 			} else {
-				hi = int(s.Offset - first)
+				hi = int(since.Offset - first)
 			}
 		} else {
-			if s.Offset+1 < first {
+			if since.Offset+1 < first {
 				return res, ErrHistoryTrimmed
 			}
-			lo = int(s.Offset + 1 - first)
+			lo = int(since.Offset + 1 - first)
 		}
 	}
 	n := hi - lo

@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,7 +29,29 @@ type RedisConfig struct {
 	// server that stopped answering fails a Publish in seconds rather
 	// than holding the publisher. 0 means 3 s.
 	Timeout time.Duration
+	// EmptyStreamTTL is how long a stream with nothing in its history is
+	// kept after its last publication (or after its history expired);
+	// its next publication then starts a new epoch. 0 means 5 minutes.
+	EmptyStreamTTL time.Duration
+	// QueueSize bounds the Pub/Sub messages received but not yet handed
+	// to the Handler (and, separately, those held while their channel
+	// catches up). Past it, messages are dropped and their channels are
+	// repaired from history, or reported with HandleGap. 0 means 8192.
+	QueueSize int
+	// CatchUps bounds the history reads that fill gaps at one time.
+	// 0 means 8.
+	CatchUps int
 }
+
+// Defaults of RedisConfig and Memory.
+const (
+	DefaultEmptyStreamTTL = 5 * time.Minute
+	DefaultQueueSize      = 8192
+	DefaultCatchUps       = 8
+	// DefaultIdempotencyTTL is used for a Publish with an
+	// IdempotencyKey and no IdempotencyTTL.
+	DefaultIdempotencyTTL = time.Minute
+)
 
 // Redis is the broker for several nodes sharing one Redis server. Streams,
 // history and presence live in Redis, so any node can serve any client;
@@ -37,71 +59,49 @@ type RedisConfig struct {
 // subscribed to their channel.
 //
 // Keys (with the default prefix) are hotline:meta:<channel> (a hash with the
-// stream's epoch and offset), hotline:history:<channel> (a list of
-// publications, oldest first) and hotline:presence:<channel> (a hash of
-// client id to {info, expires}); Pub/Sub channels are hotline:pub:<channel>
-// and hotline:ev:<channel>.
+// stream's epoch, offset, history TTL and history bytes),
+// hotline:history:<channel> (a list of publications, oldest first),
+// hotline:presence:<channel> (a hash of client id to {info, expires}) and
+// hotline:idem:<len(channel)>:<channel>:<key> (the position of a publication
+// by idempotency key); Pub/Sub channels are hotline:pub:<channel> and
+// hotline:ev:<channel>. Reads create no key.
 //
 // Times (publication times, presence expiry) come from the Redis server's
-// clock, so nodes with skewed clocks agree. A stream idle for a day with
-// nothing left in its history expires; its next publication starts a new
-// epoch, as with Memory.
+// clock, so nodes with skewed clocks agree. A stream with nothing in its
+// history expires EmptyStreamTTL after its last publication or after its
+// history expired; its next publication starts a new epoch, as with Memory.
 //
 // # When Redis goes away
 //
 // Calls that need the server (Publish, History, presence, a first
-// Subscribe) fail with its error; the push engine answers them as errors.
-// The Pub/Sub connection reconnects and subscribes again by itself
-// (go-redis). Publications made while this node was cut off are then
-// caught up from history: on the resubscription, and whenever a channel's
-// next publication shows a gap after the last one delivered, the missing
-// ones are read from history and handed to the Handler first, so it still
-// sees each publication once, in offset order. What history no longer
-// holds (HistorySize 0, trimmed, expired, or a channel with no publication
-// delivered yet on this node) is not delivered; clients learn of it when
-// they recover by position (ErrHistoryTrimmed). If the server itself lost
-// its data (restarted without persistence), streams start new epochs and
-// clients holding old positions get ErrEpochChanged. Join and leave events
-// sent while cut off are lost; presence itself is stored and refreshed, so
-// a presence read is right again once the server is back.
+// Subscribe) fail with its error; a Publish error wraps ErrOutcomeUnknown
+// when the command may have reached the server. The Pub/Sub connection
+// reconnects and subscribes again by itself (go-redis). Each channel is
+// then caught up from history, on its own, while the others keep flowing:
+// the publications this node missed are handed to the Handler first, so
+// it sees each once and in offset order. When history cannot fill the hole
+// (trimmed, expired, HistorySize 0, a new epoch after the server lost its
+// data) the Handler gets HandleGap before the next publication of that
+// channel, never a silent jump. The same repair follows when the queue
+// between the Pub/Sub reader and the Handler overflows. Join and leave
+// events lost meanwhile are not repaired; presence itself is stored and
+// refreshed, so a presence read is right again once the server is back.
 type Redis struct {
-	client *redis.Client
-	prefix string
+	client  *redis.Client
+	prefix  string
+	emptyMS int64 // EmptyStreamTTL in ms
 
 	// ctx ends with Close; it bounds the history reads of catch-ups.
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	smu sync.Mutex // serializes Subscribe and Unsubscribe
-
-	mu      sync.Mutex
-	handler Handler
-	ps      *redis.PubSub
-	closed  bool
-	subs    map[string]int             // channel -> Subscribe count
-	last    map[string]Position        // subscribed channel -> last publication handed to the handler
-	waiters map[string][]chan struct{} // kind+" "+Redis channel -> (UN)SUBSCRIBEs awaiting confirmation, in order
-
-	qmu    sync.Mutex
-	qcond  *sync.Cond
-	queue  []item // received, not yet handled
-	qclose bool
+	ps pubsub // the Pub/Sub state machine (redis_pubsub.go)
 
 	done chan struct{} // closed by Close
 	wg   sync.WaitGroup
 }
 
 var _ Broker = (*Redis)(nil)
-
-// item is what receive queues for dispatch: a Pub/Sub message, or the
-// channel whose subscription go-redis renewed after a reconnect.
-type item struct {
-	msg   *redis.Message
-	resub string
-}
-
-// catchUpTimeout bounds one history read that fills a gap in fan-out.
-const catchUpTimeout = 5 * time.Second
 
 // redisDialTimeout bounds NewRedis's first contact with the server.
 const redisDialTimeout = 5 * time.Second
@@ -117,6 +117,15 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 3 * time.Second
+	}
+	if cfg.EmptyStreamTTL <= 0 {
+		cfg.EmptyStreamTTL = DefaultEmptyStreamTTL
+	}
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = DefaultQueueSize
+	}
+	if cfg.CatchUps <= 0 {
+		cfg.CatchUps = DefaultCatchUps
 	}
 	c := redis.NewClient(&redis.Options{
 		Addr:         cfg.Addr,
@@ -139,13 +148,11 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	r := &Redis{
 		client:  c,
 		prefix:  cfg.Prefix,
-		subs:    make(map[string]int),
-		waiters: make(map[string][]chan struct{}),
-		last:    make(map[string]Position),
+		emptyMS: ms(cfg.EmptyStreamTTL),
 		done:    make(chan struct{}),
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
-	r.qcond = sync.NewCond(&r.qmu)
+	r.ps.init(r, cfg.QueueSize, cfg.CatchUps)
 	return r, nil
 }
 
@@ -155,503 +162,45 @@ func (r *Redis) presenceKey(channel string) string { return r.prefix + "presence
 func (r *Redis) pubChannel(channel string) string  { return r.prefix + "pub:" + channel }
 func (r *Redis) evChannel(channel string) string   { return r.prefix + "ev:" + channel }
 
+// idemKey names the key that remembers a publication by idempotency key;
+// the channel's length keeps channel "a:b" with key "c" apart from channel
+// "a" with key "b:c".
+func (r *Redis) idemKey(channel, key string) string {
+	return r.prefix + "idem:" + strconv.Itoa(len(channel)) + ":" + channel + ":" + key
+}
+
 func (r *Redis) isClosed() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.closed
+	select {
+	case <-r.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // Start implements Broker. It opens the node's Pub/Sub connection and starts
 // the goroutines that read it and run the handler.
 func (r *Redis) Start(h Handler) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return ErrClosed
-	}
-	if r.ps != nil {
-		return errors.New("broker: redis broker already started")
-	}
-	r.handler = h
-	r.ps = r.client.Subscribe(context.Background())
-	r.wg.Add(2)
-	go r.receive(r.ps)
-	go r.dispatch()
-	return nil
-}
-
-// receive reads the Pub/Sub connection: it confirms subscriptions at once
-// and queues messages for dispatch, so a handler that waits for a Subscribe
-// (the push engine holds a lock around both) never blocks the reader.
-func (r *Redis) receive(ps *redis.PubSub) {
-	defer r.wg.Done()
-	defer func() {
-		r.qmu.Lock()
-		r.qclose = true
-		r.qmu.Unlock()
-		r.qcond.Broadcast()
-	}()
-	for {
-		msg, err := ps.Receive(context.Background())
-		if err != nil {
-			select {
-			case <-r.done:
-				return
-			case <-time.After(100 * time.Millisecond):
-				// go-redis reconnects and resubscribes on the
-				// next Receive.
-				continue
-			}
-		}
-		switch m := msg.(type) {
-		case *redis.Subscription:
-			if r.confirm(m.Kind+" "+m.Channel) || m.Kind != "subscribe" {
-				break
-			}
-			// Nobody waits: go-redis subscribed again after a
-			// reconnect. Catch up what was published meanwhile.
-			if ch, ok := strings.CutPrefix(m.Channel, r.prefix+"pub:"); ok {
-				r.enqueue(item{resub: ch})
-			}
-		case *redis.Message:
-			r.enqueue(item{msg: m})
-		}
-	}
-}
-
-func (r *Redis) enqueue(it item) {
-	r.qmu.Lock()
-	r.queue = append(r.queue, it)
-	r.qmu.Unlock()
-	r.qcond.Signal()
-}
-
-// confirm wakes the oldest waiter for key (kind and Redis channel) and
-// reports whether there was one.
-func (r *Redis) confirm(key string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	ws := r.waiters[key]
-	if len(ws) == 0 {
-		return false
-	}
-	close(ws[0])
-	if len(ws) == 1 {
-		delete(r.waiters, key)
-	} else {
-		r.waiters[key] = ws[1:]
-	}
-	return true
-}
-
-// expect registers waiters for the confirmations of one (UN)SUBSCRIBE of
-// rchs. r.mu is held.
-func (r *Redis) expectLocked(kind string, rchs ...string) []chan struct{} {
-	ws := make([]chan struct{}, len(rchs))
-	for i, rch := range rchs {
-		ws[i] = make(chan struct{})
-		k := kind + " " + rch
-		r.waiters[k] = append(r.waiters[k], ws[i])
-	}
-	return ws
-}
-
-// forget removes the waiters ws of a command that was never sent, so no
-// later confirmation is matched to them.
-func (r *Redis) forget(kind string, ws []chan struct{}, rchs ...string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for i, rch := range rchs {
-		k := kind + " " + rch
-		q := slices.DeleteFunc(r.waiters[k], func(w chan struct{}) bool { return w == ws[i] })
-		if len(q) == 0 {
-			delete(r.waiters, k)
-		} else {
-			r.waiters[k] = q
-		}
-	}
-}
-
-// await waits for the confirmations ws. A confirmation that arrives after
-// ctx is done goes to the waiter left in the queue, which keeps later
-// waiters matched to their own.
-func (r *Redis) await(ctx context.Context, ws []chan struct{}) error {
-	for _, w := range ws {
-		select {
-		case <-w:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-r.done:
-			return ErrClosed
-		}
-	}
-	return nil
-}
-
-// dispatch hands queued messages to the handler in the order received.
-func (r *Redis) dispatch() {
-	defer r.wg.Done()
-	var batch []item
-	for {
-		r.qmu.Lock()
-		for len(r.queue) == 0 && !r.qclose {
-			r.qcond.Wait()
-		}
-		if len(r.queue) == 0 {
-			r.qmu.Unlock()
-			return
-		}
-		batch, r.queue = r.queue, batch[:0]
-		r.qmu.Unlock()
-		for i, it := range batch {
-			r.handle(it)
-			batch[i] = item{}
-		}
-	}
-}
-
-// wireEvent is a join or leave on the ev: Pub/Sub channel.
-type wireEvent struct {
-	Join bool       `json:"join"`
-	Info ClientInfo `json:"info"`
-}
-
-// handle decodes one Pub/Sub message and calls the handler, or catches a
-// resubscribed channel up. Every message received was published while this
-// node was subscribed: Unsubscribe waits until Redis has stopped sending.
-// It runs on the dispatch goroutine only.
-func (r *Redis) handle(it item) {
-	var channel string
-	var pub bool
-	if m := it.msg; m != nil {
-		switch rest, _ := strings.CutPrefix(m.Channel, r.prefix); {
-		case strings.HasPrefix(rest, "pub:"):
-			channel, pub = rest[len("pub:"):], true
-		case strings.HasPrefix(rest, "ev:"):
-			channel = rest[len("ev:"):]
-		default:
-			return
-		}
-	} else {
-		channel = it.resub
-	}
-	r.mu.Lock()
-	h := r.handler
-	last, known := r.last[channel]
-	r.mu.Unlock()
-	if h == nil {
-		return
-	}
-	if it.msg == nil {
-		if known {
-			r.catchUp(h, channel, last, 0)
-		}
-		return
-	}
-	m := it.msg
-	if pub {
-		p, err := decodePublication([]byte(m.Payload))
-		if err != nil || p.Channel != channel {
-			return // not ours; nothing sensible to do with it
-		}
-		if known && last.Epoch == p.Epoch {
-			if p.Offset <= last.Offset {
-				return // handed over by a catch-up already
-			}
-			if p.Offset > last.Offset+1 {
-				r.catchUp(h, channel, last, p.Offset)
-			}
-		}
-		r.setLast(channel, p.Position)
-		h.HandlePublication(p)
-		return
-	}
-	var ev wireEvent
-	if err := json.Unmarshal([]byte(m.Payload), &ev); err != nil {
-		return
-	}
-	if ev.Join {
-		h.HandleJoin(channel, ev.Info)
-	} else {
-		h.HandleLeave(channel, ev.Info)
-	}
-}
-
-// catchUp hands the handler the publications of channel after last and
-// before offset upto (0: up to the top) that this node missed while its
-// Pub/Sub connection was down, read from history. If history cannot serve
-// them (trimmed, new epoch, Redis away) nothing is handed over: clients
-// find the gap when they recover by position.
-func (r *Redis) catchUp(h Handler, channel string, last Position, upto uint64) {
-	ctx, cancel := context.WithTimeout(r.ctx, catchUpTimeout)
-	defer cancel()
-	res, err := r.History(ctx, channel, HistoryRequest{Since: &last, Limit: -1})
-	if err != nil {
-		return
-	}
-	for _, p := range res.Publications {
-		if upto != 0 && p.Offset >= upto {
-			break
-		}
-		r.setLast(channel, p.Position)
-		h.HandlePublication(p)
-	}
-}
-
-// setLast records the last publication of channel handed to the handler.
-// It is kept only while the node is subscribed to channel: a new
-// subscription starts where the stream is, not where an old one stopped.
-func (r *Redis) setLast(channel string, pos Position) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.subs[channel] > 0 {
-		r.last[channel] = pos
-	}
+	return r.ps.start(h)
 }
 
 // Subscribe implements Broker. The first Subscribe of a channel subscribes
 // the node's Pub/Sub connection and returns once Redis has confirmed it.
 func (r *Redis) Subscribe(ctx context.Context, channel string) error {
-	r.smu.Lock()
-	defer r.smu.Unlock()
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return ErrClosed
-	}
-	if r.ps == nil {
-		r.mu.Unlock()
-		return errors.New("broker: redis broker not started")
-	}
-	n := r.subs[channel]
-	r.subs[channel] = n + 1
-	if n > 0 {
-		r.mu.Unlock()
-		return nil
-	}
-	delete(r.last, channel) // a new subscription starts where the stream is
-	pc, ec := r.pubChannel(channel), r.evChannel(channel)
-	ws := r.expectLocked("subscribe", pc, ec)
-	ps := r.ps
-	r.mu.Unlock()
-
-	err := ps.Subscribe(ctx, pc, ec)
-	if err == nil {
-		err = r.await(ctx, ws)
-	} else {
-		r.forget("subscribe", ws, pc, ec)
-	}
-	if err == nil || errors.Is(err, ErrClosed) {
-		return err
-	}
-	// Undo.
-	r.mu.Lock()
-	if r.subs[channel] <= 1 {
-		delete(r.subs, channel)
-	} else {
-		r.subs[channel]--
-	}
-	last := r.subs[channel] == 0
-	var uws []chan struct{}
-	if last {
-		// Nobody waits; the waiters keep the queues in step.
-		uws = r.expectLocked("unsubscribe", pc, ec)
-	}
-	r.mu.Unlock()
-	if last {
-		if ps.Unsubscribe(context.WithoutCancel(ctx), pc, ec) != nil {
-			r.forget("unsubscribe", uws, pc, ec)
-		}
-	}
-	return fmt.Errorf("broker: redis subscribe %s: %w", channel, err)
+	return r.ps.subscribe(ctx, channel)
 }
 
 // Unsubscribe implements Broker. The last Unsubscribe of a channel
 // unsubscribes the node's Pub/Sub connection and returns once Redis has
-// confirmed it; publications made before then may still reach the handler.
+// confirmed it; nothing of the channel reaches the handler after that.
 func (r *Redis) Unsubscribe(ctx context.Context, channel string) error {
-	r.smu.Lock()
-	defer r.smu.Unlock()
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return ErrClosed
-	}
-	n := r.subs[channel]
-	if n > 1 {
-		r.subs[channel] = n - 1
-		r.mu.Unlock()
-		return nil
-	}
-	delete(r.subs, channel)
-	delete(r.last, channel)
-	ps := r.ps
-	if n == 0 || ps == nil {
-		r.mu.Unlock()
-		return nil
-	}
-	pc, ec := r.pubChannel(channel), r.evChannel(channel)
-	ws := r.expectLocked("unsubscribe", pc, ec)
-	r.mu.Unlock()
-	err := ps.Unsubscribe(ctx, pc, ec)
-	if err == nil {
-		err = r.await(ctx, ws)
-	} else {
-		r.forget("unsubscribe", ws, pc, ec)
-	}
-	if err != nil && !errors.Is(err, ErrClosed) {
-		return fmt.Errorf("broker: redis unsubscribe %s: %w", channel, err)
-	}
-	return err
-}
-
-// redisIdleTTL is how long a stream's meta key outlives its last
-// publication when there is no history to keep it (see streamIdleTTL).
-const redisIdleTTL = streamIdleTTL
-
-// publishScript assigns the next position, stores and fans out one
-// publication.
-//
-// KEYS: meta, history. ARGV: epoch for a new stream, history size, history
-// TTL (ms), idle TTL (ms), Pub/Sub channel, the publication's JSON after its
-// position and time (`"channel":...}`).
-var publishScript = redis.NewScript(`
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-	epoch = ARGV[1]
-	redis.call('DEL', KEYS[2])
-	redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
-end
-local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
-local t = redis.call('TIME')
-local us = t[1] .. string.format('%06d', tonumber(t[2]))
-local size = tonumber(ARGV[2])
-local ttl = tonumber(ARGV[3])
-local idle = tonumber(ARGV[4])
-redis.call('HSET', KEYS[1], 'ttl', ARGV[3])
-local msg = '{"epoch":' .. cjson.encode(epoch) .. ',"offset":' .. string.format('%d', offset) .. ',"time":' .. us .. ',' .. ARGV[6]
-if size > 0 then
-	redis.call('RPUSH', KEYS[2], msg)
-	redis.call('LTRIM', KEYS[2], -size, -1)
-	if ttl > 0 then
-		redis.call('PEXPIRE', KEYS[2], ttl)
-	else
-		redis.call('PERSIST', KEYS[2])
-	end
-else
-	redis.call('DEL', KEYS[2])
-end
-if size > 0 and ttl == 0 then
-	redis.call('PERSIST', KEYS[1])
-else
-	redis.call('PEXPIRE', KEYS[1], math.max(ttl, idle))
-end
-redis.call('PUBLISH', ARGV[5], msg)
-return {epoch, offset}
-`)
-
-// historyScript reads a stream, creating it (with a new epoch) if it does
-// not exist.
-//
-// KEYS: meta, history. ARGV: epoch for a new stream, idle TTL (ms), "1" to
-// return the kept publications. Returns epoch, offset, history TTL (ms),
-// server time (s, µs), then the publications oldest first.
-var historyScript = redis.NewScript(`
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-	epoch = ARGV[1]
-	redis.call('DEL', KEYS[2])
-	redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
-	redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-local m = redis.call('HMGET', KEYS[1], 'offset', 'ttl')
-local t = redis.call('TIME')
-local res = {epoch, m[1] or '0', m[2] or '0', t[1], t[2]}
-if ARGV[3] == '1' then
-	local items = redis.call('LRANGE', KEYS[2], 0, -1)
-	for i = 1, #items do
-		res[#res + 1] = items[i]
-	end
-end
-return res
-`)
-
-// addPresenceScript stores presence entries that expire ttl from now (by
-// the server's clock) and keeps the hash at least that long.
-//
-// KEYS: presence. ARGV: ttl (ms), then client, info JSON, client, info
-// JSON, ...
-var addPresenceScript = redis.NewScript(`
-local t = redis.call('TIME')
-local ttl = tonumber(ARGV[1])
-local expires = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + ttl)
-for i = 2, #ARGV - 1, 2 do
-	redis.call('HSET', KEYS[1], ARGV[i], '{"info":' .. ARGV[i + 1] .. ',"expires":' .. expires .. '}')
-end
-if redis.call('PTTL', KEYS[1]) < ttl then
-	redis.call('PEXPIRE', KEYS[1], ttl)
-end
-return 1
-`)
-
-// presenceScript returns the live entries of a presence hash (client,
-// entry, client, entry, ...) and deletes the expired ones.
-//
-// KEYS: presence.
-var presenceScript = redis.NewScript(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local all = redis.call('HGETALL', KEYS[1])
-local out = {}
-for i = 1, #all, 2 do
-	local ok, e = pcall(cjson.decode, all[i + 1])
-	if ok and type(e) == 'table' and tonumber(e.expires) and tonumber(e.expires) > now then
-		out[#out + 1] = all[i]
-		out[#out + 1] = all[i + 1]
-	else
-		redis.call('HDEL', KEYS[1], all[i])
-	end
-end
-return out
-`)
-
-// wirePublication is a publication as stored and sent: JSON, with the time
-// in Unix microseconds.
-type wirePublication struct {
-	Epoch   string          `json:"epoch"`
-	Offset  uint64          `json:"offset"`
-	Time    int64           `json:"time"`
-	Channel string          `json:"channel"`
-	Data    json.RawMessage `json:"data"`
-	Info    *ClientInfo     `json:"info"`
-}
-
-func decodePublication(b []byte) (*Publication, error) {
-	var w wirePublication
-	if err := json.Unmarshal(b, &w); err != nil {
-		return nil, err
-	}
-	return &Publication{
-		Channel:  w.Channel,
-		Position: Position{Epoch: w.Epoch, Offset: w.Offset},
-		Data:     w.Data,
-		Info:     w.Info,
-		Time:     time.UnixMicro(w.Time),
-	}, nil
-}
-
-func ms(d time.Duration) int64 {
-	if d <= 0 {
-		return 0
-	}
-	if n := d.Milliseconds(); n > 0 {
-		return n
-	}
-	return 1
+	return r.ps.unsubscribe(ctx, channel)
 }
 
 // Publish implements Broker: one script assigns the position, stores the
-// publication and publishes it to the nodes subscribed to channel.
+// publication and publishes it to the nodes subscribed to channel. An
+// error wraps ErrOutcomeUnknown unless the command surely did not reach
+// Redis (no connection, pool exhausted, or an error reply).
 func (r *Redis) Publish(ctx context.Context, channel string, data json.RawMessage, info *ClientInfo, opts PublishOptions) (Position, error) {
 	if r.isClosed() {
 		return Position{}, ErrClosed
@@ -669,6 +218,9 @@ func (r *Redis) Publish(ctx context.Context, channel string, data json.RawMessag
 			return Position{}, err
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		return Position{}, fmt.Errorf("broker: redis publish to %s: %w", channel, err)
+	}
 	var tail strings.Builder
 	tail.Grow(len(ch) + len(data) + len(in) + 32)
 	tail.WriteString(`"channel":`)
@@ -678,15 +230,22 @@ func (r *Redis) Publish(ctx context.Context, channel string, data json.RawMessag
 	tail.WriteString(`,"info":`)
 	tail.Write(in)
 	tail.WriteByte('}')
-	size := max(opts.HistorySize, 0)
-	res, err := publishScript.Run(ctx, r.client,
-		[]string{r.metaKey(channel), r.historyKey(channel)},
-		newEpoch(), size, ms(opts.HistoryTTL), ms(redisIdleTTL), r.pubChannel(channel), tail.String(),
+	keys := []string{r.metaKey(channel), r.historyKey(channel)}
+	idemTTL := opts.IdempotencyTTL
+	if opts.IdempotencyKey != "" {
+		keys = append(keys, r.idemKey(channel, opts.IdempotencyKey))
+		if idemTTL <= 0 {
+			idemTTL = DefaultIdempotencyTTL
+		}
+	}
+	res, err := publishScript.Run(ctx, r.client, keys,
+		newEpoch(), max(opts.HistorySize, 0), ms(opts.HistoryTTL), max(opts.HistoryBytes, 0),
+		r.emptyMS, ms(idemTTL), r.pubChannel(channel), tail.String(),
 	).Slice()
 	if err != nil {
-		return Position{}, fmt.Errorf("broker: redis publish to %s: %w", channel, err)
+		return Position{}, publishError(channel, err)
 	}
-	if len(res) != 2 {
+	if len(res) != 3 {
 		return Position{}, fmt.Errorf("broker: redis publish to %s: unexpected reply %v", channel, res)
 	}
 	epoch, _ := res[0].(string)
@@ -695,6 +254,28 @@ func (r *Redis) Publish(ctx context.Context, channel string, data json.RawMessag
 		return Position{}, fmt.Errorf("broker: redis publish to %s: unexpected reply %v", channel, res)
 	}
 	return Position{Epoch: epoch, Offset: uint64(off)}, nil
+}
+
+// publishError wraps err in ErrOutcomeUnknown unless the publish command
+// surely never ran: no connection could be had (dial failed, pool timed
+// out or closed, ctx ended while waiting for one), or Redis answered with
+// an error (the script fails before it writes). Anything else (a read
+// timeout, EOF or reset after the command was written, a failed write of
+// part of it) may have left the publication in Redis.
+func publishError(channel string, err error) error {
+	var opErr *net.OpError
+	var rerr redis.Error
+	switch {
+	case errors.As(err, &opErr) && opErr.Op == "dial",
+		errors.Is(err, redis.ErrPoolTimeout),
+		errors.Is(err, redis.ErrPoolExhausted),
+		errors.Is(err, redis.ErrClosed),
+		errors.As(err, &rerr),
+		errors.Is(err, context.Canceled) && !errors.As(err, new(net.Error)),
+		errors.Is(err, context.DeadlineExceeded) && !errors.As(err, new(net.Error)):
+		return fmt.Errorf("broker: redis publish to %s: %w", channel, err)
+	}
+	return fmt.Errorf("broker: redis publish to %s: %w: %w", channel, ErrOutcomeUnknown, err)
 }
 
 // PublishJoin implements Broker.
@@ -722,103 +303,68 @@ func (r *Redis) event(ctx context.Context, channel string, info ClientInfo, join
 }
 
 // History implements Broker, with the same answers and errors as Memory.
-// A publication older than the stream's history TTL (as of its latest
+// The script selects the range; only the publications returned travel. A
+// publication older than the stream's history TTL (as of its latest
 // publication) counts as trimmed.
 func (r *Redis) History(ctx context.Context, channel string, req HistoryRequest) (HistoryResult, error) {
 	if r.isClosed() {
 		return HistoryResult{}, ErrClosed
 	}
-	items := "1"
-	if req.Since == nil && req.Limit == 0 {
-		items = "0" // only the top
+	hasSince, se, so := "0", "", uint64(0)
+	if req.Since != nil {
+		hasSince, se, so = "1", req.Since.Epoch, req.Since.Offset
+	}
+	reverse := "0"
+	if req.Reverse {
+		reverse = "1"
 	}
 	raw, err := historyScript.Run(ctx, r.client,
 		[]string{r.metaKey(channel), r.historyKey(channel)},
-		newEpoch(), ms(redisIdleTTL), items,
+		hasSince, se, so, req.Limit, reverse,
 	).StringSlice()
 	if err != nil {
 		return HistoryResult{}, fmt.Errorf("broker: redis history of %s: %w", channel, err)
 	}
-	if len(raw) < 5 {
+	if len(raw) < 3 {
 		return HistoryResult{}, fmt.Errorf("broker: redis history of %s: short reply", channel)
 	}
-	top, err1 := strconv.ParseUint(raw[1], 10, 64)
-	ttl, err2 := strconv.ParseInt(raw[2], 10, 64)
-	sec, err3 := strconv.ParseInt(raw[3], 10, 64)
-	usec, err4 := strconv.ParseInt(raw[4], 10, 64)
-	if err := errors.Join(err1, err2, err3, err4); err != nil {
+	top, err := strconv.ParseUint(raw[1], 10, 64)
+	if err != nil {
 		return HistoryResult{}, fmt.Errorf("broker: redis history of %s: %w", channel, err)
 	}
-	now := time.Unix(sec, usec*1000)
-	epoch := raw[0]
-	res := HistoryResult{Top: Position{Epoch: epoch, Offset: top}}
-
-	pubs := make([]*Publication, 0, len(raw)-5)
-	for _, s := range raw[5:] {
+	res := HistoryResult{Top: Position{Epoch: raw[0], Offset: top}}
+	switch raw[2] {
+	case "ok":
+	case "epoch":
+		return res, ErrEpochChanged
+	case "trimmed":
+		return res, ErrHistoryTrimmed
+	default:
+		return res, fmt.Errorf("broker: redis history of %s: status %q", channel, raw[2])
+	}
+	items := raw[3:]
+	if len(items) == 0 {
+		return res, nil
+	}
+	out := make([]*Publication, len(items))
+	var prev *Publication
+	for i, s := range items {
 		p, err := decodePublication([]byte(s))
 		if err != nil {
 			return res, fmt.Errorf("broker: redis history of %s: %w", channel, err)
 		}
-		pubs = append(pubs, p)
-	}
-	// Drop what is past the TTL, and anything not of this stream
-	// (which a consistent store never holds).
-	drop := 0
-	for drop < len(pubs) {
-		p := pubs[drop]
-		if p.Epoch == epoch && p.Offset <= top && (ttl <= 0 || now.Sub(p.Time) < time.Duration(ttl)*time.Millisecond) {
-			break
+		if p.Epoch != res.Top.Epoch || p.Channel != channel || (prev != nil && p.Offset != prev.Offset+1) {
+			return res, fmt.Errorf("broker: redis history of %s: inconsistent store at %s/%d", channel, p.Epoch, p.Offset)
 		}
-		drop++
-	}
-	pubs = pubs[drop:]
-
-	first := top + 1 // offset of pubs[0]
-	if len(pubs) > 0 {
-		first = pubs[0].Offset
-	}
-	lo, hi := 0, len(pubs) // candidates pubs[lo:hi]
-	if s := req.Since; s != nil {
-		if s.Epoch != epoch || s.Offset > top {
-			return res, ErrEpochChanged
-		}
+		prev = p
+		j := i
 		if req.Reverse {
-			if s.Offset <= first {
-				hi = 0
-			} else {
-				hi = int(min(s.Offset-first, uint64(len(pubs))))
-			}
-		} else {
-			if s.Offset+1 < first {
-				return res, ErrHistoryTrimmed
-			}
-			lo = int(min(s.Offset+1-first, uint64(len(pubs))))
+			j = len(items) - 1 - i
 		}
-	}
-	n := hi - lo
-	if req.Limit >= 0 && req.Limit < n {
-		n = req.Limit
-	}
-	if n <= 0 {
-		return res, nil
-	}
-	out := make([]*Publication, n)
-	if req.Reverse {
-		for i := range out {
-			out[i] = pubs[hi-1-i]
-		}
-	} else {
-		copy(out, pubs[lo:lo+n])
+		out[j] = p
 	}
 	res.Publications = out
 	return res, nil
-}
-
-// wirePresence is a presence entry as stored: expires is Unix milliseconds
-// by the Redis server's clock.
-type wirePresence struct {
-	Info    ClientInfo `json:"info"`
-	Expires int64      `json:"expires"`
 }
 
 // AddPresence implements Broker.
@@ -894,22 +440,11 @@ func (r *Redis) Presence(ctx context.Context, channel string) (map[string]Client
 // and closes the connections. Later calls fail with ErrClosed; Close itself
 // is idempotent. Presence entries of this node are left to expire.
 func (r *Redis) Close(ctx context.Context) error {
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
+	if !r.ps.close() {
 		return nil
 	}
-	r.closed = true
 	close(r.done)
 	r.cancel()
-	ps := r.ps
-	r.handler = nil
-	r.subs = map[string]int{}
-	r.last = map[string]Position{}
-	r.mu.Unlock()
-	if ps != nil {
-		_ = ps.Close()
-	}
 	wait := make(chan struct{})
 	go func() {
 		r.wg.Wait()

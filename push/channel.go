@@ -13,16 +13,25 @@ import (
 // hub is a channel with local subscribers. The broker's handler fans each
 // publication out over subs under mu, which also orders subscribes against
 // publications (see subscribe).
+//
+// Locks: Engine.hubsMu guards the map of hubs and refs, and is held for map
+// operations only. op orders this channel's broker Subscribe and Unsubscribe
+// calls (network I/O) and is never taken on the publication path. mu guards
+// the subscribers and is never held across network I/O or a wait.
 type hub struct {
 	channel string
-	refs    int // subscriptions holding the hub; under Engine.hubsMu
+	refs    int // local subscriptions holding the hub; under Engine.hubsMu
+
+	op         sync.Mutex
+	subscribed bool // the node holds a broker subscription; under op
 
 	mu   sync.Mutex
 	subs []*subscription
 }
 
 // subscription is one session in one channel. Fields below mu are guarded
-// by the hub's mu.
+// by the hub's mu, except that while recovering the position (epoch,
+// offset, gapped) belongs to the goroutine running subscribe.
 type subscription struct {
 	s       *Session
 	hub     *hub
@@ -31,61 +40,172 @@ type subscription struct {
 
 	idx        int  // in hub.subs; -1 when not there
 	dropped    bool // removed; never add again
-	recovering bool // publications go to held until the subscribe reply is queued
+	recovering bool // publications go to held until the replay is queued
 	held       []heldItem
-	epoch      string // position of the last publication delivered
+	epoch      string // position of the last publication given
 	offset     uint64
+	gapped     bool // a gap notice was queued and no publication since
 	announced  bool // presence added and join published
 }
 
+// heldItem is a live publication, or a gap (gap != ""), that reached a
+// recovering subscription.
 type heldItem struct {
 	pos broker.Position
 	out Outbound
+	gap string
 }
+
+// Reasons of gap notices (docs/protocol.md).
+const (
+	gapOffset      = "offset gap"
+	gapEpoch       = "epoch changed"
+	gapTrimmed     = "history trimmed"
+	gapBroker      = "broker link lost"
+	gapInterrupted = "replay interrupted"
+)
+
+// replayPage is how many publications a recovery reads from history at a
+// time, so that a long replay is never held in memory at once.
+const replayPage = 100
 
 // errAlreadySubscribed is answered to a second subscribe to one channel.
 var errAlreadySubscribed = errors.New("already subscribed")
 
+// next says what to do with a publication at pos for sub: deliver it, and
+// if gap is not "" (and the session speaks superchat) tell the client first
+// that it may have missed some since its last position. A publication at
+// or below that position in the same epoch is a duplicate: not delivered.
+// An empty position ("", 0: the stream did not exist) is followed by offset
+// 1 of any epoch. After a gap notice the next publication is taken as it
+// comes.
+func (sub *subscription) next(pos broker.Position) (deliver bool, gap string) {
+	switch {
+	case pos.Epoch == sub.epoch:
+		if pos.Offset <= sub.offset {
+			return false, ""
+		}
+		if pos.Offset == sub.offset+1 || sub.gapped {
+			return true, ""
+		}
+		return true, gapOffset
+	case sub.gapped, sub.epoch == "" && sub.offset == 0 && pos.Offset == 1:
+		return true, ""
+	case sub.epoch == "":
+		return true, gapOffset
+	}
+	return true, gapEpoch
+}
+
+// brokerCtx bounds one broker call by Config.BrokerTimeout.
+func (e *Engine) brokerCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, e.cfg.BrokerTimeout)
+}
+
 // acquireHub returns channel's hub, subscribing this node to the channel at
-// the broker when it is the first local subscription.
+// the broker when it holds no subscription yet. The engine-wide map is held
+// only to find the hub and count the reference; the broker call runs under
+// the hub's op lock, which orders it against this channel's Unsubscribe
+// and holds up nothing else.
 func (e *Engine) acquireHub(ctx context.Context, channel string) (*hub, error) {
 	e.hubsMu.Lock()
-	defer e.hubsMu.Unlock()
 	h := e.hubs[channel]
 	if h == nil {
-		if err := e.broker.Subscribe(ctx, channel); err != nil {
-			return nil, fmt.Errorf("push: broker subscribe %s: %w", channel, err)
-		}
 		h = &hub{channel: channel}
 		e.hubs[channel] = h
 	}
 	h.refs++
+	e.hubsMu.Unlock()
+
+	h.op.Lock()
+	defer h.op.Unlock()
+	if h.subscribed {
+		return h, nil
+	}
+	bctx, cancel := e.brokerCtx(ctx)
+	err := e.broker.Subscribe(bctx, channel)
+	cancel()
+	if err != nil {
+		e.unref(h)
+		return nil, fmt.Errorf("push: broker subscribe %s: %w", channel, err)
+	}
+	h.subscribed = true
 	return h, nil
 }
 
-func (e *Engine) releaseHub(ctx context.Context, h *hub) {
+// unref drops a reference to h and forgets h once nobody holds it. h.op is
+// held and h is not subscribed at the broker, or its last holder is
+// unsubscribing it.
+func (e *Engine) unref(h *hub) {
 	e.hubsMu.Lock()
-	defer e.hubsMu.Unlock()
 	h.refs--
-	if h.refs > 0 {
-		return
+	if h.refs == 0 && e.hubs[h.channel] == h {
+		delete(e.hubs, h.channel)
 	}
-	delete(e.hubs, h.channel)
-	if err := e.broker.Unsubscribe(ctx, h.channel); err != nil {
-		e.log.Warn("broker unsubscribe failed", slog.String("channel", h.channel), slog.Any("err", err))
-	}
+	e.hubsMu.Unlock()
 }
 
-// subscribe adds s to channel. With since, the publications after since are
-// replayed first. reply, if not nil, builds the reply to queue before any
-// live publication; its arguments are the history read and its error
-// (nil, broker.ErrEpochChanged or broker.ErrHistoryTrimmed).
+// releaseHub undoes one acquireHub; the last one unsubscribes the node.
+// A hub stays in the map until its Unsubscribe has returned, so a new
+// subscriber of the channel finds it and waits on its op lock: the
+// broker's Subscribe and Unsubscribe of one channel never overlap.
+func (e *Engine) releaseHub(ctx context.Context, h *hub) {
+	e.hubsMu.Lock()
+	last := h.refs == 1
+	if !last {
+		h.refs--
+	}
+	e.hubsMu.Unlock()
+	if !last {
+		return
+	}
+	h.op.Lock()
+	defer h.op.Unlock()
+	e.hubsMu.Lock()
+	h.refs--
+	idle := h.refs == 0
+	e.hubsMu.Unlock()
+	if !idle || !h.subscribed {
+		// Taken again meanwhile: the new holder keeps the subscription.
+		if idle {
+			e.forget(h)
+		}
+		return
+	}
+	bctx, cancel := e.brokerCtx(ctx)
+	err := e.broker.Unsubscribe(bctx, h.channel)
+	cancel()
+	if err != nil {
+		e.log.Warn("broker unsubscribe failed", slog.String("channel", h.channel), slog.Any("err", err))
+	}
+	h.subscribed = false
+	e.forget(h)
+}
+
+// forget removes h from the map if nobody took it meanwhile. h.op is held.
+func (e *Engine) forget(h *hub) {
+	e.hubsMu.Lock()
+	if h.refs == 0 && e.hubs[h.channel] == h {
+		delete(e.hubs, h.channel)
+	}
+	e.hubsMu.Unlock()
+}
+
+// subscribe adds s to channel. reply, if not nil, builds the reply to queue
+// before anything else of the channel; its arguments are the top of the
+// stream (Publications nil) and the history error (nil,
+// broker.ErrEpochChanged or broker.ErrHistoryTrimmed). With since, the
+// publications after since follow the reply, each its own queue item,
+// queued under flow control (waiting for room, bounded by ctx and the
+// session's end), read from history a page at a time.
 //
 // No gap and no duplicate between replay and live delivery: the session
 // joins the hub (holding live publications back) before history is read,
 // so every publication after the history's top reaches the hub after the
-// session is in it; when the reply is queued, held publications at or
-// below the top are dropped and the rest are queued after it, in order.
+// session is in it. The replay stops at the top; then the held
+// publications are queued in order, each checked against the last position
+// given (next), which drops those the replay already gave. Live delivery
+// starts when nothing is held any more.
 func (e *Engine) subscribe(ctx context.Context, s *Session, channel string, since *broker.Position, reply func(broker.HistoryResult, error) []byte) error {
 	ns, err := e.namespace(channel)
 	if err != nil {
@@ -122,47 +242,184 @@ func (e *Engine) subscribe(ctx context.Context, s *Session, channel string, sinc
 
 	req := broker.HistoryRequest{Since: since, Limit: 0}
 	if since != nil {
-		req.Limit = -1
+		req.Limit = replayPage
 	}
-	res, herr := e.broker.History(ctx, channel, req)
+	res, herr := e.history(ctx, channel, req)
 	if herr != nil && !isRecoveryError(herr) {
 		e.removeSub(ctx, s, sub)
 		return fmt.Errorf("push: read history of %s: %w", channel, herr)
 	}
-	var data []byte
+	top := res.Top
+	sub.epoch, sub.offset = top.Epoch, top.Offset
 	if reply != nil {
-		data = reply(res, herr)
-	}
-
-	h.mu.Lock()
-	if sub.dropped {
-		h.mu.Unlock()
-		return s.Err()
-	}
-	if data != nil && !s.enqueue(Outbound{Data: data}) {
-		h.mu.Unlock()
-		return s.Err()
-	}
-	sub.epoch, sub.offset = res.Top.Epoch, res.Top.Offset
-	n := int64(0)
-	for _, it := range sub.held {
-		if it.pos.Epoch == sub.epoch && it.pos.Offset <= sub.offset {
-			continue // in the reply, or before the top the client starts from
-		}
-		sub.epoch, sub.offset = it.pos.Epoch, it.pos.Offset
-		if ok, full := s.q.push(it.out); ok {
-			n++
-		} else if full {
-			s.slowConsumer()
-			break
+		if err := e.put(ctx, sub, Outbound{Data: reply(broker.HistoryResult{Top: top}, herr)}); err != nil {
+			return e.abandon(ctx, sub)
 		}
 	}
-	sub.held = nil
-	sub.recovering = false
-	h.mu.Unlock()
-	e.stats.out.Add(n)
-
+	if since != nil && herr == nil {
+		sub.epoch, sub.offset = since.Epoch, since.Offset
+		if err := e.replay(ctx, sub, res.Publications, top); err != nil {
+			return e.abandon(ctx, sub)
+		}
+	}
+	if err := e.flushHeld(ctx, sub); err != nil {
+		return e.abandon(ctx, sub)
+	}
 	e.announce(ctx, sub)
+	return nil
+}
+
+// abandon ends a subscribe whose queueing failed: the session ended, or the
+// subscription was dropped (unsubscribed) meanwhile.
+func (e *Engine) abandon(ctx context.Context, sub *subscription) error {
+	if err := sub.s.Err(); err != nil {
+		return err
+	}
+	e.removeSub(ctx, sub.s, sub)
+	return nil
+}
+
+// history reads channel's history, bounded by Config.BrokerTimeout.
+func (e *Engine) history(ctx context.Context, channel string, req broker.HistoryRequest) (broker.HistoryResult, error) {
+	bctx, cancel := e.brokerCtx(ctx)
+	defer cancel()
+	return e.broker.History(bctx, channel, req)
+}
+
+// replay queues the publications after sub's position up to top: pubs,
+// then further pages of history. A page that cannot be read ends the
+// replay with a gap notice at the last position given.
+func (e *Engine) replay(ctx context.Context, sub *subscription, pubs []*broker.Publication, top broker.Position) error {
+	for {
+		for _, p := range pubs {
+			if p.Epoch != top.Epoch || p.Offset > top.Offset {
+				return nil // after the top: held, or on its way to the hub
+			}
+			if err := e.deliver(ctx, sub, p.Position, Outbound{Data: encodeFor(sub.s.proto, p), Time: p.Time}); err != nil {
+				return err
+			}
+		}
+		if len(pubs) < replayPage || sub.epoch == top.Epoch && sub.offset >= top.Offset {
+			return nil
+		}
+		if sub.isDropped() {
+			return errDropped
+		}
+		if ctx.Err() != nil {
+			return e.notice(ctx, sub, gapInterrupted)
+		}
+		last := pubs[len(pubs)-1].Position
+		res, err := e.history(ctx, sub.channel, broker.HistoryRequest{Since: &last, Limit: replayPage})
+		switch {
+		case err == nil:
+			pubs = res.Publications
+			if len(pubs) == 0 {
+				return nil // nothing more kept; held items are checked
+			}
+		case ctx.Err() != nil:
+			return e.notice(ctx, sub, gapInterrupted)
+		case errors.Is(err, broker.ErrHistoryTrimmed):
+			return e.notice(ctx, sub, gapTrimmed)
+		case errors.Is(err, broker.ErrEpochChanged):
+			return e.notice(ctx, sub, gapEpoch)
+		default:
+			sub.s.log.Warn("replay: read history failed", slog.String("channel", sub.channel), slog.Any("err", err))
+			return e.notice(ctx, sub, gapBroker)
+		}
+	}
+}
+
+// flushHeld queues what reached sub while it was recovering, in order, and
+// switches it to live delivery once nothing is held.
+func (e *Engine) flushHeld(ctx context.Context, sub *subscription) error {
+	h := sub.hub
+	for {
+		h.mu.Lock()
+		if sub.dropped {
+			h.mu.Unlock()
+			return errDropped
+		}
+		held := sub.held
+		sub.held = nil
+		if len(held) == 0 {
+			sub.recovering = false
+			h.mu.Unlock()
+			return nil
+		}
+		h.mu.Unlock()
+		for _, it := range held {
+			var err error
+			if it.gap != "" {
+				err = e.notice(ctx, sub, it.gap)
+			} else {
+				err = e.deliver(ctx, sub, it.pos, it.out)
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// errDropped: the subscription was dropped while being set up.
+var errDropped = errors.New("push: subscription dropped")
+
+func (sub *subscription) isDropped() bool {
+	sub.hub.mu.Lock()
+	defer sub.hub.mu.Unlock()
+	return sub.dropped
+}
+
+// deliver queues out, a publication at pos, for a recovering sub: after a
+// gap notice if it does not follow the last position given; not at all if
+// it is a duplicate.
+func (e *Engine) deliver(ctx context.Context, sub *subscription, pos broker.Position, out Outbound) error {
+	ok, gap := sub.next(pos)
+	if !ok {
+		return nil
+	}
+	if gap != "" && sub.s.proto == ProtocolSuperchat {
+		if err := e.put(ctx, sub, Outbound{Data: encodeGap(sub.channel, sub.epoch, sub.offset, gap)}); err != nil {
+			return err
+		}
+	}
+	sub.epoch, sub.offset, sub.gapped = pos.Epoch, pos.Offset, false
+	return e.put(ctx, sub, out)
+}
+
+// notice queues a gap notice at sub's last position, unless one is already
+// out with no publication since.
+func (e *Engine) notice(ctx context.Context, sub *subscription, reason string) error {
+	if sub.gapped || sub.s.proto != ProtocolSuperchat {
+		return nil
+	}
+	sub.gapped = true
+	return e.put(ctx, sub, Outbound{Data: encodeGap(sub.channel, sub.epoch, sub.offset, reason)})
+}
+
+// put queues o for a recovering sub, waiting for room while ctx lives.
+// Once ctx has ended (the request was abandoned) the subscription is set
+// up all the same, without waiting: a queue that is full then ends the
+// session as a slow consumer, like live delivery does.
+func (e *Engine) put(ctx context.Context, sub *subscription, o Outbound) error {
+	s := sub.s
+	err := s.q.pushWait(ctx, o)
+	if err != nil && ctx.Err() != nil && s.q.ended() == nil {
+		ok, full := s.q.push(o)
+		switch {
+		case ok:
+			err = nil
+		case full:
+			s.slowConsumer()
+		}
+	}
+	if err != nil {
+		if d := s.q.ended(); d != nil {
+			return d
+		}
+		return err
+	}
+	e.stats.out.Add(1)
 	return nil
 }
 
@@ -174,7 +431,10 @@ func (e *Engine) announce(ctx context.Context, sub *subscription) {
 	}
 	s := sub.s
 	if sub.ns.Presence {
-		if err := e.broker.AddPresence(ctx, sub.channel, s.id, s.info, e.cfg.PresenceTTL); err != nil {
+		bctx, cancel := e.brokerCtx(ctx)
+		err := e.broker.AddPresence(bctx, sub.channel, s.id, s.info, e.cfg.PresenceTTL)
+		cancel()
+		if err != nil {
 			s.log.Warn("add presence failed", slog.String("channel", sub.channel), slog.Any("err", err))
 		}
 	}
@@ -186,12 +446,17 @@ func (e *Engine) announce(ctx context.Context, sub *subscription) {
 	if dropped {
 		// dropSub ran before presence was added: undo it here.
 		if sub.ns.Presence {
-			_ = e.broker.RemovePresence(ctx, sub.channel, s.id)
+			bctx, cancel := e.brokerCtx(ctx)
+			_ = e.broker.RemovePresence(bctx, sub.channel, s.id)
+			cancel()
 		}
 		return
 	}
 	if sub.ns.JoinLeave {
-		if err := e.broker.PublishJoin(ctx, sub.channel, s.info); err != nil {
+		bctx, cancel := e.brokerCtx(ctx)
+		err := e.broker.PublishJoin(bctx, sub.channel, s.info)
+		cancel()
+		if err != nil {
 			s.log.Warn("publish join failed", slog.String("channel", sub.channel), slog.Any("err", err))
 		}
 	}
@@ -246,12 +511,18 @@ func (e *Engine) dropSub(ctx context.Context, sub *subscription) {
 	if announced {
 		s := sub.s
 		if sub.ns.Presence {
-			if err := e.broker.RemovePresence(ctx, sub.channel, s.id); err != nil {
+			bctx, cancel := e.brokerCtx(ctx)
+			err := e.broker.RemovePresence(bctx, sub.channel, s.id)
+			cancel()
+			if err != nil {
 				s.log.Warn("remove presence failed", slog.String("channel", sub.channel), slog.Any("err", err))
 			}
 		}
 		if sub.ns.JoinLeave {
-			if err := e.broker.PublishLeave(ctx, sub.channel, s.info); err != nil {
+			bctx, cancel := e.brokerCtx(ctx)
+			err := e.broker.PublishLeave(bctx, sub.channel, s.info)
+			cancel()
+			if err != nil {
 				s.log.Warn("publish leave failed", slog.String("channel", sub.channel), slog.Any("err", err))
 			}
 		}
@@ -273,7 +544,8 @@ type handler struct{ e *Engine }
 // It encodes pub at most once per protocol; the bytes are shared by every
 // recipient, and nothing is allocated per recipient once the queues have
 // grown to their working size. It never blocks on a session: a full queue
-// ends that session.
+// ends that session. A superchat subscriber whose last position pub does
+// not follow gets a gap notice first.
 func (hd handler) HandlePublication(pub *broker.Publication) {
 	e := hd.e
 	h := e.hub(pub.Channel)
@@ -306,11 +578,63 @@ func (hd handler) HandlePublication(pub *broker.Publication) {
 			sub.held = append(sub.held, heldItem{pos: pub.Position, out: out})
 			continue
 		}
-		if pub.Epoch == sub.epoch && pub.Offset <= sub.offset {
+		ok, gap := sub.next(pub.Position)
+		if !ok {
 			continue // already delivered
 		}
-		sub.epoch, sub.offset = pub.Epoch, pub.Offset
+		if gap != "" && s.proto == ProtocolSuperchat {
+			if ok, full := s.q.push(Outbound{Data: encodeGap(pub.Channel, sub.epoch, sub.offset, gap)}); ok {
+				n++
+			} else {
+				if full {
+					s.slowConsumer()
+				}
+				continue
+			}
+		}
+		sub.epoch, sub.offset, sub.gapped = pub.Epoch, pub.Offset, false
 		if ok, full := s.q.push(out); ok {
+			n++
+		} else if full {
+			s.slowConsumer()
+		}
+	}
+	h.mu.Unlock()
+	e.stats.out.Add(n)
+}
+
+// HandleGap tells every local superchat subscriber of channel that
+// publications after its last position may be missing, once per gap: a
+// subscriber already told, with no publication since, is not told again.
+// A recovering subscriber gets the notice in order with what it holds.
+func (hd handler) HandleGap(channel string, reason string) {
+	e := hd.e
+	h := e.hub(channel)
+	if h == nil {
+		return
+	}
+	var data []byte
+	var at broker.Position // position data was encoded for
+	n := int64(0)
+	h.mu.Lock()
+	for _, sub := range h.subs {
+		s := sub.s
+		if sub.recovering {
+			if len(sub.held) >= s.q.maxItems {
+				s.slowConsumer()
+				continue
+			}
+			sub.held = append(sub.held, heldItem{gap: reason})
+			continue
+		}
+		if s.proto != ProtocolSuperchat || sub.gapped {
+			continue
+		}
+		if pos := (broker.Position{Epoch: sub.epoch, Offset: sub.offset}); data == nil || pos != at {
+			data, at = encodeGap(channel, sub.epoch, sub.offset, reason), pos
+		}
+		sub.gapped = true
+		if ok, full := s.q.push(Outbound{Data: data}); ok {
 			n++
 		} else if full {
 			s.slowConsumer()
@@ -354,4 +678,19 @@ func (hd handler) event(channel string, info broker.ClientInfo, join bool) {
 	}
 	h.mu.Unlock()
 	e.stats.out.Add(n)
+}
+
+// encodeGap returns a gap notice: {"gap":{...}}.
+func encodeGap(channel, epoch string, offset uint64, reason string) []byte {
+	return mustMarshal(struct {
+		Gap Gap `json:"gap"`
+	}{Gap{Channel: channel, Epoch: epoch, Offset: offset, Reason: reason}})
+}
+
+// encodeFor returns what a session of protocol p is sent for pub.
+func encodeFor(p Protocol, pub *broker.Publication) []byte {
+	if p == ProtocolChat {
+		return encodeChat(pub.Data)
+	}
+	return encodePush(pub)
 }

@@ -97,6 +97,10 @@ type Config struct {
 	// PresenceTTL is how long a presence entry lives in the broker without
 	// being refreshed; the engine refreshes at a third of it. 0: 60s.
 	PresenceTTL time.Duration
+	// BrokerTimeout bounds each broker call the engine makes (subscribe,
+	// unsubscribe, history reads, presence, join and leave), on top of
+	// the caller's ctx. 0: 5s.
+	BrokerTimeout time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -128,6 +132,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PresenceTTL <= 0 {
 		c.PresenceTTL = 60 * time.Second
+	}
+	if c.BrokerTimeout <= 0 {
+		c.BrokerTimeout = 5 * time.Second
 	}
 	return c
 }

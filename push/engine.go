@@ -163,7 +163,9 @@ func (e *Engine) Publish(ctx context.Context, channel string, data json.RawMessa
 }
 
 func (e *Engine) publish(ctx context.Context, channel string, data json.RawMessage, info *broker.ClientInfo, ns NamespaceOptions) (broker.Position, error) {
-	pos, err := e.broker.Publish(ctx, channel, data, info, ns.publishOptions())
+	bctx, cancel := e.brokerCtx(ctx)
+	pos, err := e.broker.Publish(bctx, channel, data, info, ns.publishOptions())
+	cancel()
 	if err != nil {
 		return broker.Position{}, fmt.Errorf("push: publish to %s: %w", channel, err)
 	}

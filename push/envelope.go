@@ -60,6 +60,18 @@ type ServerMessage struct {
 	Error      *ReplyError     `json:"error,omitempty"`
 	Push       *Push           `json:"push,omitempty"`
 	Disconnect *Disconnect     `json:"disconnect,omitempty"`
+	Gap        *Gap            `json:"gap,omitempty"`
+}
+
+// Gap tells a subscriber that it may have missed publications of Channel
+// after the last one it was given, Epoch and Offset: the position to pass
+// as since when it subscribes again to recover. The subscription goes on
+// with the next publication.
+type Gap struct {
+	Channel string `json:"channel"`
+	Epoch   string `json:"epoch"`
+	Offset  uint64 `json:"offset"`
+	Reason  string `json:"reason"`
 }
 
 // ReplyError is the error of a failed request. Codes: 400 bad request, 403

@@ -69,18 +69,24 @@ func ExampleSession_Handle_recovery() {
 	}
 	s, _ := e.Connect(ctx, push.ConnectRequest{Identity: auth.Identity{UserID: "u"}, Protocol: push.ProtocolSuperchat})
 	_ = s.Handle(ctx, fmt.Appendf(nil, `{"id":7,"op":"subscribe","channel":"chat:news","since":%s}`, pos))
+	// The reply comes first, then each missed publication as a push.
+	items := s.Pending(0, nil)
 	var reply struct {
 		ID     uint64
 		Result struct {
-			Offset       uint64
-			Recovered    bool
-			Publications []push.Push
+			Offset    uint64
+			Recovered bool
 		}
 	}
-	_ = json.Unmarshal(s.Pending(0, nil)[0].Data, &reply)
+	_ = json.Unmarshal(items[0].Data, &reply)
 	fmt.Println("reply", reply.ID, "recovered:", reply.Result.Recovered, "top:", reply.Result.Offset)
-	for _, p := range reply.Result.Publications {
-		fmt.Println(p.Offset, string(p.Data))
+	for _, o := range items[1:] {
+		var m push.ServerMessage
+		_ = json.Unmarshal(o.Data, &m)
+		if m.Push.Join != nil {
+			continue // its own join event
+		}
+		fmt.Println(m.Push.Offset, string(m.Push.Data))
 	}
 	// Output:
 	// reply 7 recovered: true top: 3

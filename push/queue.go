@@ -32,6 +32,7 @@ type queue struct {
 	err      *Disconnect   // set once, when the session ends
 	done     chan struct{} // closed when err is set
 	notify   chan struct{} // cap 1: something was queued or the session ended
+	room     chan struct{} // made by a waiting pushWait, closed by ack; else nil
 }
 
 // keepCap is the largest item capacity a drained queue keeps for reuse; a
@@ -71,6 +72,42 @@ func (q *queue) push(o Outbound) (ok, full bool) {
 	q.mu.Unlock()
 	q.signal()
 	return true, false
+}
+
+// pushWait queues o, waiting while the queue has no room for it, until
+// ctx ends (ctx.Err()) or the session ends (its *Disconnect). An item
+// larger than the bounds is queued once the queue is empty, so a big item
+// is delivered rather than waiting forever. Only a sender that can afford
+// to wait uses it (a recovery replay); the publication path never does.
+func (q *queue) pushWait(ctx context.Context, o Outbound) error {
+	for {
+		q.mu.Lock()
+		if q.err != nil {
+			err := q.err
+			q.mu.Unlock()
+			return err
+		}
+		if len(q.items) == 0 || len(q.items)+1 <= q.maxItems && q.bytes+len(o.Data) <= q.maxBytes {
+			o.Seq = q.next
+			q.next++
+			q.bytes += len(o.Data)
+			q.items = append(q.items, o)
+			q.mu.Unlock()
+			q.signal()
+			return nil
+		}
+		if q.room == nil {
+			q.room = make(chan struct{})
+		}
+		room := q.room
+		q.mu.Unlock()
+		select {
+		case <-room:
+		case <-q.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // close ends the session with d, queueing notice (if any) past the bounds
@@ -158,6 +195,10 @@ func (q *queue) ack(seq uint64) {
 	}
 	for _, o := range q.items[:k] {
 		q.bytes -= len(o.Data)
+	}
+	if q.room != nil && k > 0 {
+		close(q.room) // wake the pushWait callers
+		q.room = nil
 	}
 	if k == len(q.items) {
 		if cap(q.items) > keepCap {

@@ -211,6 +211,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	<-s.stopped
 	s.GoingAway()
 	err := s.engine.Shutdown(ctx)
+	s.polling.Close()
 	err = errors.Join(err, s.websocket.Wait(ctx))
 	for s.broadcast.Len() > 0 && ctx.Err() == nil {
 		select {

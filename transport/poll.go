@@ -2,10 +2,12 @@ package transport
 
 import (
 	"bytes"
+	"container/list"
 	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"path"
@@ -30,13 +32,22 @@ import (
 //	POST   /poll/{session}  one request envelope or an array of them: 202
 //	DELETE /poll/{session}  end the session: 204
 //
-// The token is checked once, at open; later requests carry the session id,
-// an unguessable bearer credential. The session outlives each request by the
-// engine's grace period, so a client may also move it onto WebSocket with
-// /chat?session=ID.
+// Only sessions opened by /poll/open are served here: a session id alone
+// never moves a WebSocket session onto polling. With authentication on (a
+// Verifier that is not in development mode) every request must carry the
+// credentials of the user that opened the session (401 without a valid
+// token, 403 with another user's); in development mode the session id, an
+// unguessable bearer credential, is enough. The session outlives each
+// request by the engine's grace period, so a client may also move it onto
+// WebSocket with /chat?session=ID.
+//
+// When a session ends its queue is freed at once; what stays is a
+// tombstone of a few hundred bytes with the disconnect notice, so that a
+// late poll still learns why, for EndedKeep or until the client was told,
+// and at most MaxEnded of them (the oldest go first).
 //
 // The zero value is not usable: set Engine and Verifier. Fields must not
-// change once it serves requests.
+// change once it serves requests. Close stops its goroutines.
 type Polling struct {
 	Engine   *push.Engine
 	Verifier auth.Verifier
@@ -53,7 +64,17 @@ type Polling struct {
 	// MaxBody bounds the body of a POST; past it the answer is 413. 0
 	// means 1 MiB.
 	MaxBody int64
-	Log     *slog.Logger
+	// BodyTimeout bounds the reading of a POST body, from the start of the
+	// handler: a client that sends it slower is cut off. A held long poll
+	// has no read deadline instead. 0 means 10s.
+	BodyTimeout time.Duration
+	// MaxEnded bounds the tombstones of ended sessions kept for a late
+	// poll; past it the oldest is forgotten (its poll gets 404). About
+	// 300 bytes each. 0 means 10,000.
+	MaxEnded int
+	// EndedKeep is how long a tombstone is kept. 0 means 1 minute.
+	EndedKeep time.Duration
+	Log       *slog.Logger
 	// OnDeliver, if set, is called once for each publication sent to a
 	// client, with the time the broker accepted it (for latency metrics).
 	OnDeliver func(transport string, published time.Time)
@@ -66,23 +87,42 @@ type Polling struct {
 	release     context.Context
 	stopRelease context.CancelFunc
 
-	mu    sync.Mutex
-	polls map[string]*pollSession // sessions opened here, and ended ones until told
-	swept time.Time
+	// wg counts the goroutines Polling starts: one watcher per live
+	// session (it buries the session when it ends) and the sweeper. Close
+	// ends them (closing) and waits.
+	wg      sync.WaitGroup
+	closing chan struct{}
+
+	mu     sync.Mutex
+	closed bool                    // Close was called: start no goroutine
+	polls  map[string]*pollSession // live sessions opened here
+	tombs  map[string]*tombstone   // ended ones, until told, swept or evicted
+	order  list.List               // of *tombstone, oldest first
 }
 
-// pollSession is what Polling keeps per session it opened: the session
-// after the engine dropped it (so a client can still be told why it ended),
-// the poll it holds now, and how far OnDeliver has counted.
+// pollSession is what Polling keeps per live session it opened: the
+// session, who opened it, the poll it holds now, and how far OnDeliver has
+// counted.
 type pollSession struct {
-	s     *push.Session
-	hold  bool      // opened for long polling
-	ended time.Time // when a sweep first saw it ended
+	s    *push.Session
+	user string // UserID of the identity that opened it
+	hold bool   // opened for long polling
 
 	mu     sync.Mutex
 	cancel context.CancelFunc // ends the held poll, if any
 	holder *int               // identifies the held poll
 	sent   uint64             // highest Seq reported to OnDeliver
+}
+
+// tombstone is what stays of an ended session: why it ended and the final
+// notice (Seq 0 if the client had acknowledged it), not its queue.
+type tombstone struct {
+	id     string
+	user   string
+	d      *push.Disconnect
+	notice push.Outbound
+	at     time.Time     // when it was buried
+	elem   *list.Element // in Polling.order
 }
 
 // Transport names, as push.Stats counts them.
@@ -91,10 +131,6 @@ const (
 	transportPoll     = "poll"
 )
 
-// endedKeep is how long an ended session stays known so that a poll can
-// still learn why it ended.
-const endedKeep = time.Minute
-
 func (p *Polling) init() {
 	p.initOnce.Do(func() {
 		p.log = p.Log
@@ -102,7 +138,9 @@ func (p *Polling) init() {
 			p.log = slog.New(slog.DiscardHandler)
 		}
 		p.release, p.stopRelease = context.WithCancel(context.Background())
+		p.closing = make(chan struct{})
 		p.polls = make(map[string]*pollSession)
+		p.tombs = make(map[string]*tombstone)
 		m := http.NewServeMux()
 		m.HandleFunc("POST /poll/open", p.open)
 		m.HandleFunc("GET /poll/{session}", p.poll)
@@ -110,6 +148,11 @@ func (p *Polling) init() {
 		m.HandleFunc("DELETE /poll/{session}", p.close)
 		m.HandleFunc("OPTIONS /poll/", p.preflight)
 		p.mux = m
+		p.mu.Lock()
+		if !p.closed {
+			p.wg.Go(p.sweeper)
+		}
+		p.mu.Unlock()
 	})
 }
 
@@ -130,6 +173,22 @@ func (p *Polling) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *Polling) GoingAway() {
 	p.init()
 	p.stopRelease()
+}
+
+// Close answers held polls (as GoingAway), stops the goroutines Polling
+// started (the sweeper, the watchers of live sessions) and waits for them.
+// Call it at shutdown, before or after the engine's Shutdown; the
+// sessions themselves are the engine's. It is safe to call more than once
+// and at once from several goroutines.
+func (p *Polling) Close() {
+	p.GoingAway()
+	p.mu.Lock()
+	if !p.closed {
+		p.closed = true
+		close(p.closing)
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
 }
 
 // Waiting reports the long polls held now.
@@ -206,15 +265,31 @@ func (p *Polling) maxBody() int64 {
 	return p.MaxBody
 }
 
-// readBody reads a POST body within MaxBody; on failure it has answered.
+func (p *Polling) bodyTimeout() time.Duration {
+	if p.BodyTimeout <= 0 {
+		return 10 * time.Second
+	}
+	return p.BodyTimeout
+}
+
+// readBody reads a POST body within MaxBody and BodyTimeout; on failure it
+// has answered (413 past MaxBody, 408 past BodyTimeout).
 func (p *Polling) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	// Where the ResponseWriter cannot (a recorder in a test), the
+	// http.Server's ReadTimeout is the only bound.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(p.bodyTimeout()))
 	var buf bytes.Buffer
 	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, p.maxBody()))
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		var ne net.Error
+		switch {
+		case errors.As(err, &mbe):
 			http.Error(w, "body larger than "+strconv.FormatInt(mbe.Limit, 10)+" bytes", http.StatusRequestEntityTooLarge)
-		} else {
+		case errors.As(err, &ne) && ne.Timeout():
+			w.Header().Set("Connection", "close")
+			http.Error(w, "body not received within "+p.bodyTimeout().String(), http.StatusRequestTimeout)
+		default:
 			http.Error(w, "cannot read body", http.StatusBadRequest)
 		}
 		return nil, false
@@ -261,64 +336,147 @@ func (p *Polling) open(w http.ResponseWriter, r *http.Request) {
 	// The session is born attached; between polls it lives on its grace
 	// period.
 	s.Detach()
+	ps := &pollSession{s: s, user: ident.UserID, hold: req.Transport == transportLongPoll}
 	p.mu.Lock()
-	p.polls[s.ID()] = &pollSession{s: s, hold: req.Transport == transportLongPoll}
-	p.sweepLocked(time.Now())
+	if p.closed {
+		p.mu.Unlock()
+		s.Close(push.CodeGoingAway, push.ReasonShutdown)
+		Overloaded(w, "server is shutting down")
+		return
+	}
+	p.polls[s.ID()] = ps
+	// The watcher buries the session as soon as it ends, whoever ends it,
+	// so that its queue is freed at once.
+	p.wg.Go(func() {
+		select {
+		case <-s.Done():
+			p.bury(s.ID(), ps)
+		case <-p.closing:
+		}
+	})
 	p.mu.Unlock()
-	p.log.Debug("poll: session opened", "session", s.ID(), "transport", req.Transport, "remote", r.RemoteAddr)
+	p.log.Debug("poll: session opened", "session", LogID(s.ID()), "transport", req.Transport, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, map[string]string{"session": s.ID(), "protocol": "superchat"})
 }
 
-// sweepLocked forgets ended sessions once they have been kept endedKeep. It
-// runs at most once per endedKeep/2.
-func (p *Polling) sweepLocked(now time.Time) {
-	if now.Sub(p.swept) < endedKeep/2 {
+func (p *Polling) maxEnded() int {
+	if p.MaxEnded <= 0 {
+		return 10000
+	}
+	return p.MaxEnded
+}
+
+func (p *Polling) endedKeep() time.Duration {
+	if p.EndedKeep <= 0 {
+		return time.Minute
+	}
+	return p.EndedKeep
+}
+
+// bury replaces the ended session ps with a tombstone holding only its
+// final notice, and drops the oldest tombstones past MaxEnded. It does
+// nothing if ps is no longer in the table (DELETE forgot it).
+func (p *Polling) bury(id string, ps *pollSession) {
+	d := &push.Disconnect{Code: push.CodeGoingAway, Reason: "session ended"}
+	errors.As(ps.s.Err(), &d)
+	t := &tombstone{id: id, user: ps.user, d: d, at: time.Now()}
+	// The session's last item is its disconnect notice, unless the
+	// client has acknowledged it already. A copy: the queue's array is
+	// not kept.
+	if items := ps.s.Pending(0, nil); len(items) > 0 {
+		t.notice = items[len(items)-1]
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.polls[id] != ps {
 		return
 	}
-	p.swept = now
-	for id, ps := range p.polls {
-		if ps.s.Err() == nil {
-			continue
-		}
-		if ps.ended.IsZero() {
-			ps.ended = now
-		} else if now.Sub(ps.ended) > endedKeep {
-			delete(p.polls, id)
+	delete(p.polls, id)
+	p.tombs[id] = t
+	t.elem = p.order.PushBack(t)
+	for len(p.tombs) > p.maxEnded() {
+		p.dropLocked(p.order.Front().Value.(*tombstone))
+	}
+}
+
+func (p *Polling) dropLocked(t *tombstone) {
+	p.order.Remove(t.elem)
+	delete(p.tombs, t.id)
+}
+
+// sweeper forgets tombstones older than EndedKeep, until Close.
+func (p *Polling) sweeper() {
+	keep := p.endedKeep()
+	tick := time.NewTicker(max(keep/4, time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-p.closing:
+			return
+		case now := <-tick.C:
+			p.sweep(now.Add(-keep))
 		}
 	}
 }
 
-// session finds the request's session; on failure it has answered 404.
-// ps is nil for sessions not opened here (a WebSocket session polled by id).
-func (p *Polling) session(w http.ResponseWriter, r *http.Request) (*push.Session, *pollSession, bool) {
+// sweep forgets the tombstones buried before cutoff.
+func (p *Polling) sweep(cutoff time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for e := p.order.Front(); e != nil; e = p.order.Front() {
+		t := e.Value.(*tombstone)
+		if !t.at.Before(cutoff) {
+			return
+		}
+		p.dropLocked(t)
+	}
+}
+
+// lookup finds the request's session, live (ps) or ended (t), and checks
+// that the request comes from the user that opened it. On failure it has
+// answered (404, 401 or 403).
+func (p *Polling) lookup(w http.ResponseWriter, r *http.Request) (ps *pollSession, t *tombstone, ok bool) {
 	id := r.PathValue("session")
 	p.mu.Lock()
-	ps := p.polls[id]
+	ps, t = p.polls[id], p.tombs[id]
 	p.mu.Unlock()
-	if ps != nil {
-		return ps.s, ps, true
-	}
-	s, ok := p.Engine.Session(id)
-	if !ok {
+	user := ""
+	switch {
+	case ps != nil:
+		user = ps.user
+	case t != nil:
+		user = t.user
+	default:
 		http.Error(w, "unknown or expired session: open a new one", http.StatusNotFound)
 		return nil, nil, false
 	}
-	if s.Protocol() != push.ProtocolSuperchat {
-		http.Error(w, "polling speaks superchat only; this is a "+s.Protocol().String()+" session", http.StatusBadRequest)
+	if p.Verifier.Dev() {
+		return ps, t, true
+	}
+	ident, ok := Authenticate(w, r, p.Verifier)
+	if !ok {
 		return nil, nil, false
 	}
-	return s, nil, true
+	if ident.UserID != user {
+		http.Error(w, "this session belongs to another user", http.StatusForbidden)
+		return nil, nil, false
+	}
+	return ps, t, true
 }
 
+// forget drops the session id from the table, live or ended.
 func (p *Polling) forget(id string) {
 	p.mu.Lock()
 	delete(p.polls, id)
+	if t := p.tombs[id]; t != nil {
+		p.dropLocked(t)
+	}
 	p.mu.Unlock()
 }
 
 // poll answers GET /poll/{session}?ack=N[&wait=0|1].
 func (p *Polling) poll(w http.ResponseWriter, r *http.Request) {
-	s, ps, ok := p.session(w, r)
+	ps, t, ok := p.lookup(w, r)
 	if !ok {
 		return
 	}
@@ -332,7 +490,19 @@ func (p *Polling) poll(w http.ResponseWriter, r *http.Request) {
 		}
 		ack = n
 	}
-	hold := ps == nil || ps.hold
+	if t != nil {
+		// Ended: the notice, until the client says it has it.
+		var items []push.Outbound
+		if t.notice.Seq > ack {
+			items = []push.Outbound{t.notice}
+		} else {
+			p.forget(t.id)
+		}
+		writePoll(w, items, t.d)
+		return
+	}
+	s := ps.s
+	hold := ps.hold
 	if v := q.Get("wait"); v != "" {
 		hold = v == "1" || v == "true"
 	}
@@ -377,6 +547,10 @@ func (p *Polling) hold(w http.ResponseWriter, r *http.Request, s *push.Session, 
 		return false
 	}
 	defer p.waiting.Add(-1)
+	// The poll is held on purpose: no read deadline while it is (the
+	// server's ReadTimeout would end it). Reading on still tells when the
+	// client goes away; net/http sets the idle deadline after the answer.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	timeout := p.LongPollTimeout
 	if timeout <= 0 {
 		timeout = 25 * time.Second
@@ -385,24 +559,22 @@ func (p *Polling) hold(w http.ResponseWriter, r *http.Request, s *push.Session, 
 	defer cancel()
 	stop := context.AfterFunc(p.release, cancel)
 	defer stop()
-	if ps != nil {
-		// A newer poll of the same session replaces this one: a client
-		// that lost a response must not wait for the old hold to end.
-		me := new(int)
-		ps.mu.Lock()
-		if ps.cancel != nil {
-			ps.cancel()
-		}
-		ps.cancel, ps.holder = cancel, me
-		ps.mu.Unlock()
-		defer func() {
-			ps.mu.Lock()
-			if ps.holder == me {
-				ps.cancel, ps.holder = nil, nil
-			}
-			ps.mu.Unlock()
-		}()
+	// A newer poll of the same session replaces this one: a client that
+	// lost a response must not wait for the old hold to end.
+	me := new(int)
+	ps.mu.Lock()
+	if ps.cancel != nil {
+		ps.cancel()
 	}
+	ps.cancel, ps.holder = cancel, me
+	ps.mu.Unlock()
+	defer func() {
+		ps.mu.Lock()
+		if ps.holder == me {
+			ps.cancel, ps.holder = nil, nil
+		}
+		ps.mu.Unlock()
+	}()
 	_ = s.Wait(ctx, ack) // whatever ended it, answer with what is queued
 	return r.Context().Err() == nil
 }
@@ -412,13 +584,10 @@ func (p *Polling) delivered(name string, ps *pollSession, items []push.Outbound)
 	if p.OnDeliver == nil || len(items) == 0 {
 		return
 	}
-	from := uint64(0)
-	if ps != nil {
-		ps.mu.Lock()
-		from = ps.sent
-		ps.sent = max(ps.sent, items[len(items)-1].Seq)
-		ps.mu.Unlock()
-	}
+	ps.mu.Lock()
+	from := ps.sent
+	ps.sent = max(ps.sent, items[len(items)-1].Seq)
+	ps.mu.Unlock()
 	for _, o := range items {
 		if o.Seq > from && !o.Time.IsZero() {
 			p.OnDeliver(name, o.Time)
@@ -462,10 +631,15 @@ func writePoll(w http.ResponseWriter, items []push.Outbound, d *push.Disconnect)
 // send handles POST /poll/{session}: one request envelope or an array of
 // them, handled in order. Replies arrive in the message stream.
 func (p *Polling) send(w http.ResponseWriter, r *http.Request) {
-	s, _, ok := p.session(w, r)
+	ps, t, ok := p.lookup(w, r)
 	if !ok {
 		return
 	}
+	if t != nil {
+		http.Error(w, "session ended: "+t.d.Reason, http.StatusGone)
+		return
+	}
+	s := ps.s
 	body, ok := p.readBody(w, r)
 	if !ok {
 		return
@@ -494,12 +668,16 @@ func (p *Polling) send(w http.ResponseWriter, r *http.Request) {
 
 // close handles DELETE /poll/{session}.
 func (p *Polling) close(w http.ResponseWriter, r *http.Request) {
-	s, _, ok := p.session(w, r)
+	ps, t, ok := p.lookup(w, r)
 	if !ok {
 		return
 	}
-	s.Close(push.CodeNormal, "closed by client")
-	p.forget(s.ID())
+	if t != nil {
+		p.forget(t.id)
+	} else {
+		ps.s.Close(push.CodeNormal, "closed by client")
+		p.forget(ps.s.ID())
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +23,9 @@ type pollServer struct {
 	*httptest.Server
 	engine *push.Engine
 	poll   *Polling
+
+	mu     sync.Mutex
+	tokens map[string]string // session id -> token of its user
 }
 
 // newPollServer serves /poll/ and /chat from one engine over loopback.
@@ -35,14 +39,17 @@ func newPollServer(t *testing.T, pcfg push.Config, p *Polling) *pollServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.Engine, p.Verifier = e, v
+	p.Engine = e
+	if p.Verifier == nil {
+		p.Verifier = v
+	}
 	wst := &WebSocket{Engine: e, Verifier: v}
 	mux := http.NewServeMux()
 	mux.Handle("/poll/", p)
 	mux.Handle("GET /chat", wst)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(func() {
-		p.GoingAway()
+		p.Close()
 		srv.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -53,7 +60,7 @@ func newPollServer(t *testing.T, pcfg push.Config, p *Polling) *pollServer {
 			t.Error(err)
 		}
 	})
-	return &pollServer{Server: srv, engine: e, poll: p}
+	return &pollServer{Server: srv, engine: e, poll: p, tokens: make(map[string]string)}
 }
 
 func pollToken(t *testing.T, user string) string {
@@ -87,9 +94,17 @@ func (ps *pollServer) do(t *testing.T, method, path, token, body string, hdr ...
 	return resp.StatusCode, string(b), resp.Header
 }
 
+// token returns the token a session was opened with.
+func (ps *pollServer) token(id string) string {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.tokens[id]
+}
+
 func (ps *pollServer) open(t *testing.T, user, transport string) string {
 	t.Helper()
-	code, body, _ := ps.do(t, "POST", "/poll/open", pollToken(t, user), `{"transport":"`+transport+`"}`)
+	tok := pollToken(t, user)
+	code, body, _ := ps.do(t, "POST", "/poll/open", tok, `{"transport":"`+transport+`"}`)
 	if code != http.StatusOK {
 		t.Fatalf("open: %d %s", code, body)
 	}
@@ -97,12 +112,15 @@ func (ps *pollServer) open(t *testing.T, user, transport string) string {
 	if err := json.Unmarshal([]byte(body), &r); err != nil || r.Session == "" || r.Protocol != "superchat" {
 		t.Fatalf("open: %s (%v)", body, err)
 	}
+	ps.mu.Lock()
+	ps.tokens[r.Session] = tok
+	ps.mu.Unlock()
 	return r.Session
 }
 
 func (ps *pollServer) send(t *testing.T, id, body string) {
 	t.Helper()
-	if code, b, _ := ps.do(t, "POST", "/poll/"+id, "", body); code != http.StatusAccepted {
+	if code, b, _ := ps.do(t, "POST", "/poll/"+id, ps.token(id), body); code != http.StatusAccepted {
 		t.Fatalf("send: %d %s", code, b)
 	}
 }
@@ -117,7 +135,7 @@ type pollResponse struct {
 
 func (ps *pollServer) get(t *testing.T, id, query string) pollResponse {
 	t.Helper()
-	code, body, _ := ps.do(t, "GET", "/poll/"+id+"?"+query, "", "")
+	code, body, _ := ps.do(t, "GET", "/poll/"+id+"?"+query, ps.token(id), "")
 	if code != http.StatusOK {
 		t.Fatalf("poll: %d %s", code, body)
 	}
@@ -266,30 +284,32 @@ func TestPollErrors(t *testing.T) {
 	}
 
 	id := ps.open(t, "ann", "longpoll")
-	if code, _, _ := ps.do(t, "GET", "/poll/"+id+"?ack=x", "", ""); code != 400 {
+	if code, _, _ := ps.do(t, "GET", "/poll/"+id+"?ack=x", ps.token(id), ""); code != 400 {
 		t.Errorf("bad ack: %d", code)
 	}
-	if code, _, _ := ps.do(t, "POST", "/poll/"+id, "", `[{"id":1,"op":"connect"}`+strings.Repeat(" ", 2000)+`]`); code != 413 {
+	if code, _, _ := ps.do(t, "POST", "/poll/"+id, ps.token(id), `[{"id":1,"op":"connect"}`+strings.Repeat(" ", 2000)+`]`); code != 413 {
 		t.Errorf("large body: %d, want 413", code)
 	}
-	if code, _, _ := ps.do(t, "POST", "/poll/"+id, "", `[1,`); code != 400 {
+	if code, _, _ := ps.do(t, "POST", "/poll/"+id, ps.token(id), `[1,`); code != 400 {
 		t.Errorf("bad array: %d, want 400", code)
 	}
 
 	// One long poll held is the limit: the next gets 503, Retry-After.
 	go func() { // held until the server lets go; its answer does not matter
-		if resp, err := ps.Client().Get(ps.URL + "/poll/" + id + "?ack=0"); err == nil {
+		req, _ := http.NewRequest("GET", ps.URL+"/poll/"+id+"?ack=0", nil)
+		req.Header.Set("Authorization", "Bearer "+ps.token(id))
+		if resp, err := ps.Client().Do(req); err == nil {
 			resp.Body.Close()
 		}
 	}()
 	waitFor(t, func() bool { return ps.poll.Waiting() == 1 })
 	id2 := ps.open(t, "bob", "longpoll")
-	code, _, hdr := ps.do(t, "GET", "/poll/"+id2+"?ack=0", "", "")
+	code, _, hdr := ps.do(t, "GET", "/poll/"+id2+"?ack=0", ps.token(id2), "")
 	if code != 503 || hdr.Get("Retry-After") == "" {
 		t.Errorf("past MaxWaiting: %d Retry-After %q, want 503", code, hdr.Get("Retry-After"))
 	}
 	// An ajax poll is not held, so not refused.
-	if code, _, _ := ps.do(t, "GET", "/poll/"+id2+"?ack=0&wait=0", "", ""); code != 200 {
+	if code, _, _ := ps.do(t, "GET", "/poll/"+id2+"?ack=0&wait=0", ps.token(id2), ""); code != 200 {
 		t.Errorf("ajax poll past MaxWaiting: %d", code)
 	}
 	// Past MaxSessions, open gets 503 too.
@@ -300,10 +320,10 @@ func TestPollErrors(t *testing.T) {
 	ps.poll.GoingAway()
 
 	// DELETE ends the session; the next poll learns why, then it is gone.
-	if code, _, _ := ps.do(t, "DELETE", "/poll/"+id2, "", ""); code != 204 {
+	if code, _, _ := ps.do(t, "DELETE", "/poll/"+id2, ps.token(id2), ""); code != 204 {
 		t.Fatalf("delete: %d", code)
 	}
-	if code, _, _ := ps.do(t, "GET", "/poll/"+id2+"?ack=0", "", ""); code != 404 {
+	if code, _, _ := ps.do(t, "GET", "/poll/"+id2+"?ack=0", ps.token(id2), ""); code != 404 {
 		t.Fatalf("poll after delete: %d, want 404", code)
 	}
 }
@@ -325,7 +345,7 @@ func TestPollDisconnectNotice(t *testing.T) {
 	if r.Disconnect == nil || len(r.Messages) != 0 {
 		t.Fatalf("after ack: %+v", r)
 	}
-	if code, _, _ := ps.do(t, "GET", "/poll/"+id+"?ack="+itoa(last), "", ""); code != 404 {
+	if code, _, _ := ps.do(t, "GET", "/poll/"+id+"?ack="+itoa(last), ps.token(id), ""); code != 404 {
 		t.Fatalf("told session still known: %d", code)
 	}
 }

@@ -33,6 +33,7 @@ type testServer struct {
 	t    *testing.T
 	addr string
 	wrap func(http.Handler) http.Handler
+	conf func(*server.Config) // adjusts the config of each start
 
 	mu    sync.Mutex
 	srv   *server.Server
@@ -42,7 +43,13 @@ type testServer struct {
 
 func startServer(t *testing.T, wrap func(http.Handler) http.Handler) *testServer {
 	t.Helper()
-	ts := &testServer{t: t, addr: "127.0.0.1:0", wrap: wrap}
+	return startServerWith(t, wrap, nil)
+}
+
+// startServerWith starts a server whose config conf adjusts.
+func startServerWith(t *testing.T, wrap func(http.Handler) http.Handler, conf func(*server.Config)) *testServer {
+	t.Helper()
+	ts := &testServer{t: t, addr: "127.0.0.1:0", wrap: wrap, conf: conf}
 	ts.start()
 	t.Cleanup(ts.stop)
 	return ts
@@ -50,12 +57,16 @@ func startServer(t *testing.T, wrap func(http.Handler) http.Handler) *testServer
 
 func (ts *testServer) start() {
 	ts.t.Helper()
-	srv, err := server.New(server.Config{
+	cfg := server.Config{
 		APIKey:          apiKey,
 		Web:             web.Handler(),
 		LongPollTimeout: 2 * time.Second,
 		StatsInterval:   200 * time.Millisecond,
-	})
+	}
+	if ts.conf != nil {
+		ts.conf(&cfg)
+	}
+	srv, err := server.New(cfg)
 	if err != nil {
 		ts.t.Fatal(err)
 	}
@@ -125,17 +136,25 @@ func (ts *testServer) url(path string) string { return "http://" + ts.addr + pat
 // publish posts through the server API.
 func (ts *testServer) publish(channel, text string) {
 	ts.t.Helper()
+	if err := ts.tryPublish(channel, text); err != nil {
+		ts.t.Fatal(err)
+	}
+}
+
+// tryPublish posts through the server API; any goroutine may call it.
+func (ts *testServer) tryPublish(channel, text string) error {
 	body, _ := json.Marshal(map[string]any{"channel": channel, "data": text})
 	req, _ := http.NewRequest("POST", ts.url("/api/publish"), strings.NewReader(string(body)))
 	req.Header.Set("Authorization", "apikey "+apiKey)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		ts.t.Fatal(err)
+		return err
 	}
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
-		ts.t.Fatalf("publish: %s", resp.Status)
+		return fmt.Errorf("publish: %s", resp.Status)
 	}
+	return nil
 }
 
 // browser starts headless Chromium for one test.

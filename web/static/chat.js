@@ -5,11 +5,30 @@ import { Hotline } from "/hotline.js";
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
 const h = new Hotline({
-  token: params.get("token") || "",
+  token: pageToken(),
   transport: params.get("transport") || "auto",
   pollInterval: Number(params.get("interval")) || 1000,
+  // For tests (and the curious): how soon a silent connection is probed.
+  idleTimeout: Number(params.get("idle")) || undefined,
+  requestTimeout: Number(params.get("timeout")) || undefined,
 });
 window.hotline = h; // for the browser tests and the curious
+window.recoveries = []; // every onRecovery report, for the same
+
+// pageToken reads a token from the fragment (/#token=JWT), which the
+// browser never sends to the server, so it stays out of access logs. A
+// ?token= in the page's own URL still works, but that request has already
+// carried it: the address bar drops it at once.
+function pageToken() {
+  const frag = new URLSearchParams(location.hash.slice(1));
+  if (frag.get("token")) return frag.get("token");
+  const tok = params.get("token") || "";
+  if (tok) {
+    params.delete("token");
+    history.replaceState(null, "", "?" + params + location.hash);
+  }
+  return tok;
+}
 
 const rooms = ["lobby", "random", "dev"];
 let room = params.get("room") || "lobby";
@@ -95,6 +114,7 @@ async function join(r) {
   renderRooms();
   $("messages").replaceChildren();
   notice("");
+  delete document.body.dataset.historyLost;
   people.clear();
   renderPeople();
   const channel = "chat:" + r;
@@ -112,17 +132,23 @@ async function join(r) {
     onJoin: (u) => { line("sys", "", `${u.name || u.user} joined`); refreshPresence(); },
     onLeave: (u) => { line("sys", "", `${u.name || u.user} left`); refreshPresence(); },
     onRecovery: (r) => {
+      window.recoveries.push(r);
       refreshPresence();
       if (r.first) return;
       if (r.recovered) {
-        notice("");
-        if (r.replayed) line("sys", "", `reconnected: ${r.replayed} missed message(s) recovered`);
-      } else {
-        notice(`History was lost (${r.reason}): messages sent while you were away cannot be shown. The server may have restarted.`);
-        document.body.dataset.historyLost = "true";
-        line("sys lost", "", `history lost: ${r.reason}`);
+        if (!r.replayed) return;
+        if (r.cause === "reconnect") line("sys", "", `reconnected: ${r.replayed} missed message(s) recovered`);
+        else if (r.cause !== "subscribe") line("sys", "", `${r.replayed} delayed message(s) recovered`);
+        return;
       }
+      // The notice stays until the room changes: the messages stay lost
+      // even when the connection is fine again.
+      const when = r.cause === "reconnect" ? "sent while you were away" : "sent in this room a moment ago";
+      notice(`History was lost (${r.reason}): some messages ${when} cannot be shown. Reload to see the room as it is now.`);
+      document.body.dataset.historyLost = "true";
+      line("sys lost", "", `history lost: ${r.reason}`);
     },
+    onError: (err) => line("sys err", "", `cannot join ${channel}: ${err.message}`),
   }, since);
 }
 

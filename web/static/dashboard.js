@@ -4,7 +4,10 @@ import { Hotline } from "/hotline.js";
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
-const h = new Hotline({ token: params.get("token") || "", transport: params.get("transport") || "auto" });
+// The token comes in the fragment (/dashboard#token=JWT), which is never
+// sent to the server; ?token= still works.
+const token = new URLSearchParams(location.hash.slice(1)).get("token") || params.get("token") || "";
+const h = new Hotline({ token, transport: params.get("transport") || "auto" });
 window.hotline = h;
 
 h.addEventListener("state", () => {

@@ -1,0 +1,250 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hotline-rt/hotline/auth"
+	"github.com/hotline-rt/hotline/broker"
+	"github.com/hotline-rt/hotline/server"
+)
+
+// droppingBroker is the memory broker with one flaw put in on purpose: the
+// publication of channel at offset drop is stored in history but never
+// handed to the node, as when a node's broker link loses a message. The
+// engine then pushes the next one, which skips an offset: a live jump.
+type droppingBroker struct {
+	*broker.Memory
+	channel string
+	drop    atomic.Uint64 // offset to drop; 0: none
+	dropped atomic.Int32
+}
+
+func (b *droppingBroker) Start(h broker.Handler) error {
+	return b.Memory.Start(&droppingHandler{Handler: h, b: b})
+}
+
+// droppingHandler forwards everything but the one publication. It embeds
+// the engine's handler, so methods the interface gains pass through.
+type droppingHandler struct {
+	broker.Handler
+	b *droppingBroker
+}
+
+func (h *droppingHandler) HandlePublication(pub *broker.Publication) {
+	if pub.Channel == h.b.channel && pub.Offset == h.b.drop.Load() {
+		h.b.dropped.Add(1)
+		return
+	}
+	h.Handler.HandlePublication(pub)
+}
+
+// TestLiveJumpRecovered: a publication never reaches the node (history
+// still holds it). The page must notice the jump in the live stream (or the
+// server's gap notice, once the engine sends one), recover from history,
+// and show every message once, in order, with onRecovery saying so.
+func TestLiveJumpRecovered(t *testing.T) {
+	for _, tr := range []string{"websocket", "longpoll"} {
+		t.Run(tr, func(t *testing.T) {
+			room := "jump-" + tr
+			db := &droppingBroker{Memory: broker.NewMemory(), channel: "chat:" + room}
+			ts := startServerWith(t, nil, func(c *server.Config) { c.Broker = db })
+			b := browser(t)
+			p := page(t, b, ts.url("/?transport="+tr+"&room="+room))
+			connected(t, p)
+			waitFor(t, p, `document.querySelectorAll("#people li").length === 1`)
+			for i := 1; i <= 4; i++ {
+				ts.publish("chat:"+room, fmt.Sprintf("m%d", i))
+			}
+			sees(t, p, "m4")
+			db.drop.Store(5) // m5 is stored but never pushed
+			for i := 5; i <= 8; i++ {
+				ts.publish("chat:"+room, fmt.Sprintf("m%d", i))
+			}
+			sees(t, p, "m8")
+			if db.dropped.Load() != 1 {
+				t.Fatalf("the broker dropped %d publications, want 1", db.dropped.Load())
+			}
+			got := eval[[]string](t, p, `[...document.querySelectorAll("#messages li.msg")].map(li => li.textContent)`)
+			var want []string
+			for i := 1; i <= 8; i++ {
+				want = append(want, fmt.Sprintf("server m%d", i))
+			}
+			if strings.Join(got, "|") != strings.Join(want, "|") {
+				t.Fatalf("messages shown:\n%q\nwant each once, in order:\n%q", got, want)
+			}
+			// m8 is shown after m5 was replayed, so the report is in.
+			var recs []struct {
+				Recovered bool
+				Reason    string
+				Replayed  int
+				First     bool
+				Cause     string
+				Gap       map[string]any
+			}
+			raw := eval[string](t, p, `JSON.stringify(window.recoveries)`)
+			if err := json.Unmarshal([]byte(raw), &recs); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("recovery reports: %s", raw)
+			n := 0
+			for _, r := range recs {
+				if r.First || r.Cause == "subscribe" { // the page's join, from its history read
+					continue
+				}
+				n++
+				if !r.Recovered || (r.Cause != "jump" && r.Cause != "gap") || r.Replayed < 1 {
+					t.Errorf("recovery report %+v: want recovered after a jump or gap, with m5 replayed", r)
+				}
+			}
+			if n != 1 {
+				t.Errorf("%d recovery reports after the first subscribe, want 1: %s", n, raw)
+			}
+			if eval[bool](t, p, `document.body.dataset.historyLost === "true"`) {
+				t.Error("page claims history was lost, though it was recovered")
+			}
+		})
+	}
+}
+
+// TestHistoryTrimmedWhileAway: the page is kept away while more is
+// published than history holds; when it is back it must say plainly that
+// messages were lost.
+func TestHistoryTrimmedWhileAway(t *testing.T) {
+	var blocked atomic.Bool
+	ts := startServerWith(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if blocked.Load() && (r.URL.Path == "/chat" || strings.HasPrefix(r.URL.Path, "/poll/")) {
+				http.Error(w, "away", http.StatusServiceUnavailable)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	}, func(c *server.Config) {
+		ns := server.DefaultNamespaces()
+		chat := ns["chat"]
+		chat.HistorySize = 5
+		ns["chat"] = chat
+		c.Namespaces = ns
+	})
+	b := browser(t)
+	p := page(t, b, ts.url("/?transport=websocket&room=away"))
+	connected(t, p)
+	waitFor(t, p, `document.querySelectorAll("#people li").length === 1`)
+	ts.publish("chat:away", "before")
+	sees(t, p, "before")
+
+	blocked.Store(true)
+	ts.cut()
+	waitFor(t, p, `document.body.dataset.state !== "connected"`)
+	for i := range 12 {
+		ts.publish("chat:away", fmt.Sprintf("while away %d", i))
+	}
+	blocked.Store(false)
+	waitFor(t, p, `document.body.dataset.historyLost === "true"`)
+	connected(t, p)
+	notice := eval[string](t, p, `document.getElementById("notice").hidden ? "" : document.getElementById("notice").textContent`)
+	if !strings.Contains(notice, "History was lost") || !strings.Contains(notice, "trimmed") {
+		t.Fatalf("notice = %q, want a visible history-lost notice with the reason", notice)
+	}
+	last := eval[map[string]any](t, p, `window.recoveries[window.recoveries.length - 1]`)
+	if last["recovered"] != false || last["cause"] != "reconnect" {
+		t.Fatalf("last recovery report %v, want recovered false after the reconnect", last)
+	}
+	ts.publish("chat:away", "after")
+	sees(t, p, "after")
+	if n := count(t, p, "while away"); n != 0 {
+		t.Errorf("%d trimmed messages shown", n)
+	}
+}
+
+// requestLog records what reached the server: each request's URL, its
+// token cookie and its Authorization header.
+type requestLog struct {
+	mu   sync.Mutex
+	reqs []loggedRequest
+}
+
+type loggedRequest struct {
+	method, url, cookie, authz string
+	upgrade                    bool
+}
+
+func (l *requestLog) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		lr := loggedRequest{method: r.Method, url: r.URL.String(), authz: r.Header.Get("Authorization"),
+			upgrade: strings.EqualFold(r.Header.Get("Upgrade"), "websocket")}
+		if c, err := r.Cookie("hotline_token"); err == nil {
+			lr.cookie = c.Value
+		}
+		l.mu.Lock()
+		l.reqs = append(l.reqs, lr)
+		l.mu.Unlock()
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (l *requestLog) all() []loggedRequest {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]loggedRequest(nil), l.reqs...)
+}
+
+// TestTokenNeverInURL: with JWT auth on, the page connects over each
+// transport and no request URL carries the token: the WebSocket handshake
+// has it in the cookie (gone once the socket is open), every polling
+// request in Authorization.
+func TestTokenNeverInURL(t *testing.T) {
+	secret := []byte("e2e-secret-e2e-secret-e2e-secret")
+	v, err := auth.New(auth.Config{Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := auth.Sign(secret, auth.Identity{UserID: "ann", Name: "Ann"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := &requestLog{}
+	ts := startServerWith(t, log.wrap, func(c *server.Config) { c.Auth = v })
+	b := browser(t)
+	for _, tr := range []string{"websocket", "longpoll", "poll"} {
+		t.Run(tr, func(t *testing.T) {
+			p := page(t, b, ts.url("/?interval=200&transport="+tr+"&room=tok-"+tr+"#token="+token))
+			connected(t, p)
+			waitFor(t, p, `document.getElementById("me").textContent.includes("Ann")`)
+			say(t, p, "signed "+tr)
+			sees(t, p, "signed "+tr)
+			if c := eval[string](t, p, `document.cookie`); strings.Contains(c, "hotline_token") {
+				t.Errorf("the token cookie outlived the handshake: %q", c)
+			}
+		})
+	}
+	reqs := log.all()
+	var upgrades, polls int
+	for _, r := range reqs {
+		if strings.Contains(r.url, token) || strings.Contains(r.url, "token=") {
+			t.Errorf("token in a request URL: %s %s", r.method, r.url)
+		}
+		if r.upgrade {
+			upgrades++
+			if r.cookie != token {
+				t.Errorf("WebSocket handshake %s without the token cookie", r.url)
+			}
+		}
+		if strings.HasPrefix(r.url, "/poll/") && r.method != "OPTIONS" {
+			polls++
+			if r.authz != "Bearer "+token {
+				t.Errorf("%s %s without Authorization: Bearer", r.method, r.url)
+			}
+		}
+	}
+	if upgrades == 0 || polls == 0 {
+		t.Fatalf("saw %d upgrades and %d polling requests; the test did not cover both", upgrades, polls)
+	}
+}

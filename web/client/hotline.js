@@ -1,0 +1,639 @@
+// hotline.js: the browser client of a hotline server. A small ES module with
+// no dependencies.
+//
+//   import { Hotline } from "/hotline.js";
+//   const h = new Hotline({ token, transport: "auto" });
+//   h.addEventListener("state", () => console.log(h.state, h.transport));
+//   const sub = h.subscribe("chat:lobby", {
+//     onPublication: (p) => show(p),
+//     onRecovery: (r) => { if (!r.recovered) resync(r.reason); },
+//   });
+//   await h.publish("chat:lobby", "hello");
+//
+// It speaks the superchat protocol (docs/protocol.md) over WebSocket, and
+// falls back to long polling, then ajax polling, when the WebSocket cannot
+// open (a proxy that refuses upgrades); on a fallback it tries WebSocket
+// again now and then and moves back when it works. When a connection drops
+// it reconnects with jittered exponential backoff and resubscribes from the
+// last position it delivered in each channel.
+//
+// The promise it keeps: each subscription's onPublication sees the
+// publications of its channel in order, each once, or onRecovery says
+// plainly that some were lost (recovered false, with the reason). A live
+// push that does not follow the last one delivered (same epoch, offset + 1)
+// and the server's gap notice both start a recovery from the last
+// delivered position; the missed publications are delivered, then
+// onRecovery reports recovered true.
+//
+// Types are in hotline.d.ts beside it (served at /hotline.d.ts); this
+// folder is also an npm package (package.json, no build step).
+//
+// The token never goes into a URL: the WebSocket handshake carries it in
+// the hotline_token cookie (set for the handshake only), polling requests
+// in an Authorization: Bearer header.
+
+const TRANSPORTS = ["websocket", "longpoll", "poll"];
+const HANDSHAKE_TIMEOUT = 5000; // ms a WebSocket may take to open
+const TOKEN_COOKIE = "hotline_token";
+const MAX_BATCH = 64; // requests per polling POST
+const POLL_TIMEOUT = 90000; // ms; a long poll is held 25 s by default
+
+export class Hotline extends EventTarget {
+  // options:
+  //   url           the server's http(s) base; default this page's origin
+  //   token         a JWT, or "" in development mode
+  //   transport     "auto", or one of websocket, longpoll, poll
+  //   pollInterval  ms between ajax polls
+  //   upgradeAfter  ms before a fallback tries WebSocket again
+  //   tokenInURL    send the token as ?token= on the WebSocket URL instead
+  //                 of the cookie. Only for a server on another host than
+  //                 the page (a cookie cannot reach it); the token then
+  //                 lands in access and proxy logs.
+  //   requestTimeout  ms a request waits for its reply before it fails
+  //                 with err.code "timeout" (default 15000; 0: no limit)
+  //   idleTimeout   ms without any message from the server after which
+  //                 the client probes the connection with a request; no
+  //                 reply within requestTimeout means the connection is
+  //                 dead (a proxy that went silent): reconnect (default
+  //                 30000; 0: never). A browser answers WebSocket pings
+  //                 itself and never tells the page, so the probe is in
+  //                 band.
+  constructor(options = {}) {
+    super();
+    this.url = (options.url || location.origin).replace(/\/$/, "");
+    this.token = options.token || "";
+    this.preference = options.transport || "auto";
+    this.pollInterval = options.pollInterval || 1000;
+    this.upgradeAfter = options.upgradeAfter || 30000;
+    this.tokenInURL = !!options.tokenInURL;
+    this.requestTimeout = options.requestTimeout ?? 15000;
+    this.idleTimeout = options.idleTimeout ?? 30000;
+    this.state = "disconnected"; // connecting, connected, disconnected, closed
+    this.transport = "";
+    this.info = null; // {session, user, name} from the server
+    this._subs = new Map(); // channel -> subscription (see subscribe)
+    this._onServer = new Set(); // channels subscribed (or asked) on this connection
+    this._pending = new Map(); // request id -> {onResult, onError}
+    this._nextId = 1;
+    this._conn = null;
+    this._attempt = 0;
+    this._timer = null;
+    this._upgradeTimer = null;
+    this._lastRecv = 0; // when the connection last brought anything
+    this._probing = false;
+    this._liveTimer = this.idleTimeout > 0 ? setInterval(() => this._checkAlive(), Math.max(250, this.idleTimeout / 4)) : null;
+    this._connect();
+  }
+
+  // subscribe listens to a channel. handlers:
+  //   onPublication(p)  p = {channel, epoch, offset, data, info}, in order,
+  //                     each once
+  //   onRecovery(r)     after each (re)subscribe and each repaired gap:
+  //                     r = {recovered, reason, replayed, first, cause,
+  //                     since, gap}. first: the first subscribe (nothing to
+  //                     recover). cause: "subscribe", "reconnect", "gap"
+  //                     (the server's gap notice, in r.gap) or "jump" (a
+  //                     push that skipped offsets or changed epoch). When
+  //                     recovered is true, the replayed publications have
+  //                     reached onPublication; when false, those after
+  //                     r.since are lost and the subscription continues
+  //                     from the channel's current top.
+  //   onJoin(user), onLeave(user)
+  //   onError(err)      a refused subscribe (err.code 403, 400...);
+  //                     without it the client dispatches an "error" event
+  // since: a position {epoch, offset} to replay from.
+  subscribe(channel, handlers = {}, since = null) {
+    const old = this._subs.get(channel);
+    if (old) old.gen++;
+    const sub = {
+      channel,
+      handlers,
+      epoch: since ? since.epoch || "" : "",
+      offset: since ? since.offset || 0 : 0,
+      positioned: !!since, // has a position to recover from
+      state: "idle", // idle (not on this connection), subscribing, live
+      gen: 0, // the current subscribe attempt; stale callbacks compare it
+      report: null, // onRecovery held until the replay reaches report.until
+      retries: 0,
+      timer: null,
+    };
+    this._subs.set(channel, sub);
+    if (this.state === "connected") this._subscribe(sub, "subscribe", null);
+    return {
+      unsubscribe: () => {
+        if (this._subs.get(channel) !== sub) return;
+        this._subs.delete(channel);
+        sub.gen++;
+        clearTimeout(sub.timer);
+        if (this._onServer.delete(channel)) this._call({ op: "unsubscribe", channel }, () => {}, () => {});
+      },
+      position: () => ({ epoch: sub.epoch, offset: sub.offset }),
+    };
+  }
+
+  // publish sends data; opts.idempotencyKey makes a retry within the
+  // server's window return the first result instead of publishing again.
+  publish(channel, data, opts = {}) {
+    const req = { op: "publish", channel, data };
+    if (opts.idempotencyKey) req.idempotency_key = opts.idempotencyKey;
+    return this._request(req);
+  }
+  presence(channel) { return this._request({ op: "presence", channel }); }
+  history(channel, opts = {}) { return this._request({ op: "history", channel, ...opts }); }
+
+  // setTransport forces a transport ("auto" to let the client choose) and
+  // reconnects with it.
+  setTransport(preference) {
+    this.preference = preference;
+    this._drop(true);
+  }
+
+  close() {
+    this.state = "closed";
+    clearTimeout(this._timer);
+    clearTimeout(this._upgradeTimer);
+    clearInterval(this._liveTimer);
+    for (const sub of this._subs.values()) clearTimeout(sub.timer);
+    if (this._conn) this._conn.close();
+    this._conn = null;
+    this._failAll("closed");
+    this._emit();
+  }
+
+  // --- connection management ---
+
+  _order() {
+    return this.preference === "auto" ? TRANSPORTS : [this.preference];
+  }
+
+  async _connect() {
+    if (this.state === "closed") return;
+    this._setState("connecting");
+    let wait = 0; // the longest Retry-After a server asked for
+    for (const name of this._order()) {
+      try {
+        const conn = await this._open(name);
+        if (this.state === "closed") { conn.close(); return; }
+        this._adopt(conn, name);
+        return;
+      } catch (err) {
+        if (err.retryAfter) wait = Math.max(wait, err.retryAfter);
+        console.debug(`hotline: ${name} failed:`, err.message || err);
+      }
+    }
+    this._retry(wait);
+  }
+
+  _open(name) {
+    const handlers = {
+      message: (m) => { this._lastRecv = Date.now(); this._onMessage(m); },
+      alive: () => { this._lastRecv = Date.now(); },
+      lost: (why) => this._onLost(why),
+    };
+    if (name === "websocket") return openWebSocket(this.url, this.token, this.tokenInURL, handlers);
+    return openPolling(this.url, this.token, name, this.pollInterval, handlers);
+  }
+
+  _adopt(conn, name) {
+    this._conn = conn;
+    this.transport = name;
+    this._attempt = 0;
+    this._lastRecv = Date.now();
+    this._probing = false;
+    this._onServer.clear();
+    this._setState("connected");
+    this._request({ op: "connect" }).then((r) => { this.info = r; this._emit(); }).catch(() => {});
+    for (const sub of this._subs.values()) {
+      sub.gen++;
+      clearTimeout(sub.timer);
+      sub.state = "idle";
+      this._subscribe(sub, sub.positioned ? "reconnect" : "subscribe", null);
+    }
+    clearTimeout(this._upgradeTimer);
+    if (this.preference === "auto" && name !== "websocket") {
+      this._upgradeTimer = setTimeout(() => this._tryUpgrade(), this.upgradeAfter);
+    }
+  }
+
+  // _tryUpgrade moves a polling client back to WebSocket when it works.
+  async _tryUpgrade() {
+    if (this.state !== "connected" || this.transport === "websocket") return;
+    try {
+      const conn = await this._open("websocket");
+      if (this.state === "closed") { conn.close(); return; }
+      const old = this._conn;
+      this._conn = null;
+      if (old) old.close();
+      this._failAll("transport changed");
+      this._adopt(conn, "websocket");
+    } catch {
+      this._upgradeTimer = setTimeout(() => this._tryUpgrade(), this.upgradeAfter);
+    }
+  }
+
+  _onLost(why) {
+    if (!this._conn) return; // already replaced or closed
+    console.debug("hotline: connection lost:", why);
+    this._conn = null;
+    this._failAll("connection lost");
+    this._retry();
+  }
+
+  // _drop closes the current connection and reconnects (at once if now).
+  _drop(now) {
+    const old = this._conn;
+    this._conn = null;
+    if (old) old.close();
+    this._failAll("reconnecting");
+    if (now) { this._attempt = 0; clearTimeout(this._timer); this._connect(); } else this._retry();
+  }
+
+  // _retry reconnects after a jittered backoff, or after what the server
+  // asked for (Retry-After, in ms) with up to a fifth more as jitter.
+  _retry(retryAfter = 0) {
+    if (this.state === "closed") return;
+    this._setState("disconnected");
+    clearTimeout(this._timer);
+    const delay = Math.max(backoff(this._attempt++), retryAfter * (1 + Math.random() / 5));
+    this._timer = setTimeout(() => this._connect(), delay);
+  }
+
+  // _checkAlive probes a connection that has been silent for idleTimeout;
+  // a probe without reply means the connection is dead.
+  _checkAlive() {
+    const conn = this._conn;
+    if (!conn || this._probing || Date.now() - this._lastRecv < this.idleTimeout) return;
+    this._probing = true;
+    this._call({ op: "connect" }, (r) => {
+      if (this._conn === conn) { this._probing = false; this.info = r; }
+    }, (err) => {
+      if (this._conn !== conn) return;
+      this._probing = false;
+      if (err.code !== "timeout") return;
+      console.debug("hotline: connection silent, reconnecting");
+      this._drop(false);
+    });
+  }
+
+  _setState(s) {
+    if (this.state === s) return;
+    this.state = s;
+    this._emit();
+  }
+
+  _emit() { this.dispatchEvent(new Event("state")); }
+
+  _error(err, handlers) {
+    if (handlers && handlers.onError) { handlers.onError(err); return; }
+    this.dispatchEvent(Object.assign(new Event("error"), { error: err }));
+  }
+
+  // --- requests and messages ---
+
+  // _call sends one request; onResult or onError runs synchronously when
+  // its reply is handled, before any later message of the connection, so a
+  // subscribe reply sets the subscription's start before the pushes that
+  // follow it (a polling response carries both in one batch).
+  _call(req, onResult, onError) {
+    const conn = this._conn;
+    if (!conn) { onError(new Error("not connected")); return; }
+    const id = this._nextId++;
+    let timer = null;
+    if (this.requestTimeout > 0) {
+      timer = setTimeout(() => {
+        if (!this._pending.delete(id)) return;
+        onError(Object.assign(new Error(`no reply to ${req.op} within ${this.requestTimeout} ms`), { code: "timeout" }));
+      }, this.requestTimeout);
+    }
+    this._pending.set(id, {
+      onResult: (r) => { clearTimeout(timer); onResult(r); },
+      onError: (e) => { clearTimeout(timer); onError(e); },
+    });
+    conn.send({ id, ...req }).catch((err) => {
+      const p = this._pending.get(id);
+      if (p && this._pending.delete(id)) p.onError(err);
+    });
+  }
+
+  _request(req) {
+    return new Promise((resolve, reject) => this._call(req, resolve, reject));
+  }
+
+  _failAll(reason) {
+    const pending = [...this._pending.values()];
+    this._pending.clear();
+    for (const p of pending) p.onError(new Error(reason));
+  }
+
+  // _subscribe (re)subscribes sub on the current connection: from its last
+  // delivered position if it has one. If the channel is subscribed on this
+  // connection already (a gap being repaired), it unsubscribes first; the
+  // two requests are handled in order, so pushes of the old subscription
+  // all come before the new subscribe's reply.
+  _subscribe(sub, cause, gap) {
+    if (!this._conn) return; // the next connection subscribes
+    const gen = ++sub.gen;
+    clearTimeout(sub.timer);
+    sub.state = "subscribing";
+    const first = !sub.positioned;
+    const since = { epoch: sub.epoch, offset: sub.offset };
+    const req = { op: "subscribe", channel: sub.channel };
+    if (!first) req.since = since;
+    if (this._onServer.has(sub.channel)) this._call({ op: "unsubscribe", channel: sub.channel }, () => {}, () => {});
+    this._onServer.add(sub.channel);
+    const conn = this._conn;
+    this._call(req,
+      (res) => this._subscribed(sub, gen, res, { first, since, cause, gap }),
+      (err) => this._subscribeFailed(sub, gen, conn, err, cause, gap));
+  }
+
+  _current(sub, gen) { return this._subs.get(sub.channel) === sub && sub.gen === gen; }
+
+  _subscribed(sub, gen, res, at) {
+    if (!this._current(sub, gen)) return;
+    sub.state = "live";
+    const top = { epoch: res.epoch || "", offset: res.offset || 0 };
+    const base = { first: at.first, cause: at.cause, since: at.since, gap: at.gap, replayed: 0 };
+    if (at.first) {
+      sub.epoch = top.epoch;
+      sub.offset = top.offset;
+      sub.positioned = true;
+      this._report(sub, { ...base, recovered: true, reason: "" });
+      return;
+    }
+    if (res.recovered === false) {
+      // What followed since is gone; continue from the top.
+      sub.epoch = top.epoch;
+      sub.offset = top.offset;
+      const carried = sub.report ? sub.report.replayed : 0;
+      sub.report = null;
+      this._report(sub, { ...base, replayed: carried, recovered: false, reason: res.reason || "unknown" });
+      return;
+    }
+    // Recovered: the publications after since come in the reply (older
+    // servers) or as pushes right after it; report once they are all in.
+    const carried = sub.report ? sub.report.replayed : 0;
+    sub.report = { ...base, replayed: carried, recovered: true, reason: "", until: top };
+    for (const p of res.publications || []) this._push(sub, p);
+    this._maybeReport(sub);
+  }
+
+  _subscribeFailed(sub, gen, conn, err, cause, gap) {
+    if (!this._current(sub, gen)) return;
+    sub.state = "idle";
+    if (this._conn !== conn) return; // connection lost: the next one subscribes
+    // Refused by the server (403, 400, 404): tell the application. A send
+    // that failed, an overloaded or failing server: try again.
+    const code = err.code || 0;
+    const retry = !err.reply || code >= 500 || code === 429 || (code === 400 && /already subscribed/.test(err.message));
+    if (!retry) {
+      this._onServer.delete(sub.channel);
+      this._error(Object.assign(err, { channel: sub.channel }), sub.handlers);
+      return;
+    }
+    const g = ++sub.gen;
+    sub.timer = setTimeout(() => { if (this._current(sub, g)) this._subscribe(sub, cause, gap); }, backoff(sub.retries++));
+  }
+
+  // _recover repairs a lost position of a live subscription: a gap
+  // notice, or a push that does not follow the last one delivered.
+  _recover(sub, cause, gap) {
+    if (sub.state !== "live") return; // a resubscribe is already under way
+    if (!sub.report) { this._subscribe(sub, cause, gap); return; }
+    // The replay of the last recovery itself skipped: try again, but not
+    // in a tight loop against a server that keeps doing it.
+    const g = ++sub.gen;
+    sub.state = "subscribing";
+    sub.timer = setTimeout(() => { if (this._current(sub, g)) this._subscribe(sub, cause, gap); }, backoff(sub.retries++));
+  }
+
+  // _push delivers p if it follows the last delivered publication, drops it
+  // if it was delivered already, and treats anything else as a lost
+  // position.
+  _push(sub, p) {
+    if (!sub.positioned) return; // the subscribe reply sets the start
+    const e = p.epoch || "", o = p.offset || 0;
+    let next;
+    if (e === sub.epoch) {
+      if (o <= sub.offset) return; // a duplicate: a replay overlapping live pushes
+      next = o === sub.offset + 1;
+    } else {
+      // An empty stream ({"",0}) continues with offset 1 of any epoch.
+      next = sub.epoch === "" && sub.offset === 0 && o === 1;
+    }
+    if (!next) {
+      // While a resubscribe is in flight, what the old subscription still
+      // pushes is replayed by the new one or reported lost by its reply.
+      if (sub.state === "live") this._recover(sub, "jump", null);
+      return;
+    }
+    sub.epoch = e;
+    sub.offset = o;
+    if (sub.report) sub.report.replayed++;
+    if (sub.handlers.onPublication) sub.handlers.onPublication(p);
+    if (sub.report && this._subs.get(sub.channel) === sub) this._maybeReport(sub);
+  }
+
+  _maybeReport(sub) {
+    const r = sub.report;
+    if (!r || sub.state !== "live") return;
+    const u = r.until;
+    if (u.offset !== 0 && !(sub.epoch === u.epoch && sub.offset >= u.offset)) return;
+    sub.report = null;
+    this._report(sub, r);
+  }
+
+  _report(sub, r) {
+    sub.retries = 0;
+    if (!sub.handlers.onRecovery) return;
+    const { until, ...out } = r; // eslint-disable-line no-unused-vars
+    sub.handlers.onRecovery(out);
+  }
+
+  _onMessage(m) {
+    if (m.id) {
+      const p = this._pending.get(m.id);
+      if (!p) return;
+      this._pending.delete(m.id);
+      if (m.error) p.onError(Object.assign(new Error(m.error.message), { code: m.error.code, reply: true }));
+      else p.onResult(m.result);
+      return;
+    }
+    if (m.push) {
+      const sub = this._subs.get(m.push.channel);
+      if (!sub) return;
+      if (m.push.join) { if (sub.handlers.onJoin) sub.handlers.onJoin(m.push.join); return; }
+      if (m.push.leave) { if (sub.handlers.onLeave) sub.handlers.onLeave(m.push.leave); return; }
+      if (sub.state === "idle") return; // not subscribed on this connection
+      this._push(sub, m.push);
+      return;
+    }
+    if (m.gap) {
+      const sub = this._subs.get(m.gap.channel);
+      if (sub) this._recover(sub, "gap", m.gap);
+      return;
+    }
+    if (m.disconnect) {
+      this.dispatchEvent(Object.assign(new Event("disconnect"), { detail: m.disconnect }));
+    }
+  }
+}
+
+// backoff is a jittered exponential delay in ms: no thundering herd.
+function backoff(attempt) {
+  const base = Math.min(10000, 250 * 2 ** Math.min(attempt, 10));
+  return base / 2 + Math.random() * base / 2;
+}
+
+// The WebSocket handshake cannot carry an Authorization header from a
+// browser, so the token rides in a cookie that exists only while the
+// socket opens: Path=/, SameSite=Strict, Secure on https, expiring with the
+// handshake timeout, and removed as soon as the socket opened or failed.
+function setTokenCookie(token, secure) {
+  if (!/^[A-Za-z0-9._~+/=-]+$/.test(token)) throw new Error("token has characters a cookie cannot carry");
+  const age = Math.ceil(HANDSHAKE_TIMEOUT / 1000);
+  document.cookie = `${TOKEN_COOKIE}=${token}; Path=/; Max-Age=${age}; SameSite=Strict${secure ? "; Secure" : ""}`;
+}
+
+function clearTokenCookie(token, secure) {
+  // Another client of this page may have set its own token meanwhile.
+  const mine = document.cookie.split("; ").some((c) => c === `${TOKEN_COOKIE}=${token}`);
+  if (mine) document.cookie = `${TOKEN_COOKIE}=; Path=/; Max-Age=0; SameSite=Strict${secure ? "; Secure" : ""}`;
+}
+
+// openWebSocket resolves with a connection once the socket is open, and
+// rejects if it closes before.
+function openWebSocket(base, token, tokenInURL, h) {
+  return new Promise((resolve, reject) => {
+    let url = base.replace(/^http/, "ws") + "/chat";
+    const secure = url.startsWith("wss:") || location.protocol === "https:";
+    const cookie = token && !tokenInURL;
+    if (token && tokenInURL) url += "?token=" + encodeURIComponent(token);
+    if (cookie) setTokenCookie(token, secure);
+    const done = () => { if (cookie) clearTokenCookie(token, secure); };
+    let ws;
+    try {
+      ws = new WebSocket(url, "superchat");
+    } catch (err) {
+      done();
+      reject(err);
+      return;
+    }
+    let open = false;
+    const timer = setTimeout(() => { if (!open) { done(); ws.close(); reject(new Error("timeout")); } }, HANDSHAKE_TIMEOUT);
+    ws.onopen = () => {
+      open = true;
+      done();
+      clearTimeout(timer);
+      resolve({
+        send: (msg) => {
+          if (ws.readyState !== WebSocket.OPEN) return Promise.reject(new Error("socket closed"));
+          ws.send(JSON.stringify(msg));
+          return Promise.resolve();
+        },
+        close: () => { ws.onclose = null; ws.onmessage = null; ws.close(1000); },
+      });
+    };
+    ws.onmessage = (e) => {
+      let m;
+      try { m = JSON.parse(e.data); } catch (err) { console.warn("hotline: bad message", err); return; }
+      h.message(m);
+    };
+    ws.onclose = (e) => {
+      clearTimeout(timer);
+      done();
+      if (!open) reject(new Error(`websocket closed before opening (${e.code})`));
+      else h.lost(`websocket closed ${e.code} ${e.reason}`);
+    };
+  });
+}
+
+// openPolling opens a long-polling or ajax-polling session. Every request
+// carries the token as Authorization: Bearer. Each GET says the last seq it
+// got (ack), so a lost response is sent again and a retried one brings no
+// duplicates. Requests go out one POST at a time (batched), so the server
+// handles them in the order they were made.
+async function openPolling(base, token, transport, interval, h) {
+  const auth = token ? { Authorization: "Bearer " + token } : {};
+  const res = await fetch(base + "/poll/open", { method: "POST", headers: auth, body: JSON.stringify({ transport }) });
+  if (!res.ok) throw Object.assign(new Error(`poll open: ${res.status} ${await res.text()}`), { retryAfter: retryAfter(res) });
+  const { session } = await res.json();
+  const url = base + "/poll/" + encodeURIComponent(session);
+  let ack = 0, closed = false, failures = 0;
+  const ctrl = new AbortController();
+  (async () => {
+    while (!closed) {
+      try {
+        // A poll that outlives any sensible hold went into a black hole.
+        const signal = AbortSignal.any([ctrl.signal, AbortSignal.timeout(POLL_TIMEOUT)]);
+        const r = await fetch(`${url}?ack=${ack}`, { headers: auth, signal, cache: "no-store" });
+        if (r.status === 404 || r.status === 401 || r.status === 403) { closed = true; h.lost(`session gone (${r.status})`); return; }
+        if (r.status === 503) {
+          // Too many held polls: wait what the server says, then ask again.
+          await sleep((retryAfter(r) || 1000) * (1 + Math.random() / 5));
+          continue;
+        }
+        if (!r.ok) throw new Error(`poll ${r.status}`);
+        const body = await r.json();
+        if (closed) return;
+        failures = 0;
+        h.alive();
+        for (const m of body.messages || []) {
+          ack = m.seq;
+          h.message(m.data);
+          if (closed) return;
+        }
+        if (body.disconnect) { closed = true; h.lost(`disconnected ${body.disconnect.code} ${body.disconnect.reason}`); return; }
+      } catch (err) {
+        if (closed) return;
+        if (++failures >= 3) { closed = true; h.lost(err.message); return; }
+        await sleep(500 * failures);
+        continue;
+      }
+      if (transport === "poll" && !closed) await sleep(interval);
+    }
+  })();
+  const queue = [];
+  let sending = false;
+  const pump = async () => {
+    if (sending) return;
+    sending = true;
+    while (queue.length && !closed) {
+      const batch = queue.splice(0, MAX_BATCH);
+      const msgs = batch.map((b) => b.msg);
+      try {
+        const r = await fetch(url, {
+          method: "POST",
+          headers: { ...auth, "Content-Type": "application/json" },
+          body: JSON.stringify(msgs.length === 1 ? msgs[0] : msgs),
+        });
+        if (!r.ok) throw Object.assign(new Error(`send: ${r.status}`), { code: r.status });
+        for (const b of batch) b.resolve();
+      } catch (err) {
+        for (const b of batch) b.reject(err);
+      }
+    }
+    for (const b of queue.splice(0)) b.reject(new Error("session closed"));
+    sending = false;
+  };
+  return {
+    send: (msg) => new Promise((resolve, reject) => {
+      if (closed) { reject(new Error("session closed")); return; }
+      queue.push({ msg, resolve, reject });
+      pump();
+    }),
+    close: () => {
+      closed = true;
+      ctrl.abort();
+      fetch(url, { method: "DELETE", headers: auth }).catch(() => {});
+    },
+  };
+}
+
+// retryAfter reads a Retry-After in seconds as ms; 0 if there is none.
+function retryAfter(res) {
+  const s = Number(res.headers.get("Retry-After"));
+  return Number.isFinite(s) && s > 0 ? s * 1000 : 0;
+}
+
+function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
