@@ -139,14 +139,15 @@ type extra struct {
 
 // report is the outcome of a run.
 type report struct {
-	phases     []phase
-	byPhase    []counts
-	byTrans    map[string]*counts
-	total      counts
-	extra      extra
-	losses     []string       // silent loss ranges, for the log
-	seen       map[string]int // what the subscribers saw, by kind (and reason)
-	dupSamples []string
+	phases          []phase
+	byPhase         []counts
+	byTrans         map[string]*counts
+	total           counts
+	extra           extra
+	losses          []string       // silent loss ranges, for the log
+	seen            map[string]int // what the subscribers saw, by kind (and reason)
+	dupSamples      []string
+	conflictSamples []string
 }
 
 type window struct {
@@ -273,6 +274,10 @@ func classify(recs []pubRecord, subs []subView, phases []phase) *report {
 			switch n := received[r.pos]; {
 			case n > 0 && firstSeq[r.pos] != r.seq:
 				c.conflict = 1
+				if len(rep.conflictSamples) < 10 {
+					rep.conflictSamples = append(rep.conflictSamples, fmt.Sprintf("sub %d (%s): %s acknowledged to publication %d, received publication %d there",
+						s.id, s.transport, r.pos, r.seq, firstSeq[r.pos]))
+				}
 			case n > 1:
 				c.dup = 1
 				if len(rep.dupSamples) < 10 {

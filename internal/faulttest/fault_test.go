@@ -25,6 +25,8 @@ var (
 	flagDuration = flag.Duration("fault.duration", 30*time.Second, "how long the random schedule injects faults (0: skip TestFaultRandom)")
 	flagRate     = flag.Float64("fault.rate", 100, "publications per second")
 	flagSubs     = flag.Int("fault.subs", 50, "subscribers, spread over the three transports and both nodes")
+	flagFsync    = flag.String("fault.fsync", "always", "Redis appendfsync policy while the append-only file is on: always or everysec\n"+
+		"(everysec may lose acknowledged writes when Redis is killed, and then positions are reused)")
 )
 
 // Test parameters.
@@ -95,7 +97,7 @@ func newHarness(t *testing.T, seed uint64, dir string) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(rproc.close)
-	h.redis = &redisServer{proc: rproc, port: rp, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(rp)), dir: filepath.Join(tmp, "redis")}
+	h.redis = &redisServer{proc: rproc, port: rp, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(rp)), dir: filepath.Join(tmp, "redis"), fsync: *flagFsync}
 	if err := os.MkdirAll(h.redis.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -327,8 +329,8 @@ func (h *harness) run(faults func(ctx context.Context)) {
 
 	var out bytes.Buffer
 	fmt.Fprintf(&out, "%s  seed %d  %s  commit %s\n", t.Name(), h.seed, time.Now().UTC().Format(time.RFC3339), gitHead())
-	fmt.Fprintf(&out, "%d subscribers (%v over 2 nodes, %d channels), %.0f publications/s, idempotency keys honored: %v\n",
-		len(subs), transports, len(channels), *flagRate, h.idempotent)
+	fmt.Fprintf(&out, "%d subscribers (%v over 2 nodes, channels %v), %.0f publications/s, Redis appendfsync %s, idempotency keys honored: %v\n",
+		len(subs), transports, channels, *flagRate, *flagFsync, h.idempotent)
 	fmt.Fprintf(&out, "connections made: %v; all caught up at the end: %v\n", connects, drained)
 	fmt.Fprintf(&out, "publisher: %s\n\n", pub.summary())
 	out.WriteString(rep.table())
@@ -344,6 +346,9 @@ func (h *harness) run(faults func(ctx context.Context)) {
 	}
 	for _, d := range rep.dupSamples {
 		fmt.Fprintf(&out, "  duplicate: %s\n", d)
+	}
+	for _, d := range rep.conflictSamples {
+		fmt.Fprintf(&out, "  conflict: %s\n", d)
 	}
 	t.Log("\n" + out.String())
 	file := filepath.Join(h.outDir, "table.txt")

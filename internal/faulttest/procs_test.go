@@ -215,6 +215,10 @@ type redisServer struct {
 	port int
 	dir  string
 	aof  bool // the current run writes an append-only file
+	// fsync is the appendfsync policy: "always" loses no acknowledged
+	// write when Redis is killed; "everysec" (Redis's default) may lose
+	// the last second or so.
+	fsync string
 }
 
 func (r *redisServer) args(aof bool) []string {
@@ -224,7 +228,7 @@ func (r *redisServer) args(aof bool) []string {
 	}
 	return []string{
 		"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", yn, "--appendfsync", "everysec",
+		"--save", "", "--appendonly", yn, "--appendfsync", r.fsync,
 		"--dir", r.dir,
 	}
 }
