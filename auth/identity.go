@@ -15,11 +15,23 @@ type Identity struct {
 	Publish   []string
 	// Expires is when the token expires; zero if it does not.
 	Expires time.Time
+	// Denied are channel patterns refused for subscription whatever
+	// Subscribe says. A server sets them from its own policy (hotline
+	// keeps its stats feed from tokens that do not name it); a token
+	// cannot.
+	Denied []string
 }
 
 // CanSubscribe reports whether the identity's patterns allow subscribing to
 // channel.
-func (id Identity) CanSubscribe(channel string) bool { return allowed(id.Subscribe, channel) }
+func (id Identity) CanSubscribe(channel string) bool {
+	for _, p := range id.Denied {
+		if ok, err := path.Match(p, channel); err != nil || ok {
+			return false
+		}
+	}
+	return allowed(id.Subscribe, channel)
+}
 
 // CanPublish reports whether the identity's patterns allow publishing to
 // channel.

@@ -91,7 +91,7 @@ var hotline = library{
 	echo: echoWith(hotlineUpgrade),
 	open: openWith(hotlineUpgrade),
 	broadcast: func(conns []conn, msg []byte, _ *writeGroup) error {
-		pm := ws.NewPreparedMessage(ws.OpBinary, msg)
+		pm := ws.NewPreparedMessage(ws.MessageBinary, msg)
 		for _, c := range conns {
 			if err := c.(*hotlineConn).c.WritePrepared(context.Background(), pm); err != nil {
 				return err
@@ -115,7 +115,7 @@ type hotlineConn struct {
 }
 
 func (c *hotlineConn) write(p []byte) error {
-	return c.c.WriteMessage(context.Background(), ws.OpBinary, p)
+	return c.c.WriteMessage(context.Background(), ws.MessageBinary, p)
 }
 
 func (c *hotlineConn) read() ([]byte, error) {

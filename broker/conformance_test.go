@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/hotline-rt/hotline/broker"
 	"github.com/hotline-rt/hotline/internal/testredis"
@@ -28,22 +31,42 @@ func TestMemoryConformance(t *testing.T) {
 			t.Fatal(err)
 		}
 		return b, n
+	}, func(t *testing.T, b broker.Broker) int {
+		return broker.StoredEntries(b.(*broker.Memory))
 	})
 }
 
 func TestRedisConformance(t *testing.T) {
 	addr := testredis.Start(t)
+	rc := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = rc.Close() })
 	var prefixes atomic.Int64 // one key space per broker: each starts empty
+	var mu sync.Mutex
+	prefixOf := map[broker.Broker]string{}
 	testBroker(t, func(t *testing.T) (broker.Broker, *node) {
 		prefix := fmt.Sprintf("conformance%d:", prefixes.Add(1))
-		return newNodePrefix(t, addr, prefix)
+		b, n := newNodePrefix(t, addr, prefix)
+		mu.Lock()
+		prefixOf[b] = prefix
+		mu.Unlock()
+		return b, n
+	}, func(t *testing.T, b broker.Broker) int {
+		mu.Lock()
+		prefix := prefixOf[b]
+		mu.Unlock()
+		keys, err := rc.Keys(context.Background(), prefix+"*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(keys)
 	})
 }
 
 // testBroker checks the documented behaviour of a Broker. newBroker returns
 // a started broker with an empty store, recording its fan-out in the node,
-// and closed when the test ends.
-func testBroker(t *testing.T, newBroker func(t *testing.T) (broker.Broker, *node)) {
+// and closed when the test ends. stored counts the entries (streams,
+// presence) a broker keeps.
+func testBroker(t *testing.T, newBroker func(t *testing.T) (broker.Broker, *node), stored func(t *testing.T, b broker.Broker) int) {
 	t.Run("positions", func(t *testing.T) {
 		ctx := context.Background()
 		b, n := newBroker(t)
@@ -347,6 +370,178 @@ func testBroker(t *testing.T, newBroker func(t *testing.T) (broker.Broker, *node
 		res, _ := b.History(ctx, "o", broker.HistoryRequest{Limit: -1})
 		if len(res.Publications) != 400 || res.Top.Offset != 400 {
 			t.Fatalf("history %d top %d", len(res.Publications), res.Top.Offset)
+		}
+	})
+
+	t.Run("reads create nothing", func(t *testing.T) {
+		ctx := context.Background()
+		b, _ := newBroker(t)
+		pub(t, b, "real", 2, broker.PublishOptions{HistorySize: 10})
+		before := stored(t, b)
+		reqs := []broker.HistoryRequest{
+			{},
+			{Limit: -1},
+			{Limit: 10, Reverse: true},
+			{Since: &broker.Position{}, Limit: -1},
+			{Since: &broker.Position{Epoch: "made-up", Offset: 5}, Limit: -1},
+			{Since: &broker.Position{Offset: 5}},
+		}
+		// 10,000 reads of made-up channels, as a hostile client
+		// would send: none leaves anything behind.
+		var wg sync.WaitGroup
+		var bad atomic.Int64
+		for w := range 8 {
+			wg.Go(func() {
+				for i := range 1250 {
+					ch := fmt.Sprintf("made-up-%d-%d", w, i)
+					req := reqs[i%len(reqs)]
+					res, err := b.History(ctx, ch, req)
+					wantErr := req.Since != nil && *req.Since != (broker.Position{})
+					if res.Top != (broker.Position{}) || len(res.Publications) != 0 || (err != nil) != wantErr ||
+						(wantErr && !errors.Is(err, broker.ErrEpochChanged)) {
+						bad.Add(1)
+					}
+					if i%10 == 0 {
+						if p, err := b.Presence(ctx, ch); err != nil || len(p) != 0 {
+							bad.Add(1)
+						}
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if n := bad.Load(); n != 0 {
+			t.Fatalf("%d reads of made-up channels answered wrongly", n)
+		}
+		// Subscribing to a channel without a stream creates none either.
+		if err := b.Subscribe(ctx, "made-up-sub"); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Unsubscribe(ctx, "made-up-sub"); err != nil {
+			t.Fatal(err)
+		}
+		if after := stored(t, b); after != before {
+			t.Fatalf("reads created entries: %d before, %d after", before, after)
+		}
+	})
+
+	t.Run("since the start", func(t *testing.T) {
+		ctx := context.Background()
+		b, _ := newBroker(t)
+		start := &broker.Position{}
+		top := pub(t, b, "s", 3, broker.PublishOptions{HistorySize: 10})
+		res, err := b.History(ctx, "s", broker.HistoryRequest{Since: start, Limit: -1})
+		if err != nil || offs(res.Publications) != "[1 2 3]" || res.Top != top {
+			t.Fatalf("since {\"\", 0} with offset 1 kept: %s %+v %v", offs(res.Publications), res.Top, err)
+		}
+		if res, err := b.History(ctx, "s", broker.HistoryRequest{Since: start, Limit: -1, Reverse: true}); err != nil || len(res.Publications) != 0 {
+			t.Fatalf("reverse since {\"\", 0}: %s %v", offs(res.Publications), err)
+		}
+		top = pub(t, b, "s", 10, broker.PublishOptions{HistorySize: 5})
+		res, err = b.History(ctx, "s", broker.HistoryRequest{Since: start, Limit: -1})
+		if !errors.Is(err, broker.ErrHistoryTrimmed) || res.Top != top {
+			t.Fatalf("since {\"\", 0} with offset 1 trimmed: %+v %v", res.Top, err)
+		}
+		if _, err := b.History(ctx, "s", broker.HistoryRequest{Since: &broker.Position{Offset: 3}}); !errors.Is(err, broker.ErrEpochChanged) {
+			t.Fatalf("since {\"\", 3}: %v", err)
+		}
+	})
+
+	t.Run("idempotency", func(t *testing.T) {
+		ctx := context.Background()
+		b, n := newBroker(t)
+		_ = b.Subscribe(ctx, "i")
+		opts := broker.PublishOptions{HistorySize: 100, IdempotencyKey: "k1", IdempotencyTTL: time.Minute}
+		first, err := b.Publish(ctx, "i", json.RawMessage(`"one"`), nil, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := b.Publish(ctx, "i", json.RawMessage(`"one again"`), nil, opts)
+		if err != nil || again != first {
+			t.Fatalf("retry with the same key: %+v %v, first %+v", again, err, first)
+		}
+		// Many retries at once get the first position too.
+		var wg sync.WaitGroup
+		var wrong atomic.Int64
+		for range 8 {
+			wg.Go(func() {
+				if p, err := b.Publish(ctx, "i", json.RawMessage(`1`), nil, opts); err != nil || p != first {
+					wrong.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		if wrong.Load() != 0 {
+			t.Fatalf("%d concurrent retries got another answer", wrong.Load())
+		}
+		// Another key, or the same key on another channel, publishes.
+		opts.IdempotencyKey = "k2"
+		second, err := b.Publish(ctx, "i", json.RawMessage(`"two"`), nil, opts)
+		if err != nil || second.Offset != first.Offset+1 {
+			t.Fatalf("another key: %+v %v", second, err)
+		}
+		opts.IdempotencyKey = "k1"
+		if p, err := b.Publish(ctx, "j", json.RawMessage(`"j"`), nil, opts); err != nil || p.Offset != 1 {
+			t.Fatalf("same key on another channel: %+v %v", p, err)
+		}
+		// Past its TTL a key is forgotten.
+		short := broker.PublishOptions{HistorySize: 100, IdempotencyKey: "k3", IdempotencyTTL: 200 * time.Millisecond}
+		third, _ := b.Publish(ctx, "i", json.RawMessage(`"three"`), nil, short)
+		time.Sleep(400 * time.Millisecond)
+		fourth, err := b.Publish(ctx, "i", json.RawMessage(`"three later"`), nil, short)
+		if err != nil || fourth.Offset != third.Offset+1 {
+			t.Fatalf("key past its TTL: %+v then %+v %v", third, fourth, err)
+		}
+		eventually(t, "4 publications", func() bool { return len(n.received("i")) >= 4 })
+		syncNode(t, b, n)
+		res, _ := b.History(ctx, "i", broker.HistoryRequest{Limit: -1})
+		if offs(res.Publications) != "[1 2 3 4]" || offs(n.received("i")) != "[1 2 3 4]" {
+			t.Fatalf("history %s, fanned out %s", offs(res.Publications), offs(n.received("i")))
+		}
+		if string(res.Publications[0].Data) != `"one"` {
+			t.Fatalf("first publication %s", res.Publications[0].Data)
+		}
+	})
+
+	t.Run("history bytes", func(t *testing.T) {
+		ctx := context.Background()
+		b, _ := newBroker(t)
+		data := json.RawMessage(`"` + strings.Repeat("x", 198) + `"`)
+		opts := broker.PublishOptions{HistorySize: 100, HistoryBytes: 1000}
+		var top broker.Position
+		for range 20 {
+			var err error
+			if top, err = b.Publish(ctx, "hb", data, nil, opts); err != nil {
+				t.Fatal(err)
+			}
+		}
+		res, err := b.History(ctx, "hb", broker.HistoryRequest{Limit: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// 200 bytes of data each, plus what a broker stores with it:
+		// 3 to 5 fit in 1000 bytes, the newest ones.
+		if k := len(res.Publications); k < 3 || k > 5 || res.Publications[k-1].Offset != top.Offset {
+			t.Fatalf("kept %s of top %d", offs(res.Publications), top.Offset)
+		}
+		// One publication larger than the bound is kept alone.
+		big := json.RawMessage(`"` + strings.Repeat("y", 5000) + `"`)
+		top, _ = b.Publish(ctx, "hb", big, nil, opts)
+		res, _ = b.History(ctx, "hb", broker.HistoryRequest{Limit: -1})
+		if len(res.Publications) != 1 || res.Publications[0].Offset != top.Offset {
+			t.Fatalf("after a large one: %s", offs(res.Publications))
+		}
+		// Without the bound the size bound alone counts again.
+		opts.HistoryBytes = 0
+		for range 10 {
+			top, _ = b.Publish(ctx, "hb", data, nil, opts)
+		}
+		res, _ = b.History(ctx, "hb", broker.HistoryRequest{Limit: -1})
+		if len(res.Publications) != 11 {
+			t.Fatalf("without a byte bound: %s", offs(res.Publications))
+		}
+		if _, err := b.History(ctx, "hb", broker.HistoryRequest{Since: &broker.Position{Epoch: top.Epoch, Offset: top.Offset - 11}, Limit: -1}); err != nil {
+			t.Fatalf("since the oldest kept - 1: %v", err)
 		}
 	})
 

@@ -17,10 +17,28 @@
 //
 // A channel's stream has an epoch, a random string fixed for the lifetime of
 // the stream, and an offset that increases by exactly one per publication.
-// When a stream is lost (the memory broker's process restarts, or an idle
-// stream is dropped), the next publication starts a new epoch, so a client
-// holding an old position learns that it cannot be served ([ErrEpochChanged])
-// instead of silently missing messages.
+// The first publication creates the stream (offset 1); reading a channel
+// creates nothing, and a channel without a stream reads as {"", 0}. When a
+// stream is lost (the memory broker's process restarts, the Redis server
+// loses its data, or a stream with nothing in its history is dropped after
+// EmptyStreamTTL), the next publication starts a new epoch, so a client
+// holding an old position learns that it cannot be served
+// ([ErrEpochChanged]) instead of silently missing messages.
+//
+// # Continuity
+//
+// A Handler receives every publication of a subscribed channel once, in
+// offset order, or is told with [Handler.HandleGap] before the next one
+// that it may have missed some: a broker that lost its link to the store,
+// or dropped messages from a full queue, repairs the hole from history and
+// reports a gap only when history cannot fill it.
+//
+// # Publish outcome
+//
+// A Publish error wrapping [ErrOutcomeUnknown] means the publication may
+// exist; any other error means it does not. A publisher that retries with
+// the same [PublishOptions.IdempotencyKey] within its TTL gets the first
+// publication's position and publishes nothing, on any node.
 //
 // # Concurrency
 //

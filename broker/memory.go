@@ -225,15 +225,20 @@ func (m *Memory) Publish(ctx context.Context, channel string, data json.RawMessa
 		c := *info
 		info = &c
 	}
-	st, h, subscribed, err := m.lockStream(channel, true)
+	st, _, _, err := m.lockStream(channel, true)
 	if err != nil {
 		return Position{}, err
 	}
 	defer st.mu.Unlock()
+	// Decide the fan-out under the stream's lock: a Subscribe that returned
+	// before this publication's offset is assigned must see it.
+	m.mu.RLock()
+	h, subscribed := m.handler, m.subs[channel] > 0
+	m.mu.RUnlock()
 	now := time.Now()
 	if opts.IdempotencyKey != "" {
 		st.trimIdem(now, 0)
-		if e, ok := st.idem[opts.IdempotencyKey]; ok {
+		if e, ok := st.idem[opts.IdempotencyKey]; ok && now.Before(e.expires) {
 			return e.pos, nil
 		}
 	}

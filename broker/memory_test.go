@@ -251,3 +251,43 @@ func TestConcurrentPublishOrder(t *testing.T) {
 		t.Fatalf("history %d top %d", len(res.Publications), res.Top.Offset)
 	}
 }
+
+// TestEmptyStreamsExpire checks that the memory broker drops a stream with
+// no history and no subscriber once it is idle for EmptyStreamTTL, keeps
+// one with history or a subscriber, and starts a new epoch after.
+func TestEmptyStreamsExpire(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		m := NewMemoryConfig(MemoryConfig{EmptyStreamTTL: time.Minute})
+		if err := m.Start(&recorder{}); err != nil {
+			t.Fatal(err)
+		}
+		old := publish(t, m, "empty", 2, PublishOptions{})
+		publish(t, m, "kept", 2, PublishOptions{HistorySize: 10})
+		publish(t, m, "watched", 2, PublishOptions{})
+		_ = m.Subscribe(ctx, "watched")
+		time.Sleep(2 * time.Minute)
+		_, _ = m.History(ctx, "other", HistoryRequest{}) // reads sweep too
+		m.mu.RLock()
+		_, empty := m.streams["empty"]
+		_, kept := m.streams["kept"]
+		_, watched := m.streams["watched"]
+		m.mu.RUnlock()
+		if empty || !kept || !watched {
+			t.Fatalf("after the TTL: empty %v, kept %v, watched %v", empty, kept, watched)
+		}
+		p := publish(t, m, "empty", 1, PublishOptions{})
+		if p.Epoch == old.Epoch || p.Offset != 1 {
+			t.Fatalf("after expiry: %+v (before %+v)", p, old)
+		}
+		// A live idempotency key keeps an empty stream too.
+		opts := PublishOptions{IdempotencyKey: "k", IdempotencyTTL: 10 * time.Minute}
+		first, _ := m.Publish(ctx, "idem", json.RawMessage(`1`), nil, opts)
+		time.Sleep(2 * time.Minute)
+		_, _ = m.History(ctx, "other", HistoryRequest{})
+		if again, _ := m.Publish(ctx, "idem", json.RawMessage(`1`), nil, opts); again != first {
+			t.Fatalf("idempotency key lost with its stream: %+v then %+v", first, again)
+		}
+		_ = m.Close(ctx)
+	})
+}

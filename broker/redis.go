@@ -41,6 +41,11 @@ type RedisConfig struct {
 	// CatchUps bounds the history reads that fill gaps at one time.
 	// 0 means 8.
 	CatchUps int
+	// PingInterval is how long the Pub/Sub link may stay silent before
+	// a PING checks it; with no answer within another interval the link
+	// is replaced (and every channel caught up). It finds a connection
+	// that died without closing. 0 means 5 s.
+	PingInterval time.Duration
 }
 
 // Defaults of RedisConfig and Memory.
@@ -48,6 +53,7 @@ const (
 	DefaultEmptyStreamTTL = 5 * time.Minute
 	DefaultQueueSize      = 8192
 	DefaultCatchUps       = 8
+	DefaultPingInterval   = 5 * time.Second
 	// DefaultIdempotencyTTL is used for a Publish with an
 	// IdempotencyKey and no IdempotencyTTL.
 	DefaultIdempotencyTTL = time.Minute
@@ -127,6 +133,9 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	if cfg.CatchUps <= 0 {
 		cfg.CatchUps = DefaultCatchUps
 	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = DefaultPingInterval
+	}
 	c := redis.NewClient(&redis.Options{
 		Addr:         cfg.Addr,
 		Password:     cfg.Password,
@@ -152,7 +161,7 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 		done:    make(chan struct{}),
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
-	r.ps.init(r, cfg.QueueSize, cfg.CatchUps)
+	r.ps.init(r, cfg.QueueSize, cfg.CatchUps, cfg.PingInterval)
 	return r, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -49,9 +50,20 @@ const (
 // catchUpTimeout bounds one history read that fills a gap in fan-out.
 const catchUpTimeout = 5 * time.Second
 
+// catchUpTries and catchUpBackoff bound the retries of a catch-up read that
+// failed because Redis did not answer.
+const (
+	catchUpTries   = 3
+	catchUpBackoff = 100 * time.Millisecond
+)
+
 // catchUpPage is how many publications one catch-up read returns; a longer
 // gap is read page by page, live messages held meanwhile.
 const catchUpPage = 500
+
+// catchUpHook, if set, runs in each catch-up goroutine before its read; a
+// test holds one channel's catch-up with it.
+var catchUpHook atomic.Pointer[func(channel string)]
 
 // subStripes orders Subscribe and Unsubscribe per channel without one lock
 // for all channels.
@@ -59,13 +71,14 @@ const subStripes = 64
 
 // pubsub is the Redis broker's fan-out. See the ownership notes above.
 type pubsub struct {
-	r        *Redis
-	queue    chan item        // receive -> dispatch, bounded
-	caught   chan catchResult // catch-up goroutines -> dispatch
-	overflow atomic.Bool      // receive dropped something; see overflowed
-	wake     chan struct{}    // receive -> dispatch after an overflow
-	catchUps int              // most catch-up reads at once
-	maxHeld  int              // most messages held over all channels
+	r         *Redis
+	queue     chan item        // receive -> dispatch, bounded
+	caught    chan catchResult // catch-up goroutines -> dispatch
+	overflow  atomic.Bool      // receive dropped something; see overflowed
+	wake      chan struct{}    // receive -> dispatch after an overflow
+	catchUps  int              // most catch-up reads at once
+	pingEvery time.Duration    // silence after which the link is checked
+	maxHeld   int              // most messages held over all channels
 
 	stripes [subStripes]sync.Mutex
 	seed    maphash.Seed
@@ -128,8 +141,9 @@ type catchResult struct {
 	err  error
 }
 
-func (ps *pubsub) init(r *Redis, queueSize, catchUps int) {
+func (ps *pubsub) init(r *Redis, queueSize, catchUps int, pingEvery time.Duration) {
 	ps.r = r
+	ps.pingEvery = pingEvery
 	ps.queue = make(chan item, queueSize)
 	ps.caught = make(chan catchResult, catchUps)
 	ps.wake = make(chan struct{}, 1)
@@ -180,16 +194,35 @@ func (ps *pubsub) close() bool {
 	return true
 }
 
-// receive reads the Pub/Sub connection. See the ownership notes.
+// receive reads the Pub/Sub connection. See the ownership notes. A link
+// silent for a ping interval is sent a PING; if nothing comes back within
+// another, it is taken for dead (a half-open TCP connection never errors)
+// and replaced.
 func (ps *pubsub) receive(conn *redis.PubSub) {
 	defer ps.r.wg.Done()
 	retry := time.NewTimer(0)
 	defer retry.Stop()
+	pinged := false
 	for {
-		msg, err := conn.Receive(context.Background())
+		msg, err := conn.ReceiveTimeout(context.Background(), ps.pingEvery)
 		if err != nil {
+			if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+				if !pinged {
+					pinged = true
+					ctx, cancel := context.WithTimeout(ps.r.ctx, ps.pingEvery)
+					_ = conn.Ping(ctx)
+					cancel()
+					continue
+				}
+				pinged = false
+				if conn = ps.replaceConn(conn); conn == nil {
+					return
+				}
+				continue
+			}
 			// go-redis reconnects and subscribes every channel
 			// again on the next Receive.
+			pinged = false
 			retry.Reset(100 * time.Millisecond)
 			select {
 			case <-ps.r.done:
@@ -198,6 +231,7 @@ func (ps *pubsub) receive(conn *redis.PubSub) {
 				continue
 			}
 		}
+		pinged = false
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if ps.confirm(m.Kind+" "+m.Channel) || m.Kind != "subscribe" {
@@ -217,6 +251,40 @@ func (ps *pubsub) receive(conn *redis.PubSub) {
 			}
 		}
 	}
+}
+
+// replaceConn closes old, a Pub/Sub connection that stopped answering, and
+// subscribes a new one to every subscribed channel. The waiters of
+// commands sent on old are released: their channels are subscribed again
+// on the new connection, and, as nobody waits for those confirmations,
+// caught up like after any reconnect. It returns nil once closed.
+func (ps *pubsub) replaceConn(old *redis.PubSub) *redis.PubSub {
+	ps.mu.Lock()
+	if ps.closed {
+		ps.mu.Unlock()
+		return nil
+	}
+	conn := ps.r.client.Subscribe(context.Background())
+	ps.conn = conn
+	rchs := make([]string, 0, 2*len(ps.subs))
+	for ch := range ps.subs {
+		rchs = append(rchs, ps.r.pubChannel(ch), ps.r.evChannel(ch))
+	}
+	for _, ws := range ps.waiters {
+		for _, w := range ws {
+			close(w)
+		}
+	}
+	clear(ps.waiters)
+	ps.mu.Unlock()
+	_ = old.Close()
+	if len(rchs) > 0 {
+		// On failure go-redis subscribes them on the next Receive.
+		ctx, cancel := context.WithTimeout(ps.r.ctx, ps.pingEvery)
+		_ = conn.Subscribe(ctx, rchs...)
+		cancel()
+	}
+	return conn
 }
 
 // enqueue queues it for dispatch, or drops it and marks its channel for
@@ -548,12 +616,31 @@ func (ps *pubsub) scheduleLocked(st *chanState) {
 		ctx, cancel := context.WithTimeout(ps.r.ctx, catchUpTimeout)
 		defer cancel()
 		cr := catchResult{st: st, from: from}
-		if known {
-			cr.page = true
-			cr.res, cr.err = ps.r.History(ctx, st.channel, HistoryRequest{Since: &from, Limit: catchUpPage})
-		} else {
-			// Nothing to start from: only the top, to resume there.
-			cr.res, cr.err = ps.r.History(ctx, st.channel, HistoryRequest{})
+		if hook := catchUpHook.Load(); hook != nil {
+			(*hook)(st.channel)
+		}
+		// A read that failed for want of Redis (a pooled connection
+		// that died with the link, a server still starting) is tried
+		// again before the hole is reported.
+		for attempt := 0; ; attempt++ {
+			if known {
+				cr.page = true
+				cr.res, cr.err = ps.r.History(ctx, st.channel, HistoryRequest{Since: &from, Limit: catchUpPage})
+			} else {
+				// Nothing to start from: only the top, to resume there.
+				cr.res, cr.err = ps.r.History(ctx, st.channel, HistoryRequest{})
+			}
+			if cr.err == nil || errors.Is(cr.err, ErrHistoryTrimmed) || errors.Is(cr.err, ErrEpochChanged) || attempt == catchUpTries-1 {
+				break
+			}
+			t := time.NewTimer(catchUpBackoff << attempt)
+			select {
+			case <-t.C:
+				continue
+			case <-ctx.Done():
+				t.Stop()
+			}
+			break
 		}
 		ps.caught <- cr // room for every running catch-up
 	})

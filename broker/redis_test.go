@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -372,7 +371,7 @@ func TestRedisPushEngines(t *testing.T) {
 		t.Fatalf("subscribe failed: %s", reply)
 	}
 
-	pos, err := ea.Publish(ctx, "chat:x", json.RawMessage(`"hello from A"`), nil)
+	pos, err := ea.Publish(ctx, push.PublishRequest{Channel: "chat:x", Data: json.RawMessage(`"hello from A"`)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,7 +393,7 @@ func TestRedisPushEngines(t *testing.T) {
 
 	// Engine B's own publications go through Redis too, and positions
 	// are shared.
-	pos2, err := eb.Publish(ctx, "chat:x", json.RawMessage(`"from B"`), nil)
+	pos2, err := eb.Publish(ctx, push.PublishRequest{Channel: "chat:x", Data: json.RawMessage(`"from B"`)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -458,6 +457,10 @@ func TestRedisCatchUp(t *testing.T) {
 		if got := offs(na.received(ch)); got != want {
 			t.Errorf("%s: got %s, want %s", ch, got, want)
 		}
+	}
+	// What history could not fill was told, before offset 4.
+	if g := na.gapList(""); len(g) != 1 || g[0].channel != "nohist" || g[0].before != 1 || g[0].reason != "history trimmed" {
+		t.Errorf("gaps %+v", g)
 	}
 	// The failed Subscribe left no subscription behind.
 	if err := a.Unsubscribe(ctx, "new"); err != nil {
@@ -531,7 +534,24 @@ type proxy struct {
 	mu     sync.Mutex
 	isCut  bool
 	conns  map[net.Conn]struct{}
+	holes  map[net.Conn]bool // connections whose data is dropped
 	closed bool
+}
+
+// blackhole makes every open connection drop what it carries, without
+// closing: a link that died silently (half-open). New connections work.
+func (p *proxy) blackhole() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		p.holes[c] = true
+	}
+}
+
+func (p *proxy) dropping(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.holes[c]
 }
 
 func newProxy(t *testing.T, to string) *proxy {
@@ -540,7 +560,7 @@ func newProxy(t *testing.T, to string) *proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{ln: ln, to: to, conns: make(map[net.Conn]struct{})}
+	p := &proxy{ln: ln, to: to, conns: make(map[net.Conn]struct{}), holes: make(map[net.Conn]bool)}
 	p.wg.Go(p.serve)
 	t.Cleanup(func() {
 		_ = ln.Close()
@@ -594,7 +614,18 @@ func (p *proxy) serve() {
 		p.conns[c], p.conns[s] = struct{}{}, struct{}{}
 		p.mu.Unlock()
 		pipe := func(dst, src net.Conn) {
-			_, _ = io.Copy(dst, src)
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := src.Read(buf)
+				if n > 0 && !p.dropping(src) {
+					if _, werr := dst.Write(buf[:n]); werr != nil {
+						break
+					}
+				}
+				if err != nil {
+					break
+				}
+			}
 			_ = dst.Close()
 			_ = src.Close()
 		}
@@ -683,5 +714,114 @@ func benchPublish(b *testing.B, br broker.Broker, size int, opts broker.PublishO
 	}
 	if got := c.n.Load(); got < want {
 		b.Fatalf("node got %d of %d publications", got, want)
+	}
+}
+
+// TestRedisReadsCreateNoKey reads 10,000 made-up channels, as a hostile
+// client would: the server holds no key afterwards.
+func TestRedisReadsCreateNoKey(t *testing.T) {
+	ctx := context.Background()
+	addr := testredis.Start(t)
+	b, _ := newNode(t, addr)
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 1250 {
+				ch := fmt.Sprintf("nothing-%d-%d", w, i)
+				if _, err := b.History(ctx, ch, broker.HistoryRequest{Limit: -1}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	_ = b.Subscribe(ctx, "nothing")
+	_ = b.Unsubscribe(ctx, "nothing")
+	rc := redis.NewClient(&redis.Options{Addr: addr})
+	defer rc.Close()
+	if n := rc.DBSize(ctx).Val(); n != 0 {
+		t.Fatalf("DBSIZE %d after reads", n)
+	}
+}
+
+// TestRedisIdempotencyAcrossNodes retries a publish with the same key on
+// another node: it returns the first position and publishes nothing.
+func TestRedisIdempotencyAcrossNodes(t *testing.T) {
+	ctx := context.Background()
+	addr := testredis.Start(t)
+	a, _ := newNode(t, addr)
+	b, _ := newNode(t, addr)
+	opts := broker.PublishOptions{HistorySize: 10, IdempotencyKey: "req-1"}
+	p1, err := a.Publish(ctx, "x", json.RawMessage(`1`), nil, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := b.Publish(ctx, "x", json.RawMessage(`1`), nil, opts)
+	if err != nil || p2 != p1 {
+		t.Fatalf("retry on another node: %+v %v, first %+v", p2, err, p1)
+	}
+	rc := redis.NewClient(&redis.Options{Addr: addr})
+	defer rc.Close()
+	// The key expires with the default TTL.
+	keys := rc.Keys(ctx, "hotline:idem:*").Val()
+	if len(keys) != 1 {
+		t.Fatalf("idempotency keys %v", keys)
+	}
+	if d := rc.PTTL(ctx, keys[0]).Val(); d <= 0 || d > broker.DefaultIdempotencyTTL {
+		t.Fatalf("idempotency key TTL %v", d)
+	}
+	if res, _ := a.History(ctx, "x", broker.HistoryRequest{Limit: -1}); len(res.Publications) != 1 {
+		t.Fatalf("history %s", offs(res.Publications))
+	}
+}
+
+// TestRedisHistoryBytesAfterExpiry: the byte count of a history that
+// expired as a whole starts again from zero, so the next publications are
+// kept as the bound allows.
+func TestRedisHistoryBytesAfterExpiry(t *testing.T) {
+	ctx := context.Background()
+	addr := testredis.Start(t)
+	b, _ := newNode(t, addr)
+	rc := redis.NewClient(&redis.Options{Addr: addr})
+	defer rc.Close()
+	opts := broker.PublishOptions{HistorySize: 100, HistoryBytes: 600, HistoryTTL: 200 * time.Millisecond} // 5 fit
+	pub(t, b, "hb", 5, opts)
+	eventually(t, "history key expiry", func() bool { return rc.Exists(ctx, "hotline:history:hb").Val() == 0 })
+	pub(t, b, "hb", 5, opts)
+	res, err := b.History(ctx, "hb", broker.HistoryRequest{Limit: -1})
+	if err != nil || offs(res.Publications) != "[6 7 8 9 10]" {
+		t.Fatalf("after expiry: %s %v", offs(res.Publications), err)
+	}
+	if n := rc.HGet(ctx, "hotline:meta:hb", "bytes").Val(); n == "0" || n == "" {
+		t.Fatalf("bytes %q", n)
+	}
+}
+
+// BenchmarkHistoryTail reads the last 10 publications of a channel that
+// keeps 1,000 of 1 KiB, as a catch-up or a recovering client does: the
+// cost should follow what is read, not what is kept.
+func BenchmarkHistoryTail(b *testing.B) {
+	ctx := context.Background()
+	addr := testredis.Start(b)
+	br, err := broker.NewRedis(broker.RedisConfig{Addr: addr})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer br.Close(ctx)
+	data := json.RawMessage(`"` + strings.Repeat("x", 1022) + `"`)
+	var top broker.Position
+	for range 1000 {
+		if top, err = br.Publish(ctx, "tail", data, nil, broker.PublishOptions{HistorySize: 1000}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	since := broker.Position{Epoch: top.Epoch, Offset: top.Offset - 10}
+	b.ReportAllocs()
+	for b.Loop() {
+		res, err := br.History(ctx, "tail", broker.HistoryRequest{Since: &since, Limit: -1})
+		if err != nil || len(res.Publications) != 10 {
+			b.Fatalf("%d %v", len(res.Publications), err)
+		}
 	}
 }

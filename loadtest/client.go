@@ -96,7 +96,7 @@ func (c *wsClient) open(ctx context.Context) error {
 		conn.Close(ws.StatusPolicyViolation, "superchat expected")
 		return fmt.Errorf("loadtest: %s: server chose subprotocol %q, not superchat", c.url, p)
 	}
-	if err := conn.WriteMessage(ctx, ws.OpText, subscribeRequest(c.channel)); err != nil {
+	if err := conn.WriteMessage(ctx, ws.MessageText, subscribeRequest(c.channel)); err != nil {
 		conn.CloseNow()
 		return err
 	}

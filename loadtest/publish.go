@@ -184,7 +184,7 @@ func (w *wsPublisher) read() {
 
 func (w *wsPublisher) publish(ctx context.Context, seq int) {
 	req, _ := json.Marshal(push.Request{ID: uint64(seq) + 1, Op: "publish", Channel: w.channel, Data: w.data(seq)})
-	if err := w.c.WriteMessage(ctx, ws.OpText, req); err != nil {
+	if err := w.c.WriteMessage(ctx, ws.MessageText, req); err != nil {
 		w.fail(seq, err)
 		w.replies.Add(1)
 	}

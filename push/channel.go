@@ -382,6 +382,7 @@ func (e *Engine) deliver(ctx context.Context, sub *subscription, pos broker.Posi
 		if err := e.put(ctx, sub, Outbound{Data: encodeGap(sub.channel, sub.epoch, sub.offset, gap)}); err != nil {
 			return err
 		}
+		e.stats.gaps.Add(1)
 	}
 	sub.epoch, sub.offset, sub.gapped = pos.Epoch, pos.Offset, false
 	return e.put(ctx, sub, out)
@@ -394,7 +395,11 @@ func (e *Engine) notice(ctx context.Context, sub *subscription, reason string) e
 		return nil
 	}
 	sub.gapped = true
-	return e.put(ctx, sub, Outbound{Data: encodeGap(sub.channel, sub.epoch, sub.offset, reason)})
+	if err := e.put(ctx, sub, Outbound{Data: encodeGap(sub.channel, sub.epoch, sub.offset, reason)}); err != nil {
+		return err
+	}
+	e.stats.gaps.Add(1)
+	return nil
 }
 
 // put queues o for a recovering sub, waiting for room while ctx lives.
@@ -585,6 +590,7 @@ func (hd handler) HandlePublication(pub *broker.Publication) {
 		if gap != "" && s.proto == ProtocolSuperchat {
 			if ok, full := s.q.push(Outbound{Data: encodeGap(pub.Channel, sub.epoch, sub.offset, gap)}); ok {
 				n++
+				e.stats.gaps.Add(1)
 			} else {
 				if full {
 					s.slowConsumer()
@@ -615,7 +621,7 @@ func (hd handler) HandleGap(channel string, reason string) {
 	}
 	var data []byte
 	var at broker.Position // position data was encoded for
-	n := int64(0)
+	n, gaps := int64(0), int64(0)
 	h.mu.Lock()
 	for _, sub := range h.subs {
 		s := sub.s
@@ -636,12 +642,14 @@ func (hd handler) HandleGap(channel string, reason string) {
 		sub.gapped = true
 		if ok, full := s.q.push(Outbound{Data: data}); ok {
 			n++
+			gaps++
 		} else if full {
 			s.slowConsumer()
 		}
 	}
 	h.mu.Unlock()
 	e.stats.out.Add(n)
+	e.stats.gaps.Add(gaps)
 }
 
 // HandleJoin pushes a join event to the channel's superchat subscribers.

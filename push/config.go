@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hotline-rt/hotline/auth"
 	"github.com/hotline-rt/hotline/broker"
 )
 
@@ -50,6 +51,7 @@ func ParseProtocol(name string) (Protocol, bool) {
 type NamespaceOptions struct {
 	HistorySize   int           // publications kept for recovery and history; 0 keeps none
 	HistoryTTL    time.Duration // how long each is kept; 0: until pushed out by HistorySize
+	HistoryBytes  int           // bytes of data kept in history, oldest dropped first; 0: no bound
 	Presence      bool          // track who is subscribed
 	JoinLeave     bool          // push join and leave events to superchat subscribers
 	ClientPublish bool          // clients may publish; the server API always may
@@ -58,10 +60,10 @@ type NamespaceOptions struct {
 // Default options of the namespaces that exist without configuration.
 var (
 	// ChatNamespace is "chat", the rooms of the chat protocol.
-	ChatNamespace = NamespaceOptions{HistorySize: 100, HistoryTTL: 10 * time.Minute, Presence: true, JoinLeave: true, ClientPublish: true}
+	ChatNamespace = NamespaceOptions{HistorySize: 100, HistoryTTL: 10 * time.Minute, HistoryBytes: 1 << 20, Presence: true, JoinLeave: true, ClientPublish: true}
 	// DefaultNamespace is "", for channels without ':'. Only the server
 	// publishes there unless configured otherwise.
-	DefaultNamespace = NamespaceOptions{HistorySize: 100, HistoryTTL: 10 * time.Minute, Presence: true}
+	DefaultNamespace = NamespaceOptions{HistorySize: 100, HistoryTTL: 10 * time.Minute, HistoryBytes: 1 << 20, Presence: true}
 )
 
 // Config configures an Engine. The zero value is ready to use.
@@ -79,17 +81,44 @@ type Config struct {
 	// MaxSessions bounds the sessions of this engine; past it Connect
 	// returns ErrTooManySessions. 0: unlimited.
 	MaxSessions int
+	// MaxUserSessions bounds the sessions of one user (Identity.UserID) on
+	// this engine, counting those in their grace period; past it Connect
+	// returns ErrTooManyUserSessions. 0: 20. Negative: unlimited.
+	MaxUserSessions int
+	// MaxSubscriptions bounds the channels one session subscribes to;
+	// past it a subscribe is answered 429. 0: 128.
+	MaxSubscriptions int
+	// MaxBatch bounds the requests of one Session.HandleBatch (a polling
+	// POST); a larger batch fails with ErrBatchTooLarge. 0: 32.
+	MaxBatch int
+	// MaxHistoryReply bounds the publications of one history reply (and of
+	// HistoryPage); a reply also holds at most a quarter of QueueBytes.
+	// A cut reply says "more". 0: 100.
+	MaxHistoryReply int
+	// MaxPresenceReply bounds the users of one presence reply (and of
+	// PresencePage); a reply also holds at most a quarter of QueueBytes.
+	// A cut reply says "truncated". 0: 1000.
+	MaxPresenceReply int
 	// QueueMessages bounds each session's outbound queue in items.
 	// 0: 1024.
 	QueueMessages int
 	// QueueBytes bounds each session's outbound queue in bytes. 0: 1 MiB.
 	QueueBytes int
-	// PublishRate is the publications per second a session may make
-	// (chat lines and superchat publish). 0: unlimited.
+	// PublishRate is the publications per second a user may make (chat
+	// lines and superchat publish), over all of that user's sessions on
+	// this engine. 0: unlimited.
 	PublishRate float64
-	// PublishBurst is how many publications a session may make at once
+	// PublishBurst is how many publications a user may make at once
 	// within PublishRate. 0: PublishRate rounded up, at least 1.
 	PublishBurst int
+	// IdempotencyTTL is how long a publish's idempotency key is
+	// remembered: a retry with the same key within it returns the first
+	// position and publishes nothing. 0: 2m.
+	IdempotencyTTL time.Duration
+	// Verifier checks the token of a superchat "refresh" request, which
+	// moves a session's expiry (a session ends when its identity's
+	// Expires passes). nil: refresh is refused.
+	Verifier auth.Verifier
 	// SessionGrace is how long a session outlives its last detached
 	// transport, so a client can come back with its subscriptions and
 	// positions. 0: 30s. Negative: a detached session ends at once.
@@ -133,11 +162,34 @@ func (c Config) withDefaults() Config {
 	if c.PresenceTTL <= 0 {
 		c.PresenceTTL = 60 * time.Second
 	}
+	if c.MaxUserSessions == 0 {
+		c.MaxUserSessions = 20
+	}
+	if c.MaxSubscriptions <= 0 {
+		c.MaxSubscriptions = 128
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 32
+	}
+	if c.MaxHistoryReply <= 0 {
+		c.MaxHistoryReply = 100
+	}
+	if c.MaxPresenceReply <= 0 {
+		c.MaxPresenceReply = 1000
+	}
+	if c.IdempotencyTTL <= 0 {
+		c.IdempotencyTTL = 2 * time.Minute
+	}
 	if c.BrokerTimeout <= 0 {
 		c.BrokerTimeout = 5 * time.Second
 	}
 	return c
 }
+
+// replyBytes is the byte budget of one history or presence reply: a
+// quarter of the queue, so that a reply never ends the session that asked
+// for it.
+func (c Config) replyBytes() int { return c.QueueBytes / 4 }
 
 func (c Config) validate() error {
 	for name := range c.Namespaces {
@@ -150,6 +202,11 @@ func (c Config) validate() error {
 	}
 	if c.MaxSessions < 0 {
 		return fmt.Errorf("push: negative MaxSessions %d", c.MaxSessions)
+	}
+	for name, o := range c.Namespaces {
+		if o.HistorySize < 0 || o.HistoryTTL < 0 || o.HistoryBytes < 0 {
+			return fmt.Errorf("push: namespace %q: negative history bound", name)
+		}
 	}
 	return nil
 }
@@ -174,5 +231,5 @@ func (e *Engine) namespace(channel string) (NamespaceOptions, error) {
 }
 
 func (o NamespaceOptions) publishOptions() broker.PublishOptions {
-	return broker.PublishOptions{HistorySize: o.HistorySize, HistoryTTL: o.HistoryTTL}
+	return broker.PublishOptions{HistorySize: o.HistorySize, HistoryTTL: o.HistoryTTL, HistoryBytes: o.HistoryBytes}
 }

@@ -26,6 +26,8 @@ type Engine struct {
 	sessions map[string]*Session
 	closing  bool
 
+	users users // sessions and publish bucket per user (session.go)
+
 	hubsMu sync.RWMutex
 	hubs   map[string]*hub // channels with local subscribers
 
@@ -82,8 +84,10 @@ type ConnectRequest struct {
 
 // Connect creates a session for an authenticated client. The session starts
 // attached to req.Transport; the transport calls Detach when it lets go.
-// Past Config.MaxSessions it returns ErrTooManySessions; after Shutdown,
-// ErrClosed. A chat session whose identity may not subscribe to its room
+// Past Config.MaxSessions it returns ErrTooManySessions, past
+// Config.MaxUserSessions ErrTooManyUserSessions; after Shutdown, ErrClosed.
+// The session ends with CodeTokenExpired when req.Identity.Expires passes,
+// unless a refresh request moves it. A chat session whose identity may not subscribe to its room
 // gets ErrForbidden.
 func (e *Engine) Connect(ctx context.Context, req ConnectRequest) (*Session, error) {
 	if req.Protocol != ProtocolChat && req.Protocol != ProtocolSuperchat {
@@ -103,14 +107,22 @@ func (e *Engine) Connect(ctx context.Context, req ConnectRequest) (*Session, err
 		}
 	}
 	s := e.newSession(req, room)
+	u, err := e.users.join(s.info.User, e.cfg.MaxUserSessions, e.cfg.PublishBurst)
+	if err != nil {
+		e.stats.refused.Add(1)
+		return nil, err
+	}
+	s.user = u
 
 	e.mu.Lock()
 	switch {
 	case e.closing:
 		e.mu.Unlock()
+		e.users.leave(u)
 		return nil, ErrClosed
 	case e.cfg.MaxSessions > 0 && len(e.sessions) >= e.cfg.MaxSessions:
 		e.mu.Unlock()
+		e.users.leave(u)
 		e.stats.refused.Add(1)
 		return nil, ErrTooManySessions
 	}
@@ -118,6 +130,9 @@ func (e *Engine) Connect(ctx context.Context, req ConnectRequest) (*Session, err
 	e.mu.Unlock()
 	e.stats.transport(s.transport).Add(1)
 	e.stats.connects.Add(1)
+	s.mu.Lock()
+	s.armExpiry()
+	s.mu.Unlock()
 
 	if room != "" {
 		if err := e.subscribe(ctx, s, room, nil, nil); err != nil {
@@ -148,26 +163,49 @@ func (e *Engine) removeSession(s *Session) {
 	}
 }
 
-// Publish publishes data (valid JSON) to channel from the server side,
-// whatever the namespace allows clients. info names the publisher; nil for
-// the server itself.
-func (e *Engine) Publish(ctx context.Context, channel string, data json.RawMessage, info *broker.ClientInfo) (broker.Position, error) {
-	ns, err := e.namespace(channel)
+// PublishRequest is a publication made through Engine.Publish.
+type PublishRequest struct {
+	Channel string
+	Data    json.RawMessage    // valid JSON
+	Info    *broker.ClientInfo // the publisher; nil for the server itself
+	// IdempotencyKey, if set, makes a retry safe: a publish with a key
+	// already used on Channel within Config.IdempotencyTTL returns the
+	// first publication's position and publishes nothing. At most
+	// MaxIdempotencyKey bytes.
+	IdempotencyKey string
+}
+
+// Publish publishes req.Data to req.Channel from the server side, whatever
+// the namespace allows clients. A broker failure wraps ErrNotPublished
+// (nothing was published) or broker.ErrOutcomeUnknown (it may have been).
+func (e *Engine) Publish(ctx context.Context, req PublishRequest) (broker.Position, error) {
+	ns, err := e.namespace(req.Channel)
 	if err != nil {
 		return broker.Position{}, err
 	}
-	if !json.Valid(data) {
+	if !json.Valid(req.Data) {
 		return broker.Position{}, fmt.Errorf("%w: data is not valid JSON", ErrBadRequest)
 	}
-	return e.publish(ctx, channel, data, info, ns)
+	if err := checkIdempotencyKey(req.IdempotencyKey); err != nil {
+		return broker.Position{}, err
+	}
+	return e.publish(ctx, req, ns)
 }
 
-func (e *Engine) publish(ctx context.Context, channel string, data json.RawMessage, info *broker.ClientInfo, ns NamespaceOptions) (broker.Position, error) {
+func (e *Engine) publish(ctx context.Context, req PublishRequest, ns NamespaceOptions) (broker.Position, error) {
+	opts := ns.publishOptions()
+	if req.IdempotencyKey != "" {
+		opts.IdempotencyKey = req.IdempotencyKey
+		opts.IdempotencyTTL = e.cfg.IdempotencyTTL
+	}
 	bctx, cancel := e.brokerCtx(ctx)
-	pos, err := e.broker.Publish(bctx, channel, data, info, ns.publishOptions())
+	pos, err := e.broker.Publish(bctx, req.Channel, req.Data, req.Info, opts)
 	cancel()
 	if err != nil {
-		return broker.Position{}, fmt.Errorf("push: publish to %s: %w", channel, err)
+		if errors.Is(err, broker.ErrOutcomeUnknown) {
+			return broker.Position{}, fmt.Errorf("push: publish to %s: %w", req.Channel, err)
+		}
+		return broker.Position{}, fmt.Errorf("%w: %s: %w", ErrNotPublished, req.Channel, err)
 	}
 	e.stats.publications.Add(1)
 	return pos, nil

@@ -74,17 +74,17 @@ func TestChatSeesServerPublishAsBareText(t *testing.T) {
 		{`"quote \" and \u00e9"`, `quote " and é`},
 		{`{"k":1}`, `{"k":1}`},
 	} {
-		if _, err := e.Publish(context.Background(), "chat:lobby", json.RawMessage(tc.data), nil); err != nil {
+		if _, err := e.Publish(context.Background(), PublishRequest{Channel: "chat:lobby", Data: json.RawMessage(tc.data)}); err != nil {
 			t.Fatal(err)
 		}
 		if got := a.raw(); len(got) != 1 || got[0] != tc.want {
 			t.Errorf("publish %s: chat got %q, want %q", tc.data, got, tc.want)
 		}
 	}
-	if _, err := e.Publish(context.Background(), "chat:lobby", json.RawMessage(`{bad`), nil); !errors.Is(err, ErrBadRequest) {
+	if _, err := e.Publish(context.Background(), PublishRequest{Channel: "chat:lobby", Data: json.RawMessage(`{bad`)}); !errors.Is(err, ErrBadRequest) {
 		t.Errorf("invalid JSON: %v", err)
 	}
-	if _, err := e.Publish(context.Background(), "nope:x", json.RawMessage(`1`), nil); !errors.Is(err, ErrUnknownNamespace) {
+	if _, err := e.Publish(context.Background(), PublishRequest{Channel: "nope:x", Data: json.RawMessage(`1`)}); !errors.Is(err, ErrUnknownNamespace) {
 		t.Errorf("unknown namespace: %v", err)
 	}
 }
@@ -97,7 +97,7 @@ func TestRecovery(t *testing.T) {
 		t.Helper()
 		for range n {
 			count++
-			if _, err := e.Publish(ctx, "chat:r", json.RawMessage(fmt.Sprintf(`"m%d"`, count)), nil); err != nil {
+			if _, err := e.Publish(ctx, PublishRequest{Channel: "chat:r", Data: json.RawMessage(fmt.Sprintf(`"m%d"`, count))}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -145,7 +145,7 @@ func TestRecoveryFails(t *testing.T) {
 	var pos broker.Position
 	for range 5 {
 		var err error
-		if pos, err = e.Publish(ctx, "small:x", json.RawMessage(`1`), nil); err != nil {
+		if pos, err = e.Publish(ctx, PublishRequest{Channel: "small:x", Data: json.RawMessage(`1`)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -177,7 +177,7 @@ func TestRecoveryFails(t *testing.T) {
 func TestRecoveryAfterRestartIsEpochChanged(t *testing.T) {
 	ctx := context.Background()
 	e1 := newEngine(t, Config{})
-	pos, err := e1.Publish(ctx, "chat:x", json.RawMessage(`1`), nil)
+	pos, err := e1.Publish(ctx, PublishRequest{Channel: "chat:x", Data: json.RawMessage(`1`)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +196,7 @@ func TestRecoveryRace(t *testing.T) {
 	ctx := context.Background()
 	for round := range 20 {
 		e := newEngine(t, Config{Namespaces: map[string]NamespaceOptions{"chat": {HistorySize: 1000}}})
-		first, err := e.Publish(ctx, "chat:race", json.RawMessage(`0`), nil)
+		first, err := e.Publish(ctx, PublishRequest{Channel: "chat:race", Data: json.RawMessage(`0`)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -204,7 +204,7 @@ func TestRecoveryRace(t *testing.T) {
 		var wg sync.WaitGroup
 		wg.Go(func() {
 			for i := range n {
-				if _, err := e.Publish(ctx, "chat:race", json.RawMessage(fmt.Sprint(i+1)), nil); err != nil {
+				if _, err := e.Publish(ctx, PublishRequest{Channel: "chat:race", Data: json.RawMessage(fmt.Sprint(i + 1))}); err != nil {
 					t.Error(err)
 				}
 			}
@@ -225,6 +225,18 @@ func TestRecoveryRace(t *testing.T) {
 			want++
 		}
 		for _, m := range ms[1:] {
+			if m.Push == nil {
+				b, _ := json.Marshal(m)
+				var offs []string
+				for _, m := range ms[1:] {
+					if m.Push != nil {
+						offs = append(offs, fmt.Sprint(m.Push.Offset))
+					} else {
+						offs = append(offs, "GAP")
+					}
+				}
+				t.Fatalf("round %d: top %d not a push: %s; %v", round, res.Offset, b, offs)
+			}
 			check(*m.Push)
 		}
 		if want != n+2 {
@@ -243,7 +255,7 @@ func TestSlowConsumerDisconnected(t *testing.T) {
 	fast.request(`{"id":1,"op":"subscribe","channel":"chat:x"}`)
 	fast.msgs() // slow's join
 	for i := range 20 {
-		if _, err := e.Publish(ctx, "chat:x", json.RawMessage(fmt.Sprint(i)), nil); err != nil {
+		if _, err := e.Publish(ctx, PublishRequest{Channel: "chat:x", Data: json.RawMessage(fmt.Sprint(i))}); err != nil {
 			t.Fatal(err)
 		}
 		n := 0
@@ -284,7 +296,7 @@ func TestSlowConsumerDisconnected(t *testing.T) {
 func TestQueueBytesBound(t *testing.T) {
 	e := newEngine(t, Config{QueueBytes: 100})
 	c := connect(t, e, ProtocolChat, "u")
-	if _, err := e.Publish(context.Background(), "chat:lobby", json.RawMessage(`"`+strings.Repeat("x", 150)+`"`), nil); err != nil {
+	if _, err := e.Publish(context.Background(), PublishRequest{Channel: "chat:lobby", Data: json.RawMessage(`"` + strings.Repeat("x", 150) + `"`)}); err != nil {
 		t.Fatal(err)
 	}
 	if d := c.s.q.ended(); d == nil || d.Reason != ReasonSlowConsumer {
@@ -378,7 +390,7 @@ func TestSuperchatOps(t *testing.T) {
 	if m := c.request(`{"id":8,"op":"unsubscribe","channel":"chat:x"}`); m.Error != nil || string(m.Result) != "{}" {
 		t.Fatalf("unsubscribe: %+v", m)
 	}
-	if _, err := e.Publish(context.Background(), "chat:x", json.RawMessage(`3`), nil); err != nil {
+	if _, err := e.Publish(context.Background(), PublishRequest{Channel: "chat:x", Data: json.RawMessage(`3`)}); err != nil {
 		t.Fatal(err)
 	}
 	if ms := c.msgs(); len(ms) != 0 {
@@ -484,7 +496,7 @@ func TestSessionGrace(t *testing.T) {
 		if c.s.Err() != nil {
 			t.Fatal("attached session ended")
 		}
-		if _, err := e.Publish(ctx, "chat:g", json.RawMessage(`1`), nil); err != nil {
+		if _, err := e.Publish(ctx, PublishRequest{Channel: "chat:g", Data: json.RawMessage(`1`)}); err != nil {
 			t.Fatal(err)
 		}
 		if ms := c.msgs(); len(ms) != 1 || ms[0].Push.Offset != 1 {
@@ -598,7 +610,7 @@ func TestWait(t *testing.T) {
 		if done {
 			t.Fatal("Wait returned with nothing queued")
 		}
-		e.Publish(context.Background(), "chat:lobby", json.RawMessage(`"x"`), nil)
+		e.Publish(context.Background(), PublishRequest{Channel: "chat:lobby", Data: json.RawMessage(`"x"`)})
 		synctest.Wait()
 		if !done || got != nil {
 			t.Fatalf("after publish: done=%v err=%v", done, got)

@@ -16,8 +16,12 @@ type Request struct {
 	Channel string           `json:"channel,omitempty"`
 	Since   *broker.Position `json:"since,omitempty"`   // subscribe, history
 	Data    json.RawMessage  `json:"data,omitempty"`    // publish
-	Limit   *int             `json:"limit,omitempty"`   // history: nil or negative = all kept, 0 = only the top
+	Limit   *int             `json:"limit,omitempty"`   // history: nil or negative = the server's page size, 0 = only the top
 	Reverse bool             `json:"reverse,omitempty"` // history: newest first
+	// IdempotencyKey (publish, at most MaxIdempotencyKey bytes): a retry
+	// with the same key returns the first publication's position.
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	Token          string `json:"token,omitempty"` // refresh: the new token
 }
 
 // maxRequestID is the largest id, so ids survive JavaScript's numbers.
@@ -74,8 +78,10 @@ type Gap struct {
 	Reason  string `json:"reason"`
 }
 
-// ReplyError is the error of a failed request. Codes: 400 bad request, 403
-// forbidden, 404 unknown op, 429 rate limited, 500 server failure.
+// ReplyError is the error of a failed request. Codes: 400 bad request, 401
+// bad token (refresh), 403 forbidden, 404 unknown op, 429 a limit of the
+// session or user (publish rate, subscriptions), 500 server failure, 503
+// not published, 504 publish outcome unknown.
 type ReplyError struct {
 	Code    int    `json:"code"`
 	Message string `json:"message"`
@@ -128,6 +134,18 @@ func encodePush(pub *broker.Publication) []byte {
 		// deliver it as a string rather than lose it.
 		p.Data = mustMarshal(string(pub.Data))
 		b = mustMarshal(envelope{&p})
+	}
+	return b
+}
+
+// encodePushObject returns the JSON of pub's Push (without the envelope),
+// as a history reply lists it.
+func encodePushObject(pub *broker.Publication) []byte {
+	p := pushOf(pub)
+	b, err := json.Marshal(&p)
+	if err != nil {
+		p.Data = mustMarshal(string(pub.Data)) // as encodePush does
+		b = mustMarshal(&p)
 	}
 	return b
 }

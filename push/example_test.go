@@ -31,7 +31,7 @@ func ExampleEngine() {
 	super.Ack(^uint64(0)) // the reply and Bob's join: not shown here
 
 	_ = chat.Handle(ctx, []byte("hi all")) // a chat line from Ann
-	if _, err := e.Publish(ctx, "chat:lobby", json.RawMessage(`"server says hi"`), nil); err != nil {
+	if _, err := e.Publish(ctx, push.PublishRequest{Channel: "chat:lobby", Data: json.RawMessage(`"server says hi"`)}); err != nil {
 		panic(err)
 	}
 
@@ -62,7 +62,7 @@ func ExampleSession_Handle_recovery() {
 	defer e.Shutdown(ctx)
 	var pos json.RawMessage
 	for _, text := range []string{"one", "two", "three"} {
-		p, _ := e.Publish(ctx, "chat:news", json.RawMessage(fmt.Sprintf("%q", text)), nil)
+		p, _ := e.Publish(ctx, push.PublishRequest{Channel: "chat:news", Data: json.RawMessage(fmt.Sprintf("%q", text))})
 		if text == "one" {
 			pos, _ = json.Marshal(p)
 		}

@@ -89,7 +89,7 @@ func BenchmarkFanOut(b *testing.B) {
 					b.ReportAllocs()
 					b.SetBytes(int64(size))
 					for b.Loop() {
-						if _, err := e.Publish(ctx, "chat:lobby", data, nil); err != nil {
+						if _, err := e.Publish(ctx, PublishRequest{Channel: "chat:lobby", Data: data}); err != nil {
 							b.Fatal(err)
 						}
 						ackAll(ss)

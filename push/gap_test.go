@@ -189,6 +189,9 @@ func TestHandleGap(t *testing.T) {
 	if got := chat.raw(); !slices.Equal(got, []string{"10", "11", "13"}) {
 		t.Fatalf("chat got %q", got)
 	}
+	if n := e.Stats().GapNotices; n != 4 {
+		t.Fatalf("Stats.GapNotices %d, want 4", n)
+	}
 	h.HandleGap("g:nobody", "broker link lost") // no hub: nothing happens
 }
 
@@ -201,7 +204,7 @@ func TestHandleGapWhileRecovering(t *testing.T) {
 	e := newEngine(t, Config{Broker: b, Namespaces: map[string]NamespaceOptions{"g": {HistorySize: 100}}})
 	var first broker.Position
 	for i := range 3 {
-		p, err := e.Publish(ctx, "g:x", json.RawMessage(fmt.Sprint(i)), nil)
+		p, err := e.Publish(ctx, PublishRequest{Channel: "g:x", Data: json.RawMessage(fmt.Sprint(i))})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -211,7 +214,7 @@ func TestHandleGapWhileRecovering(t *testing.T) {
 	}
 	ep := first.Epoch
 	publish := func(data string) {
-		if _, err := e.Publish(ctx, "g:x", json.RawMessage(data), nil); err != nil {
+		if _, err := e.Publish(ctx, PublishRequest{Channel: "g:x", Data: json.RawMessage(data)}); err != nil {
 			t.Error(err)
 		}
 	}
@@ -267,7 +270,7 @@ func TestReplayLiveExactlyOnce(t *testing.T) {
 			count := 0
 			publish := func() {
 				count++
-				if _, err := e.Publish(ctx, "g:x", json.RawMessage(fmt.Sprint(count)), nil); err != nil {
+				if _, err := e.Publish(ctx, PublishRequest{Channel: "g:x", Data: json.RawMessage(fmt.Sprint(count))}); err != nil {
 					t.Error(err)
 				}
 			}
@@ -331,4 +334,22 @@ func (c *client) subscribeTail() (int, []Push) {
 		}
 	}
 	return other, pushes
+}
+
+// TestRecoverFromEmptyPosition: a client that subscribed while the channel
+// had no stream holds {"", 0}; recovering from it replays the stream from
+// offset 1, with no gap notice.
+func TestRecoverFromEmptyPosition(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t, Config{Namespaces: map[string]NamespaceOptions{"g": {HistorySize: 10}}})
+	for i := range 3 {
+		if _, err := e.Publish(ctx, PublishRequest{Channel: "g:x", Data: json.RawMessage(fmt.Sprint(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := connect(t, e, ProtocolSuperchat, "c")
+	res, pushes := c.subscribe(`{"id":1,"op":"subscribe","channel":"g:x","since":{"epoch":"","offset":0}}`)
+	if !*res.Recovered || res.Offset != 3 || len(pushes) != 3 || pushes[0].Offset != 1 {
+		t.Fatalf("reply %+v, %d pushes", res, len(pushes))
+	}
 }

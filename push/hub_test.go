@@ -44,7 +44,7 @@ func TestSlowSubscribeDoesNotStallOthers(t *testing.T) {
 	go func() {
 		defer close(done)
 		for i := range 10 {
-			if _, err := e.Publish(ctx, "g:b", json.RawMessage(fmt.Sprint(i)), nil); err != nil {
+			if _, err := e.Publish(ctx, PublishRequest{Channel: "g:b", Data: json.RawMessage(fmt.Sprint(i))}); err != nil {
 				t.Error(err)
 			}
 		}
@@ -244,7 +244,7 @@ func TestResubscribeWaitsForUnsubscribe(t *testing.T) {
 	if n != 1 || e.hub("g:r") == nil {
 		t.Fatalf("%d broker subscriptions after the resubscribe", n)
 	}
-	if _, err := e.Publish(ctx, "g:r", json.RawMessage(`1`), nil); err != nil {
+	if _, err := e.Publish(ctx, PublishRequest{Channel: "g:r", Data: json.RawMessage(`1`)}); err != nil {
 		t.Fatal(err)
 	}
 	if _, pushes := c.subscribeTail(); len(pushes) != 1 {

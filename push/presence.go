@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/hotline-rt/hotline/broker"
 )
@@ -26,10 +27,45 @@ func aggregatePresence(m map[string]broker.ClientInfo) []PresenceClient {
 	return out
 }
 
+// presenceWorkers bounds the channels whose presence is refreshed at once.
+const presenceWorkers = 8
+
 // refreshPresence renews the presence entries of every local session before
 // their TTL runs out, then schedules itself again. A crashed node stops
-// refreshing, so its entries expire.
+// refreshing, so its entries expire. It makes one broker call per channel
+// (RefreshPresence with every local entry of it), a few channels at a time,
+// so a refresh takes a few round trips per channel, not one per session:
+// with tens of thousands of sessions a serial refresh outlasted the TTL and
+// presence flapped.
 func (e *Engine) refreshPresence() {
+	byChannel := e.presenceEntries()
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.PresenceTTL/3)
+	defer cancel()
+	sem := make(chan struct{}, presenceWorkers)
+	var wg sync.WaitGroup
+	for ch, entries := range byChannel {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			bctx, cancel := e.brokerCtx(ctx)
+			defer cancel()
+			if err := e.broker.RefreshPresence(bctx, ch, entries, e.cfg.PresenceTTL); err != nil {
+				e.log.Warn("refresh presence failed", slog.String("channel", ch), slog.Int("entries", len(entries)), slog.Any("err", err))
+			}
+		})
+	}
+	wg.Wait()
+
+	e.mu.Lock()
+	if !e.closing {
+		e.presenceTimer.Reset(e.cfg.PresenceTTL / 3)
+	}
+	e.mu.Unlock()
+}
+
+// presenceEntries returns the presence entries this node keeps alive, by
+// channel and session id: the subscriptions announced and not dropped.
+func (e *Engine) presenceEntries() map[string]map[string]broker.ClientInfo {
 	e.mu.RLock()
 	list := make([]*Session, 0, len(e.sessions))
 	for _, s := range e.sessions {
@@ -37,27 +73,32 @@ func (e *Engine) refreshPresence() {
 	}
 	e.mu.RUnlock()
 
-	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.PresenceTTL/3)
-	defer cancel()
+	out := make(map[string]map[string]broker.ClientInfo)
+	var subs []*subscription
 	for _, s := range list {
+		subs = subs[:0]
 		s.mu.Lock()
-		var chans []string
-		for ch, sub := range s.subs {
+		for _, sub := range s.subs {
 			if sub.ns.Presence {
-				chans = append(chans, ch)
+				subs = append(subs, sub)
 			}
 		}
 		s.mu.Unlock()
-		for _, ch := range chans {
-			if err := e.broker.AddPresence(ctx, ch, s.id, s.info, e.cfg.PresenceTTL); err != nil {
-				e.log.Warn("refresh presence failed", slog.String("channel", ch), slog.Any("err", err))
+		for _, sub := range subs {
+			h := sub.hub
+			h.mu.Lock()
+			live := sub.announced && !sub.dropped
+			h.mu.Unlock()
+			if !live {
+				continue // not added yet, or removed: adding it back would leave a ghost
 			}
+			m := out[sub.channel]
+			if m == nil {
+				m = make(map[string]broker.ClientInfo)
+				out[sub.channel] = m
+			}
+			m[s.id] = s.info
 		}
 	}
-
-	e.mu.Lock()
-	if !e.closing {
-		e.presenceTimer.Reset(e.cfg.PresenceTTL / 3)
-	}
-	e.mu.Unlock()
+	return out
 }

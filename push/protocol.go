@@ -2,18 +2,32 @@ package push
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 
+	"github.com/hotline-rt/hotline/auth"
 	"github.com/hotline-rt/hotline/broker"
 )
 
 // Handle processes one message from the client. A chat message is published
 // to the session's room; a superchat message is a request whose reply is
-// queued. Handle returns an error only when the session has ended: a
-// *Disconnect, which the transport turns into a close with its code.
+// queued. The messages of one session are handled one at a time, in the
+// order their Handle calls got their turn. Handle returns an error when the
+// session has ended: a *Disconnect, which the transport turns into a close
+// with its code; or ctx's error if ctx ended while waiting for the turn
+// (the message was not handled).
 func (s *Session) Handle(ctx context.Context, msg []byte) error {
+	if err := s.takeTurn(ctx); err != nil {
+		return err
+	}
+	defer s.endTurn()
+	return s.handle(ctx, msg)
+}
+
+// handle is Handle for the holder of the session's turn.
+func (s *Session) handle(ctx context.Context, msg []byte) error {
 	if err := s.Err(); err != nil {
 		return err
 	}
@@ -33,7 +47,7 @@ func (s *Session) handleChat(ctx context.Context, msg []byte) error {
 	if err != nil {
 		return err
 	}
-	if !ns.ClientPublish || !s.ident.CanPublish(s.room) {
+	if !ns.ClientPublish || !s.Identity().CanPublish(s.room) {
 		s.end(&Disconnect{Code: CodePolicyViolation, Reason: "not allowed to publish to " + s.room}, false)
 		return s.Err()
 	}
@@ -42,9 +56,13 @@ func (s *Session) handleChat(ctx context.Context, msg []byte) error {
 		return s.Err()
 	}
 	data := mustMarshal(string(msg))
-	if _, err := s.e.publish(ctx, s.room, data, &s.info, ns); err != nil {
+	if _, err := s.e.publish(ctx, PublishRequest{Channel: s.room, Data: data, Info: &s.info}, ns); err != nil {
 		s.log.Warn("chat publish failed", slog.Any("err", err))
-		s.end(&Disconnect{Code: CodeTryAgainLater, Reason: "publish failed"}, false)
+		reason := "publish failed: not published"
+		if errors.Is(err, broker.ErrOutcomeUnknown) {
+			reason = "publish failed: outcome unknown"
+		}
+		s.end(&Disconnect{Code: CodeTryAgainLater, Reason: reason}, false)
 		return s.Err()
 	}
 	return nil
@@ -73,7 +91,7 @@ func (s *Session) handleRequest(ctx context.Context, msg []byte) {
 	var result any
 	switch req.Op {
 	case "connect":
-		result = map[string]string{"session": s.id, "user": s.info.User, "name": s.info.Name, "protocol": s.proto.String()}
+		result = connectResult{Session: s.id, User: s.info.User, Name: s.info.Name, Protocol: s.proto.String(), Exp: expOf(s.Identity())}
 	case "subscribe":
 		// Queues its own reply, in order with the replayed publications.
 		if rerr := s.opSubscribe(ctx, req); rerr != nil {
@@ -88,6 +106,8 @@ func (s *Session) handleRequest(ctx context.Context, msg []byte) {
 		result, err = s.opPresence(ctx, req)
 	case "history":
 		result, err = s.opHistory(ctx, req)
+	case "refresh":
+		result, err = s.opRefresh(req)
 	default:
 		err = errorf(404, "unknown op %q", req.Op)
 	}
@@ -111,7 +131,7 @@ func channelError(err error) *replyError {
 	return errorf(400, "%v", err)
 }
 
-// subscribeResult is the result of subscribe and history.
+// subscribeResult is the result of subscribe.
 type subscribeResult struct {
 	Epoch        string `json:"epoch"`
 	Offset       uint64 `json:"offset"`
@@ -142,8 +162,12 @@ func (s *Session) opSubscribe(ctx context.Context, req Request) *replyError {
 	if _, err := s.e.namespace(req.Channel); err != nil {
 		return channelError(err)
 	}
-	if !s.ident.CanSubscribe(req.Channel) {
+	if !s.Identity().CanSubscribe(req.Channel) {
 		return errorf(403, "not allowed to subscribe to %s", req.Channel)
+	}
+	// Exact: only handle (one at a time per session) adds subscriptions.
+	if s.subCount() >= s.e.cfg.MaxSubscriptions {
+		return errorf(429, "too many subscriptions: at most %d per session; unsubscribe first", s.e.cfg.MaxSubscriptions)
 	}
 	reply := func(res broker.HistoryResult, herr error) []byte {
 		return encodeResult(req.ID, historyResult(res, herr, req.Since != nil))
@@ -176,57 +200,228 @@ func (s *Session) opPublish(ctx context.Context, req Request) (any, error) {
 	if err != nil {
 		return nil, channelError(err)
 	}
-	if !ns.ClientPublish || !s.ident.CanPublish(req.Channel) {
+	if !ns.ClientPublish || !s.Identity().CanPublish(req.Channel) {
 		return nil, errorf(403, "not allowed to publish to %s", req.Channel)
 	}
 	if len(req.Data) == 0 {
 		return nil, errorf(400, "publish needs data")
 	}
+	if err := checkIdempotencyKey(req.IdempotencyKey); err != nil {
+		return nil, errorf(400, "%v", err)
+	}
 	if !s.allowPublish() {
 		return nil, errorf(429, "publish rate exceeded")
 	}
-	pos, err := s.e.publish(ctx, req.Channel, req.Data, &s.info, ns)
-	if err != nil {
-		return nil, err
+	pos, err := s.e.publish(ctx, PublishRequest{Channel: req.Channel, Data: req.Data, Info: &s.info, IdempotencyKey: req.IdempotencyKey}, ns)
+	switch {
+	case err == nil:
+		return pos, nil
+	case errors.Is(err, broker.ErrOutcomeUnknown):
+		s.log.Warn("publish outcome unknown", slog.String("channel", req.Channel), slog.Any("err", err))
+		return nil, errorf(504, "outcome unknown: the broker did not confirm; retry with the same idempotency_key")
+	case errors.Is(err, ErrNotPublished):
+		s.log.Warn("publish failed", slog.String("channel", req.Channel), slog.Any("err", err))
+		return nil, errorf(503, "not published: the broker failed; retry")
 	}
-	return pos, nil
+	return nil, err
 }
 
 func (s *Session) opPresence(ctx context.Context, req Request) (any, error) {
 	if _, err := s.e.namespace(req.Channel); err != nil {
 		return nil, channelError(err)
 	}
-	if !s.ident.CanSubscribe(req.Channel) {
+	if !s.Identity().CanSubscribe(req.Channel) {
 		return nil, errorf(403, "not allowed to see presence of %s", req.Channel)
 	}
-	clients, err := s.e.Presence(ctx, req.Channel)
+	page, err := s.e.PresencePage(ctx, req.Channel, -1)
 	if errors.Is(err, ErrPresenceDisabled) {
 		return nil, errorf(400, "presence is off for %s", req.Channel)
 	}
 	if err != nil {
 		return nil, err
 	}
-	return struct {
-		Clients []PresenceClient `json:"clients"`
-	}{clients}, nil
+	return page, nil
+}
+
+// historyReply is the result of the history op: a page of publications.
+type historyReply struct {
+	Epoch        string            `json:"epoch"`
+	Offset       uint64            `json:"offset"`
+	Recovered    *bool             `json:"recovered,omitempty"`
+	Reason       string            `json:"reason,omitempty"`
+	Publications []json.RawMessage `json:"publications,omitempty"`
+	More         bool              `json:"more,omitempty"`
 }
 
 func (s *Session) opHistory(ctx context.Context, req Request) (any, error) {
 	if _, err := s.e.namespace(req.Channel); err != nil {
 		return nil, channelError(err)
 	}
-	if !s.ident.CanSubscribe(req.Channel) {
+	if !s.Identity().CanSubscribe(req.Channel) {
 		return nil, errorf(403, "not allowed to read history of %s", req.Channel)
 	}
 	hr := broker.HistoryRequest{Since: req.Since, Limit: -1, Reverse: req.Reverse}
 	if req.Limit != nil {
 		hr.Limit = *req.Limit
 	}
-	res, err := s.e.broker.History(ctx, req.Channel, hr)
+	page, err := s.e.HistoryPage(ctx, req.Channel, hr, encodePushObject)
 	if err != nil && !isRecoveryError(err) {
 		return nil, err
 	}
-	return historyResult(res, err, req.Since != nil), nil
+	r := historyReply{Epoch: page.Top.Epoch, Offset: page.Top.Offset, Publications: page.Publications, More: page.More}
+	if req.Since != nil {
+		ok := err == nil
+		r.Recovered = &ok
+		if !ok {
+			r.Reason = recoveryReason(err)
+		}
+	}
+	return r, nil
+}
+
+// HistoryPage is one page of a channel's history.
+type HistoryPage struct {
+	// Top is the channel's latest position.
+	Top broker.Position
+	// Publications are encoded by HistoryPage's encode, in the order of
+	// the request.
+	Publications []json.RawMessage
+	// More says that history holds more publications past the last one
+	// returned (in the direction of the request): ask again with Since
+	// set to the last one's position.
+	More bool
+}
+
+// HistoryPage reads channel's history as HistoryRequest says, but returns
+// at most Config.MaxHistoryReply publications (Limit above it or negative
+// means that many) and stops before the encoded publications exceed a
+// quarter of Config.QueueBytes (it returns at least one). encode gives a
+// publication's bytes as the caller will send them. Positions that cannot
+// be served fail as History does, with Top set.
+func (e *Engine) HistoryPage(ctx context.Context, channel string, req broker.HistoryRequest, encode func(*broker.Publication) []byte) (HistoryPage, error) {
+	if _, err := e.namespace(channel); err != nil {
+		return HistoryPage{}, err
+	}
+	limit := e.cfg.MaxHistoryReply
+	if req.Limit >= 0 && req.Limit < limit {
+		limit = req.Limit
+	}
+	req.Limit = limit
+	if limit > 0 {
+		req.Limit = limit + 1 // one more says whether there is more
+	}
+	res, err := e.broker.History(ctx, channel, req)
+	page := HistoryPage{Top: res.Top}
+	if err != nil {
+		return page, err
+	}
+	pubs := res.Publications
+	if len(pubs) > limit {
+		pubs, page.More = pubs[:limit], true
+	}
+	budget, used := e.cfg.replyBytes(), 0
+	for i, p := range pubs {
+		b := encode(p)
+		if i > 0 && used+len(b)+1 > budget {
+			page.More = true
+			break
+		}
+		used += len(b) + 1
+		page.Publications = append(page.Publications, b)
+	}
+	return page, nil
+}
+
+// PresencePage is who is in a channel, bounded.
+type PresencePage struct {
+	Clients []PresenceClient `json:"clients"`
+	// Total counts the users present, of whom Clients may hold only the
+	// first ones (by user id).
+	Total int `json:"total"`
+	// Truncated says that Clients holds fewer than Total.
+	Truncated bool `json:"truncated,omitempty"`
+}
+
+// PresencePage lists who is in channel, as Presence does, but at most
+// limit users (limit negative or above Config.MaxPresenceReply: that
+// maximum), and no more than fit in a quarter of Config.QueueBytes.
+func (e *Engine) PresencePage(ctx context.Context, channel string, limit int) (PresencePage, error) {
+	clients, err := e.Presence(ctx, channel)
+	if err != nil {
+		return PresencePage{}, err
+	}
+	if limit < 0 || limit > e.cfg.MaxPresenceReply {
+		limit = e.cfg.MaxPresenceReply
+	}
+	page := PresencePage{Clients: clients, Total: len(clients)}
+	if len(clients) > limit {
+		page.Clients = clients[:limit]
+	}
+	budget, used := e.cfg.replyBytes(), 0
+	for i := range page.Clients {
+		n := len(mustMarshal(&page.Clients[i])) + 1
+		if used+n > budget {
+			page.Clients = page.Clients[:i]
+			break
+		}
+		used += n
+	}
+	if page.Clients == nil {
+		page.Clients = []PresenceClient{}
+	}
+	page.Truncated = len(page.Clients) < page.Total
+	return page, nil
+}
+
+// connectResult is the result of the connect op.
+type connectResult struct {
+	Session  string `json:"session"`
+	User     string `json:"user"`
+	Name     string `json:"name,omitempty"`
+	Protocol string `json:"protocol"`
+	Exp      int64  `json:"exp,omitempty"` // when the session's identity expires, Unix seconds; 0: never
+}
+
+func expOf(id auth.Identity) int64 {
+	if id.Expires.IsZero() {
+		return 0
+	}
+	return id.Expires.Unix()
+}
+
+// opRefresh verifies a new token for the session's user and moves the
+// session's expiry (and its grants) to it.
+func (s *Session) opRefresh(req Request) (any, error) {
+	v := s.e.cfg.Verifier
+	if v == nil {
+		return nil, errorf(400, "this server does not refresh tokens")
+	}
+	if req.Token == "" {
+		return nil, errorf(400, "refresh needs a token")
+	}
+	id, err := v.Verify(req.Token)
+	if errors.Is(err, auth.ErrTokenExpired) {
+		return nil, errorf(401, "token expired")
+	}
+	if err != nil {
+		return nil, errorf(401, "invalid token")
+	}
+	if id.UserID != s.info.User {
+		return nil, errorf(403, "the token is for another user")
+	}
+	s.mu.Lock()
+	if s.gone {
+		s.mu.Unlock()
+		return nil, errorf(400, "session ended") // nobody to answer
+	}
+	// The name and the presence entries stay as they were at connect.
+	id.Name = s.ident.Name
+	s.ident = id
+	s.armExpiry()
+	s.mu.Unlock()
+	return struct {
+		Exp int64 `json:"exp,omitempty"`
+	}{expOf(id)}, nil
 }
 
 // Presence lists who is in channel: one entry per user, with how many of
@@ -244,4 +439,14 @@ func (e *Engine) Presence(ctx context.Context, channel string) ([]PresenceClient
 		return nil, fmt.Errorf("push: presence of %s: %w", channel, err)
 	}
 	return aggregatePresence(m), nil
+}
+
+// MaxIdempotencyKey bounds the length of a publish's idempotency key.
+const MaxIdempotencyKey = 128
+
+func checkIdempotencyKey(k string) error {
+	if len(k) > MaxIdempotencyKey {
+		return fmt.Errorf("%w: idempotency key longer than %d bytes", ErrBadRequest, MaxIdempotencyKey)
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package push
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -24,7 +25,7 @@ func TestReplayLargerThanQueue(t *testing.T) {
 	big := json.RawMessage(`"` + strings.Repeat("x", 60<<10) + `"`)
 	var first broker.Position
 	for i := range 20 {
-		p, err := e.Publish(ctx, "g:big", big, nil)
+		p, err := e.Publish(ctx, PublishRequest{Channel: "g:big", Data: big})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,7 +62,7 @@ func TestReplayLargerThanQueue(t *testing.T) {
 	b.afterHistory = func(string, broker.HistoryRequest) {
 		b.afterHistory = nil
 		for range 3 {
-			if _, err := e.Publish(ctx, "g:big", big, nil); err != nil {
+			if _, err := e.Publish(ctx, PublishRequest{Channel: "g:big", Data: big}); err != nil {
 				t.Error(err)
 			}
 		}
@@ -82,5 +83,37 @@ func TestReplayLargerThanQueue(t *testing.T) {
 	}
 	if st := e.Stats(); st.SlowConsumers != 0 {
 		t.Fatalf("slow consumers: %d", st.SlowConsumers)
+	}
+}
+
+// TestReplayAbandonedRequest: a subscribe whose request ctx ends while the
+// replay waits for queue room does not leave the subscription half set up
+// (recovering for ever, or silently dropped after its reply): it goes on
+// without waiting, and a queue without room ends the session as a slow
+// consumer, as live delivery would.
+func TestReplayAbandonedRequest(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t, Config{QueueMessages: 4, Namespaces: map[string]NamespaceOptions{"g": {HistorySize: 100}}})
+	var first broker.Position
+	for i := range 10 {
+		p, err := e.Publish(ctx, PublishRequest{Channel: "g:x", Data: json.RawMessage(fmt.Sprint(i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = p
+		}
+	}
+	c := connect(t, e, ProtocolSuperchat, "c")
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	err := c.s.Handle(gone, fmt.Appendf(nil, `{"id":1,"op":"subscribe","channel":"g:x","since":{"epoch":%q,"offset":1}}`, first.Epoch))
+	var d *Disconnect
+	if !errors.As(err, &d) || d.Reason != ReasonSlowConsumer {
+		t.Fatalf("Handle: %v; want the session ended as a slow consumer", err)
+	}
+	e.wg.Wait() // the slow-consumer cleanup
+	if e.hub("g:x") != nil {
+		t.Fatal("the ended session's subscription is still in its hub")
 	}
 }

@@ -2,6 +2,9 @@ package push
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -17,21 +20,22 @@ import (
 type Session struct {
 	e     *Engine
 	id    string
-	ident auth.Identity
 	info  broker.ClientInfo // user, name, client = id
 	proto Protocol
 	room  string // chat: the room channel; superchat: ""
 	log   *slog.Logger
 	q     queue
+	user  *user         // the user's publish bucket and session count
+	turn  chan struct{} // cap 1: held while a message is handled
 
 	mu        sync.Mutex
+	ident     auth.Identity            // replaced by a refresh
+	expiry    *time.Timer              // ends the session at ident.Expires
 	subs      map[string]*subscription // nil once the session has ended
 	transport string
 	attached  int         // transports attached now
 	grace     *time.Timer // ends a detached session
 	gone      bool        // ended: Attach does nothing
-	tokens    float64     // publish rate bucket
-	refilled  time.Time
 }
 
 func (e *Engine) newSession(req ConnectRequest, room string) *Session {
@@ -41,23 +45,38 @@ func (e *Engine) newSession(req ConnectRequest, room string) *Session {
 		ident:     req.Identity,
 		proto:     req.Protocol,
 		room:      room,
+		turn:      make(chan struct{}, 1),
 		subs:      make(map[string]*subscription),
 		transport: req.Transport,
 		attached:  1,
-		tokens:    float64(e.cfg.PublishBurst),
 	}
 	s.info = broker.ClientInfo{User: req.Identity.UserID, Name: req.Identity.Name, Client: s.id}
-	s.log = e.log.With(slog.String("session", s.id), slog.String("user", s.info.User), slog.String("protocol", s.proto.String()))
+	s.log = e.log.With(slog.String("session", LogID(s.id)), slog.String("user", s.info.User), slog.String("protocol", s.proto.String()))
 	s.q.init(e.cfg.QueueMessages, e.cfg.QueueBytes)
 	return s
 }
 
 // ID returns the session id: 128 random bits, base64url. It is a bearer
-// credential for polling transports; it is never shown to other clients.
+// credential for polling transports; it is never shown to other clients
+// and never logged (log LogID instead).
 func (s *Session) ID() string { return s.id }
 
-// Identity returns who the client is, as authenticated at connect.
-func (s *Session) Identity() auth.Identity { return s.ident }
+// LogID returns what logs show of a session id: the first 48 bits of its
+// SHA-256 in hex (as transport.LogID, so engine and transport logs of one
+// session match), enough to follow one session through a log and useless
+// as a credential.
+func LogID(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:6])
+}
+
+// Identity returns who the client is: as authenticated at connect, or by
+// its last refresh.
+func (s *Session) Identity() auth.Identity {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ident
+}
 
 // Protocol returns the session's protocol.
 func (s *Session) Protocol() Protocol { return s.proto }
@@ -177,6 +196,13 @@ func (s *Session) Channels() []string {
 	return out
 }
 
+// subCount returns how many channels the session is subscribed to.
+func (s *Session) subCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.subs)
+}
+
 // enqueue queues o for the client; a full queue ends the session.
 func (s *Session) enqueue(o Outbound) bool {
 	ok, full := s.q.push(o)
@@ -212,10 +238,14 @@ func (s *Session) end(d *Disconnect, async bool) bool {
 	if s.grace != nil {
 		s.grace.Stop()
 	}
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
 	subs := s.subs
 	s.subs = nil
 	s.mu.Unlock()
 	s.e.removeSession(s)
+	s.e.users.leave(s.user)
 	s.log.Debug("session ended", slog.Int("code", d.Code), slog.String("reason", d.Reason))
 	cleanup := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
@@ -232,23 +262,186 @@ func (s *Session) end(d *Disconnect, async bool) bool {
 	return true
 }
 
-// allowPublish takes a token from the session's publish rate bucket.
+// allowPublish takes a token from the publish rate bucket of the
+// session's user, which all of that user's sessions share.
 func (s *Session) allowPublish() bool {
 	rate := s.e.cfg.PublishRate
 	if rate <= 0 {
 		return true
 	}
-	now := time.Now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.refilled.IsZero() {
-		s.tokens = min(float64(s.e.cfg.PublishBurst), s.tokens+now.Sub(s.refilled).Seconds()*rate)
-	}
-	s.refilled = now
-	if s.tokens < 1 {
+	if !s.user.take(time.Now(), rate, s.e.cfg.PublishBurst) {
 		s.e.stats.rateLimited.Add(1)
 		return false
 	}
-	s.tokens--
 	return true
 }
+
+// Close codes and reasons of credentials (docs/protocol.md): 4000-4999 is
+// the range RFC 6455 leaves to applications.
+const (
+	// CodeTokenExpired ends a session whose token's exp has passed and
+	// was not refreshed in time.
+	CodeTokenExpired   = 4001
+	ReasonTokenExpired = "token expired"
+)
+
+// armExpiry (re)starts the timer that ends the session when its
+// identity expires. s.mu is held.
+func (s *Session) armExpiry() {
+	if s.expiry != nil {
+		s.expiry.Stop()
+		s.expiry = nil
+	}
+	if s.gone || s.ident.Expires.IsZero() {
+		return
+	}
+	s.expiry = time.AfterFunc(time.Until(s.ident.Expires), s.tokenExpired)
+}
+
+// tokenExpired ends the session if its identity has expired. A refresh
+// may have moved the expiry after the timer fired and before this runs:
+// then nothing happens.
+func (s *Session) tokenExpired() {
+	s.mu.Lock()
+	exp := s.ident.Expires
+	s.mu.Unlock()
+	if exp.IsZero() || time.Now().Before(exp) {
+		return
+	}
+	s.end(&Disconnect{Code: CodeTokenExpired, Reason: ReasonTokenExpired}, false)
+}
+
+// HandleBatch handles msgs in order, as Handle does each, with no other
+// message of the session handled between them. A batch of more than
+// Config.MaxBatch messages is refused whole with ErrBatchTooLarge. It stops
+// at the first error: the session's *Disconnect, or ctx's error if ctx
+// ended before the rest could be handled.
+func (s *Session) HandleBatch(ctx context.Context, msgs [][]byte) error {
+	if len(msgs) > s.e.cfg.MaxBatch {
+		return ErrBatchTooLarge
+	}
+	if err := s.takeTurn(ctx); err != nil {
+		return err
+	}
+	defer s.endTurn()
+	for _, m := range msgs {
+		if err := s.handle(ctx, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// takeTurn waits until no other message of the session is being handled.
+// Handling one message at a time keeps replies in request order across
+// transports and makes the per-session limits exact.
+func (s *Session) takeTurn(ctx context.Context) error {
+	select {
+	case s.turn <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case s.turn <- struct{}{}:
+		return nil
+	case <-s.q.done:
+		return s.Err()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Session) endTurn() { <-s.turn }
+
+// users counts the sessions of each user on this engine and holds the
+// publish rate bucket they share. An entry lives from its user's first
+// session to its last, so the table is bounded by the sessions.
+type users struct {
+	mu sync.Mutex
+	m  map[string]*user
+}
+
+type user struct {
+	id       string
+	sessions int // under users.mu
+
+	mu       sync.Mutex
+	tokens   float64
+	refilled time.Time
+}
+
+// join counts one more session of id, refusing it past max (max <= 0: no
+// bound).
+func (t *users) join(id string, max, burst int) (*user, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	u := t.m[id]
+	if u == nil {
+		if t.m == nil {
+			t.m = make(map[string]*user)
+		}
+		u = &user{id: id, tokens: float64(burst)}
+		t.m[id] = u
+	}
+	if max > 0 && u.sessions >= max {
+		if u.sessions == 0 {
+			delete(t.m, id)
+		}
+		return nil, ErrTooManyUserSessions
+	}
+	u.sessions++
+	return u, nil
+}
+
+// leave undoes one join; the user's last session removes its entry.
+func (t *users) leave(u *user) {
+	if u == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	u.sessions--
+	if u.sessions <= 0 && t.m[u.id] == u {
+		delete(t.m, u.id)
+	}
+}
+
+// count returns the sessions of user id.
+func (t *users) count(id string) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if u := t.m[id]; u != nil {
+		return u.sessions
+	}
+	return 0
+}
+
+// take takes a token from the bucket, refilled at rate per second up to
+// burst.
+func (u *user) take(now time.Time, rate float64, burst int) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if !u.refilled.IsZero() {
+		u.tokens = min(float64(burst), u.tokens+now.Sub(u.refilled).Seconds()*rate)
+	}
+	u.refilled = now
+	if u.tokens < 1 {
+		return false
+	}
+	u.tokens--
+	return true
+}
+
+var (
+	// ErrTooManyUserSessions: the user already has Config.MaxUserSessions
+	// sessions. Transports answer 429 with Retry-After.
+	ErrTooManyUserSessions = errors.New("push: too many sessions of this user")
+	// ErrBatchTooLarge: more than Config.MaxBatch messages in one
+	// HandleBatch. Transports answer 413.
+	ErrBatchTooLarge = errors.New("push: too many requests in one batch")
+	// ErrNotPublished wraps a failed publish that the broker did not
+	// carry out: nothing was published, and a retry cannot duplicate it.
+	// A failure that may have been published wraps
+	// broker.ErrOutcomeUnknown instead.
+	ErrNotPublished = errors.New("push: not published")
+)

@@ -14,6 +14,7 @@ type Stats struct {
 	Publications        int64            // publications accepted by the broker
 	SlowConsumers       int64            // sessions ended because their queue was full
 	RateLimited         int64            // publishes refused by PublishRate
+	GapNotices          int64            // gap notices queued: a subscriber told it may have missed publications
 }
 
 // Transports counted by name in Stats.SessionsByTransport; others count as
@@ -29,6 +30,7 @@ type counters struct {
 	publications  atomic.Int64
 	slowConsumers atomic.Int64
 	rateLimited   atomic.Int64
+	gaps          atomic.Int64
 }
 
 func (c *counters) transport(name string) *atomic.Int64 {
@@ -51,6 +53,7 @@ func (e *Engine) Stats() Stats {
 		Publications:        e.stats.publications.Load(),
 		SlowConsumers:       e.stats.slowConsumers.Load(),
 		RateLimited:         e.stats.rateLimited.Load(),
+		GapNotices:          e.stats.gaps.Load(),
 	}
 	for i, t := range transports {
 		n := e.stats.byTransport[i].Load()

@@ -150,7 +150,7 @@ func benchFanOut(b *testing.B, endpoint string, history bool, subs, size int) {
 		msg = strconv.AppendInt(msg, time.Since(epoch).Nanoseconds(), 10)
 		msg = append(msg, ' ')
 		msg = append(msg, pad[:size-len(msg)]...)
-		if err := pub.WriteMessage(context.Background(), ws.OpText, msg); err != nil {
+		if err := pub.WriteMessage(context.Background(), ws.MessageText, msg); err != nil {
 			b.Fatalf("publish %d: %v", seq, err)
 		}
 		if err := r.wait(); err != nil {
@@ -266,7 +266,7 @@ func chatAllocs(t *testing.T, subs int) float64 {
 	msg := []byte(strings.Repeat("x", size))
 	publish := func() {
 		r.next()
-		if err := pub.WriteMessage(context.Background(), ws.OpText, msg); err != nil {
+		if err := pub.WriteMessage(context.Background(), ws.MessageText, msg); err != nil {
 			t.Fatal(err)
 		}
 		if err := r.wait(); err != nil {

@@ -29,7 +29,7 @@ type metrics struct {
 	recent    latencyBuckets // for the dashboard's per-interval quantiles
 }
 
-func newMetrics(e *push.Engine) *metrics {
+func newMetrics(e *push.Engine, limit *connLimit) *metrics {
 	m := &metrics{engine: e, registry: prometheus.NewRegistry()}
 	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "hotline_deliver_latency_seconds",
@@ -44,8 +44,12 @@ func newMetrics(e *push.Engine) *metrics {
 		Name: "hotline_api_publish_total",
 		Help: "Publications made through POST /api/publish.",
 	})
+	diag := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "hotline_diagnostic_connections",
+		Help: "Connections to /echo and /broadcast, counted against -max-conns with the sessions.",
+	}, func() float64 { return float64(limit.diag.Load()) })
 	m.registry.MustRegister(
-		m.latency, m.apiPubs, engineCollector{e},
+		m.latency, m.apiPubs, diag, engineCollector{e},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -173,7 +177,7 @@ func (s *Server) publishStats() {
 			}
 			data, _ := json.Marshal(snap)
 			ctx, cancel := context.WithTimeout(context.Background(), iv)
-			if _, err := s.engine.Publish(ctx, "stats:server", data, nil); err != nil {
+			if _, err := s.engine.Publish(ctx, push.PublishRequest{Channel: "stats:server", Data: data}); err != nil {
 				s.log.Debug("stats: publish failed", "err", err)
 			}
 			cancel()

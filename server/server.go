@@ -10,6 +10,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hotline-rt/hotline/auth"
@@ -26,15 +32,43 @@ type Config struct {
 	// AllowedOrigins are origin patterns allowed besides the same
 	// origin, for WebSocket and the CORS of the polling endpoints.
 	AllowedOrigins []string
+	// AllowedHosts are the host names the server answers to, as
+	// path.Match patterns against the request's Host ("chat.example.com",
+	// "localhost:*"); other requests get 421 Misdirected Request. Empty
+	// means any host. Set it against DNS rebinding: a browser treats an
+	// Origin whose host equals Host as the same origin, whatever name
+	// resolved to this server.
+	AllowedHosts []string
 	// Compress negotiates permessage-deflate without context takeover.
 	Compress bool
 	// ReadLimit is the largest message accepted; 0 means 64 KiB.
 	ReadLimit int64
 	// KeepAlive is the WebSocket ping period; 0 disables pings.
 	KeepAlive time.Duration
-	// MaxConns bounds the sessions (over every transport); past it new
-	// clients get 503 with Retry-After. 0 means no limit.
+	// MaxConns bounds the connections: live sessions over every
+	// transport (a detached session in its grace period counts) plus
+	// diagnostic connections (/echo, /broadcast). Past it new clients
+	// get 503 with Retry-After. 0 means no limit.
 	MaxConns int
+	// Diagnostics turns the diagnostic endpoints /echo and /broadcast on
+	// or off (404). DiagnosticsAuto: on in development mode, off when
+	// Auth verifies tokens.
+	Diagnostics Diagnostics
+
+	// ReadTimeout bounds how long a client may take to send a request,
+	// headers and body (408 or a closed connection past it). A held long
+	// poll and a WebSocket connection are not bound by it. 0 means 10s;
+	// negative means no limit.
+	ReadTimeout time.Duration
+	// IdleTimeout is how long an idle keep-alive connection is kept
+	// between requests. 0 means 30s; negative means no limit.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds the request line and headers, handshakes
+	// included (431 past it). 0 means 16 KiB.
+	MaxHeaderBytes int
+	// MaxBody bounds a request body (POST /poll/{id}, /api/publish): 413
+	// past it. 0 means ReadLimit + 64 KiB.
+	MaxBody int64
 
 	// Auth verifies client tokens; nil means development mode
 	// (auth.Anonymous).
@@ -72,6 +106,18 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// Diagnostics says whether the diagnostic endpoints are served.
+type Diagnostics int
+
+const (
+	// DiagnosticsAuto serves them in development mode only.
+	DiagnosticsAuto Diagnostics = iota
+	// DiagnosticsOn serves /echo and /broadcast.
+	DiagnosticsOn
+	// DiagnosticsOff answers 404 there.
+	DiagnosticsOff
+)
+
 // DefaultNamespaces are the namespaces of a server that is not told
 // otherwise: push's "" and "chat", "stats" (the dashboard feed, which only
 // the server publishes to) and "bench" (for hotline bench).
@@ -89,13 +135,91 @@ type Server struct {
 	cfg       Config
 	log       *slog.Logger
 	mux       *http.ServeMux
+	handler   http.Handler // mux behind the Host check
 	engine    *push.Engine
 	websocket *transport.WebSocket
 	polling   *transport.Polling
-	broadcast *transport.Broadcast
+	echo      *transport.Echo      // nil: diagnostics off
+	broadcast *transport.Broadcast // nil: diagnostics off
+	limit     *connLimit
 	metrics   *metrics
-	stop      chan struct{}
-	stopped   chan struct{}
+	stopOnce  sync.Once
+	stop      chan struct{} // closed by Shutdown: the stats publisher ends
+	stopped   chan struct{} // closed when the stats publisher has ended
+}
+
+// statsGate is the server's policy for its stats feed (stats:server,
+// the dashboard's): with tokens verified, only an identity whose Subscribe
+// patterns name the stats namespace ("stats:server", "stats:*") may
+// subscribe; a pattern such as "*" that happens to match does not count.
+// In development mode (no gate) anyone may. A backend reads the latest
+// snapshot with its API key: GET /api/history?channel=stats:server.
+type statsGate struct{ auth.Verifier }
+
+func (g statsGate) Verify(token string) (auth.Identity, error) {
+	id, err := g.Verifier.Verify(token)
+	if err != nil {
+		return id, err
+	}
+	for _, p := range id.Subscribe {
+		if strings.HasPrefix(p, "stats:") {
+			return id, nil
+		}
+	}
+	id.Denied = append(slices.Clip(id.Denied), "stats:*")
+	return id, nil
+}
+
+// connLimit counts every connection against Config.MaxConns: the engine's
+// live sessions, the diagnostic connections, and the session handshakes
+// in flight. Each admission adds itself before it reads the sum, so two
+// at once cannot both pass the last place; a handshake is counted twice
+// for a moment (in flight and as a session), never not at all.
+type connLimit struct {
+	max     int64 // 0: no limit
+	engine  *push.Engine
+	diag    atomic.Int64
+	opening atomic.Int64
+}
+
+func (l *connLimit) over() bool {
+	return l.max > 0 && l.engine.Stats().Sessions+l.diag.Load()+l.opening.Load() > l.max
+}
+
+// Acquire and Release count a diagnostic connection (transport.Limiter).
+func (l *connLimit) Acquire() bool {
+	l.diag.Add(1)
+	if l.over() {
+		l.diag.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (l *connLimit) Release() { l.diag.Add(-1) }
+
+// admit wraps an endpoint that creates sessions: past the limit it
+// answers 503. A WebSocket request that resumes a live session adds none
+// and passes.
+func (s *Server) admit(h http.Handler) http.Handler {
+	if s.limit.max <= 0 {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id := r.URL.Query().Get("session"); id != "" {
+			if _, ok := s.engine.Session(id); ok {
+				h.ServeHTTP(w, r)
+				return
+			}
+		}
+		s.limit.opening.Add(1)
+		defer s.limit.opening.Add(-1)
+		if s.limit.over() {
+			transport.Overloaded(w, "server is at its connection limit, retry later")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // New builds a server from cfg.
@@ -109,8 +233,29 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Auth == nil {
 		cfg.Auth = auth.Anonymous()
 	}
+	if !cfg.Auth.Dev() {
+		cfg.Auth = statsGate{cfg.Auth}
+	}
 	if cfg.Namespaces == nil {
 		cfg.Namespaces = DefaultNamespaces()
+	}
+	if cfg.ReadTimeout == 0 {
+		cfg.ReadTimeout = 10 * time.Second
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 30 * time.Second
+	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = 16 << 10
+	}
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = cfg.ReadLimit + 64<<10
+	}
+	if cfg.Diagnostics == DiagnosticsAuto {
+		cfg.Diagnostics = DiagnosticsOff
+		if cfg.Auth.Dev() {
+			cfg.Diagnostics = DiagnosticsOn
+		}
 	}
 	engine, err := push.New(push.Config{
 		Broker:        cfg.Broker,
@@ -120,6 +265,7 @@ func New(cfg Config) (*Server, error) {
 		QueueMessages: cfg.QueueMessages,
 		QueueBytes:    cfg.QueueBytes,
 		PublishRate:   cfg.PublishRate,
+		Verifier:      cfg.Auth,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
@@ -132,7 +278,8 @@ func New(cfg Config) (*Server, error) {
 		stop:    make(chan struct{}),
 		stopped: make(chan struct{}),
 	}
-	s.metrics = newMetrics(engine)
+	s.limit = &connLimit{max: int64(cfg.MaxConns), engine: engine}
+	s.metrics = newMetrics(engine, s.limit)
 	opts := s.acceptOptions()
 	s.websocket = &transport.WebSocket{
 		Engine:    engine,
@@ -147,27 +294,43 @@ func New(cfg Config) (*Server, error) {
 		AllowedOrigins:  cfg.AllowedOrigins,
 		LongPollTimeout: cfg.LongPollTimeout,
 		MaxWaiting:      cfg.MaxWaiting,
-		MaxBody:         cfg.ReadLimit,
+		MaxBody:         cfg.MaxBody,
+		BodyTimeout:     max(cfg.ReadTimeout, 0),
 		Log:             cfg.Logger,
 		OnDeliver:       s.metrics.delivered,
 	}
 	opts.Subprotocols = transport.Subprotocols
-	s.broadcast = transport.NewBroadcast(opts, s.log)
 
-	s.mux.Handle("GET /chat", s.websocket)
-	s.mux.Handle("GET /chat/{room}", s.websocket)
-	s.mux.Handle("GET /echo", transport.Echo(opts, s.log))
-	s.mux.Handle("GET /broadcast", s.broadcast)
+	s.mux.Handle("GET /chat", s.admit(s.websocket))
+	s.mux.Handle("GET /chat/{room}", s.admit(s.websocket))
+	if cfg.Diagnostics == DiagnosticsOn {
+		s.echo = transport.NewEcho(opts, s.limit, s.log)
+		s.broadcast = transport.NewBroadcast(opts, s.limit, s.log)
+		s.mux.Handle("GET /echo", s.echo)
+		s.mux.Handle("GET /broadcast", s.broadcast)
+	}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
 	})
 	s.mux.Handle("GET /metrics", s.metrics.handler())
 	s.api()
-	s.mux.Handle("/poll/", s.polling)
-	if cfg.Web != nil {
-		s.mux.Handle("/", cfg.Web)
+	s.mux.Handle("POST /poll/open", s.admit(s.polling))
+	for _, m := range []string{"GET", "POST", "DELETE", "OPTIONS"} {
+		s.mux.Handle(m+" /poll/", s.polling)
 	}
+	if cfg.Web != nil {
+		// GET only: a request with another method whose path has a
+		// handler for other methods (POST /chat, POST /api/history) gets
+		// 405 with Allow from the mux, not the pages' 404.
+		s.mux.Handle("GET /", cfg.Web)
+		// The one POST-only endpoint that GET / would shadow.
+		s.mux.HandleFunc("GET /api/publish", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", "POST")
+			http.Error(w, "use POST", http.StatusMethodNotAllowed)
+		})
+	}
+	s.handler = s.checkHost(s.mux)
 	go s.publishStats()
 	return s, nil
 }
@@ -189,38 +352,72 @@ func (s *Server) acceptOptions() *ws.AcceptOptions {
 func (s *Server) Engine() *push.Engine { return s.engine }
 
 // Handler returns the server's HTTP handler.
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// checkHost answers 421 to a request whose Host is not allowed.
+func (s *Server) checkHost(h http.Handler) http.Handler {
+	if len(s.cfg.AllowedHosts) == 0 {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := strings.ToLower(r.Host)
+		for _, p := range s.cfg.AllowedHosts {
+			if ok, _ := path.Match(strings.ToLower(p), host); ok {
+				h.ServeHTTP(w, r)
+				return
+			}
+		}
+		http.Error(w, "this server does not answer to host "+strconv.Quote(r.Host), http.StatusMisdirectedRequest)
+	})
+}
+
+// HTTPServer returns an http.Server for Handler with the configured
+// limits (ReadTimeout, IdleTimeout, MaxHeaderBytes) and GoingAway
+// registered for its Shutdown. Serve it, and at the end call its Shutdown
+// and then the server's.
+func (s *Server) HTTPServer() *http.Server {
+	hs := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: max(s.cfg.ReadTimeout, 0),
+		ReadTimeout:       max(s.cfg.ReadTimeout, 0),
+		IdleTimeout:       max(s.cfg.IdleTimeout, 0),
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	hs.RegisterOnShutdown(s.GoingAway)
+	return hs
+}
 
 // GoingAway answers held long polls at once and starts closing the
-// diagnostic connections with 1001, without waiting. Register it with http.Server.RegisterOnShutdown; Shutdown does
-// the rest.
+// diagnostic connections with 1001, without waiting. Register it with
+// http.Server.RegisterOnShutdown; Shutdown does the rest. It is safe to
+// call more than once.
 func (s *Server) GoingAway() {
-	s.broadcast.GoingAway()
+	if s.echo != nil {
+		s.echo.GoingAway()
+		s.broadcast.GoingAway()
+	}
 	s.polling.GoingAway()
 }
 
 // Shutdown ends every session (WebSocket clients get 1001 after their
 // queued messages), waits for the connections to close, and stops the
-// engine, all bounded by ctx. It is safe to call more than once.
+// engine, all bounded by ctx. It may be called more than once and from
+// several goroutines at once: every call waits for the same shutdown,
+// each bounded by its own ctx.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() { close(s.stop) })
 	select {
-	case <-s.stop:
-	default:
-		close(s.stop)
+	case <-s.stopped:
+	case <-ctx.Done():
+		return fmt.Errorf("server: shutdown: %w", ctx.Err())
 	}
-	<-s.stopped
 	s.GoingAway()
 	err := s.engine.Shutdown(ctx)
 	s.polling.Close()
 	err = errors.Join(err, s.websocket.Wait(ctx))
-	for s.broadcast.Len() > 0 && ctx.Err() == nil {
-		select {
-		case <-ctx.Done():
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	if ctx.Err() != nil {
-		err = errors.Join(err, fmt.Errorf("server: shutdown: %w", ctx.Err()))
+	if s.echo != nil {
+		err = errors.Join(err, s.echo.Wait(ctx), s.broadcast.Wait(ctx))
 	}
 	return err
 }

@@ -65,8 +65,10 @@ type Polling struct {
 	// means 1 MiB.
 	MaxBody int64
 	// BodyTimeout bounds the reading of a POST body, from the start of the
-	// handler: a client that sends it slower is cut off. A held long poll
-	// has no read deadline instead. 0 means 10s.
+	// handler: a client that sends it slower is cut off (408). A held
+	// long poll is not bound by it, nor by an http.Server's ReadTimeout:
+	// once a request without a body is read, net/http reads on with no
+	// deadline, only to learn when the client goes away. 0 means 10s.
 	BodyTimeout time.Duration
 	// MaxEnded bounds the tombstones of ended sessions kept for a late
 	// poll; past it the oldest is forgotten (its poll gets 404). About
@@ -547,10 +549,6 @@ func (p *Polling) hold(w http.ResponseWriter, r *http.Request, s *push.Session, 
 		return false
 	}
 	defer p.waiting.Add(-1)
-	// The poll is held on purpose: no read deadline while it is (the
-	// server's ReadTimeout would end it). Reading on still tells when the
-	// client goes away; net/http sets the idle deadline after the answer.
-	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	timeout := p.LongPollTimeout
 	if timeout <= 0 {
 		timeout = 25 * time.Second

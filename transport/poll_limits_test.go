@@ -43,8 +43,9 @@ func TestPollEndedSessionsFreeMemory(t *testing.T) {
 		payload    = 32 << 10
 	)
 	ps := newPollServer(t, push.Config{
-		MaxSessions: n,
-		QueueBytes:  queueBytes,
+		MaxSessions:     n,
+		QueueBytes:      queueBytes,
+		MaxUserSessions: -1, // one user opens them all; the per-user limit is not under test
 		// No history, so that the broker keeps no payload.
 		Namespaces: map[string]push.NamespaceOptions{"": {}},
 	}, &Polling{EndedKeep: time.Hour})
@@ -68,7 +69,7 @@ func TestPollEndedSessionsFreeMemory(t *testing.T) {
 				if k == 2*queueBytes/payload {
 					t.Fatalf("round %d: session %d not ended after %d publications", round, i, k)
 				}
-				if _, err := ps.engine.Publish(t.Context(), "feed"+strconv.Itoa(i), data, nil); err != nil {
+				if _, err := ps.engine.Publish(t.Context(), push.PublishRequest{Channel: "feed" + strconv.Itoa(i), Data: data}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -207,7 +208,7 @@ func TestPollRefusesWebSocketSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.CloseNow()
-	if err := c.WriteMessage(ctx, ws.OpText, []byte(`{"id":1,"op":"connect"}`)); err != nil {
+	if err := c.WriteMessage(ctx, ws.MessageText, []byte(`{"id":1,"op":"connect"}`)); err != nil {
 		t.Fatal(err)
 	}
 	_, msg, err := c.ReadMessage(ctx, nil)

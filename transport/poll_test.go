@@ -235,7 +235,7 @@ func TestLongPollHoldAndTimeout(t *testing.T) {
 	done := make(chan pollResponse, 1)
 	go func() { done <- ps.get(t, id, "ack="+itoa(ack)) }()
 	waitFor(t, func() bool { return ps.poll.Waiting() == 1 })
-	if _, err := ps.engine.Publish(t.Context(), "news", json.RawMessage(`{"n":1}`), nil); err != nil {
+	if _, err := ps.engine.Publish(t.Context(), push.PublishRequest{Channel: "news", Data: json.RawMessage(`{"n":1}`)}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -391,7 +391,7 @@ func TestPollToWebSocket(t *testing.T) {
 	id := ps.open(t, "ann", "longpoll")
 	ps.send(t, id, `{"id":1,"op":"subscribe","channel":"chat:lobby"}`)
 	ps.get(t, id, "ack=0").last(t, 0)
-	if _, err := ps.engine.Publish(t.Context(), "chat:lobby", json.RawMessage(`"before"`), nil); err != nil {
+	if _, err := ps.engine.Publish(t.Context(), push.PublishRequest{Channel: "chat:lobby", Data: json.RawMessage(`"before"`)}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -406,7 +406,7 @@ func TestPollToWebSocket(t *testing.T) {
 	if resp.Header.Get("Sec-WebSocket-Protocol") != "superchat" {
 		t.Fatalf("subprotocol %q", resp.Header.Get("Sec-WebSocket-Protocol"))
 	}
-	if _, err := ps.engine.Publish(t.Context(), "chat:lobby", json.RawMessage(`"after"`), nil); err != nil {
+	if _, err := ps.engine.Publish(t.Context(), push.PublishRequest{Channel: "chat:lobby", Data: json.RawMessage(`"after"`)}); err != nil {
 		t.Fatal(err)
 	}
 	var got []string

@@ -37,6 +37,14 @@ type AcceptOptions struct {
 	// be seen.
 	KeepAlive time.Duration
 
+	// WriteTimeout, if positive, bounds every data write (each
+	// WriteMessage and WritePrepared, each frame of a NextWriter) on top
+	// of its ctx: a write that takes longer closes the connection, as an
+	// ended ctx does. It costs no allocation per write, where a ctx with
+	// a deadline per write costs several: servers that write to many
+	// clients use it instead.
+	WriteTimeout time.Duration
+
 	// Compression enables permessage-deflate (RFC 7692) when the client
 	// offers it; nil disables it.
 	Compression *CompressionOptions
@@ -89,11 +97,14 @@ func Upgrade(w http.ResponseWriter, r *http.Request, opts *AcceptOptions) (*Conn
 	return finishAccept(nc, brw.Reader, resp)
 }
 
-// Accept runs the server side of the opening handshake on a raw
-// connection, for servers that do not use net/http. It reads the request
-// itself; set a deadline on nc first to bound it. On a refused handshake
-// it writes the HTTP error, closes nc and returns a *HandshakeError.
-func Accept(nc net.Conn, opts *AcceptOptions) (*Conn, error) {
+// AcceptConn runs the server side of the opening handshake on a raw
+// connection, for servers that do not use net/http (Upgrade is the
+// net/http way; the name says Conn so that nobody takes it for
+// coder/websocket's Accept, which is the net/http one there). It reads
+// the request itself; set a deadline on nc first to bound it, and clear
+// it once the handshake is done. On a refused handshake it writes the
+// HTTP error, closes nc and returns a *HandshakeError.
+func AcceptConn(nc net.Conn, opts *AcceptOptions) (*Conn, error) {
 	if opts == nil {
 		opts = &AcceptOptions{}
 	}
@@ -179,6 +190,7 @@ func finishAccept(nc net.Conn, br *bufio.Reader, resp *acceptResponse) (*Conn, e
 		nc.Close()
 		return nil, err
 	}
+	c.setWriteTimeout(resp.opts.WriteTimeout)
 	c.startKeepAlive(resp.opts.KeepAlive)
 	return c, nil
 }

@@ -55,7 +55,7 @@ func BenchmarkUTF8(b *testing.B) {
 }
 
 func BenchmarkFrameHeader(b *testing.B) {
-	h := header{fin: true, op: OpBinary, masked: true, key: 0xdeadbeef, length: 1 << 10}
+	h := header{fin: true, op: opBinary, masked: true, key: 0xdeadbeef, length: 1 << 10}
 	var buf [maxHeaderSize]byte
 	b.Run("encode", func(b *testing.B) {
 		b.ReportAllocs()
@@ -90,7 +90,7 @@ func BenchmarkWriteMessage(b *testing.B) {
 				b.ReportAllocs()
 				b.SetBytes(int64(size))
 				for b.Loop() {
-					if err := c.WriteMessage(context.Background(), OpBinary, p); err != nil {
+					if err := c.WriteMessage(context.Background(), MessageBinary, p); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -104,7 +104,7 @@ func BenchmarkWritePrepared(b *testing.B) {
 	for i := range conns {
 		conns[i] = newConn(discardConn{}, true, 0)
 	}
-	pm := NewPreparedMessage(OpText, bytes.Repeat([]byte("x"), 64))
+	pm := NewPreparedMessage(MessageText, bytes.Repeat([]byte("x"), 64))
 	b.ReportAllocs()
 	for b.Loop() {
 		for _, c := range conns {
@@ -132,7 +132,7 @@ func loopbackPair(tb testing.TB) (server, client *Conn) {
 			accepted <- nil
 			return
 		}
-		c, err := Accept(nc, nil)
+		c, err := AcceptConn(nc, nil)
 		if err != nil {
 			accepted <- nil
 			return
@@ -175,7 +175,7 @@ func BenchmarkEcho(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(size))
 			for b.Loop() {
-				if err := cli.WriteMessage(context.Background(), OpText, p); err != nil {
+				if err := cli.WriteMessage(context.Background(), MessageText, p); err != nil {
 					b.Fatal(err)
 				}
 				_, msg, err := cli.ReadMessage(context.Background(), buf[:0])
@@ -198,7 +198,7 @@ func TestEchoAllocatesNothing(t *testing.T) {
 	p := bytes.Repeat([]byte("a"), 1<<10)
 	var sbuf, cbuf []byte
 	round := func() {
-		if err := cli.WriteMessage(context.Background(), OpText, p); err != nil {
+		if err := cli.WriteMessage(context.Background(), MessageText, p); err != nil {
 			t.Fatal(err)
 		}
 		op, msg, err := srv.ReadMessage(context.Background(), sbuf[:0])
@@ -217,7 +217,7 @@ func TestEchoAllocatesNothing(t *testing.T) {
 	if n := testing.AllocsPerRun(200, round); n != 0 {
 		t.Fatalf("echo round trip allocates %v times, want 0", n)
 	}
-	pm := NewPreparedMessage(OpText, p)
+	pm := NewPreparedMessage(MessageText, p)
 	srv.WritePrepared(context.Background(), pm)
 	cli.ReadMessage(context.Background(), cbuf[:0])
 	if n := testing.AllocsPerRun(200, func() {
@@ -254,7 +254,7 @@ func BenchmarkDeflate(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(size))
 			for b.Loop() {
-				if err := c.WriteMessage(context.Background(), OpText, p); err != nil {
+				if err := c.WriteMessage(context.Background(), MessageText, p); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -266,7 +266,7 @@ func BenchmarkDeflate(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			frame := clientFrame(bitFin|bitRsv1|byte(OpText), out)
+			frame := clientFrame(bitFin|bitRsv1|byte(opText), out)
 			c := benchDeflateConn(&loopConn{frame: frame})
 			var buf []byte
 			b.ReportAllocs()
@@ -287,7 +287,7 @@ func BenchmarkDeflate(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(size))
 			for b.Loop() {
-				pm := NewPreparedMessage(OpText, p) // compressed once, written 100 times
+				pm := NewPreparedMessage(MessageText, p) // compressed once, written 100 times
 				for _, c := range conns {
 					if err := c.WritePrepared(context.Background(), pm); err != nil {
 						b.Fatal(err)

@@ -80,20 +80,24 @@ func (s StatusCode) validOnWire() bool {
 	return false
 }
 
-// CloseError is the close status and reason that the peer sent, returned
-// by reads once the peer has closed the connection, or the status that
-// this side sent when it closed the connection because of a protocol
-// violation (Local is then true).
+// CloseError says how a connection ended: the status and reason that the
+// peer sent in its close frame, or, with Local set, a status that this
+// side decided: the one it sent when it failed the connection over the
+// peer's protocol violation, or 1006 (abnormal closure, never sent) when
+// the connection ended without a closing handshake.
 type CloseError struct {
 	Code   StatusCode
 	Reason string
-	Local  bool // this side sent the close frame first, because of an error
+	Local  bool // the status comes from this side, not from a peer's close frame
 }
 
 func (e *CloseError) Error() string {
 	who := "peer closed"
-	if e.Local {
-		who = "closed"
+	switch {
+	case e.Local && e.Code == StatusAbnormalClosure:
+		who = "connection lost"
+	case e.Local:
+		who = "closed by this side"
 	}
 	if e.Reason == "" {
 		return fmt.Sprintf("ws: %s: %d (%v)", who, int(e.Code), e.Code)
@@ -134,6 +138,11 @@ func parseClosePayload(p []byte) (StatusCode, string, error) {
 		return 0, "", errors.New("close reason is not valid UTF-8")
 	}
 	return code, string(p[2:]), nil
+}
+
+// closePayload returns a close frame's payload.
+func closePayload(code StatusCode, reason string) []byte {
+	return appendClosePayload(make([]byte, 0, maxControlPayload), code, reason)
 }
 
 // appendClosePayload appends a close payload, cutting the reason on a rune

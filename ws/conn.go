@@ -2,7 +2,10 @@ package ws
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,9 +15,8 @@ import (
 // told otherwise.
 const DefaultReadLimit = 32 << 20
 
-// closeTimeout bounds each step of the close handshake: waiting for the
-// peer's close frame, and (client side) for the server to end the TCP
-// connection.
+// closeTimeout bounds the wait for the peer's close frame, and (client
+// side) for the server to end the TCP connection after it.
 const closeTimeout = 5 * time.Second
 
 // Conn is a WebSocket connection, on the server or the client side.
@@ -28,6 +30,15 @@ const closeTimeout = 5 * time.Second
 // Pings are answered and close frames echoed by the reading goroutine, so
 // a connection that must stay alive needs one: a write-only application
 // reads and discards in the background.
+//
+// Every blocking call takes a ctx, which bounds that call and nothing
+// after it. If the ctx ends before the call is done, the connection is
+// closed (a frame may be half written or half read, so it cannot go on)
+// and the call returns ctx.Err(). A call that returns nil leaves nothing
+// behind for the next one. The frames that the connection writes on its
+// own (pong replies, keepalive pings, the close frame and its echo) are
+// bounded by 5 s each; one that cannot go out in that time closes the
+// connection.
 type Conn struct {
 	nc     net.Conn
 	raw    *rawReader // nil when nc is not a plain socket (TLS, net.Pipe)
@@ -49,7 +60,7 @@ type Conn struct {
 	frame     header // the current data frame
 	remain    int64  // payload bytes of the current frame still to read
 	maskPos   int    // bytes of the current frame unmasked so far
-	msgOp     Opcode // opcode of the message being read, 0 between messages
+	msgOp     opcode // opcode of the message being read, 0 between messages
 	msgLen    int64  // payload bytes of the message so far
 	msgDeflat bool   // the message being read is compressed
 	utf8      utf8Validator
@@ -71,10 +82,17 @@ type Conn struct {
 
 	closeRecv chan struct{} // closed when the peer's close frame arrives
 	done      chan struct{} // closed when the TCP connection is closed
+	closed    atomic.Bool   // set as CloseNow starts
 	closeOnce sync.Once
 	peerClose CloseError // valid after closeRecv is closed
+	expire    func()     // CloseNow, bound once for watch
 
-	keepAlive atomic.Pointer[time.Timer]
+	ka keepAlive
+
+	// writeBound closes the connection when a data write outlasts
+	// writeTimeout; armed under msgMu. nil without a WriteTimeout.
+	writeBound   *time.Timer
+	writeTimeout time.Duration
 }
 
 func newConn(nc net.Conn, server bool, readLimit int64) *Conn {
@@ -91,6 +109,7 @@ func newConn(nc net.Conn, server bool, readLimit int64) *Conn {
 	c.readLimit.Store(readLimit)
 	c.reader.c = c
 	c.writer.c = c
+	c.expire = func() { c.CloseNow() }
 	return c
 }
 
@@ -117,14 +136,6 @@ func (c *Conn) LocalAddr() net.Addr { return c.nc.LocalAddr() }
 // RemoteAddr returns the peer's network address.
 func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 
-// SetReadDeadline sets the deadline for reads, as net.Conn does. A read
-// that times out leaves the connection broken: close it.
-func (c *Conn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(t) }
-
-// SetWriteDeadline sets the deadline for writes, as net.Conn does. A write
-// that times out leaves the connection broken: close it.
-func (c *Conn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadline(t) }
-
 // Done returns a channel that is closed when the underlying connection
 // has been closed.
 func (c *Conn) Done() <-chan struct{} { return c.done }
@@ -134,9 +145,8 @@ func (c *Conn) Done() <-chan struct{} { return c.done }
 func (c *Conn) CloseNow() error {
 	err := ErrClosed
 	c.closeOnce.Do(func() {
-		if t := c.keepAlive.Load(); t != nil {
-			t.Stop()
-		}
+		c.closed.Store(true)
+		c.ka.stop()
 		err = c.nc.Close()
 		close(c.done)
 	})
@@ -144,17 +154,24 @@ func (c *Conn) CloseNow() error {
 }
 
 // Close performs the closing handshake: it sends a close frame with code
-// and reason (cut to fit in a control frame), waits a bounded time for the
-// peer's close frame, and closes the connection. If another goroutine is
-// reading, that reader receives the peer's close; otherwise Close reads
-// (and discards data messages) itself.
+// and reason (cut to fit in a control frame), waits a bounded time (5 s)
+// for the peer's close frame, and closes the connection. If another
+// goroutine is reading, that reader receives the peer's close; otherwise
+// Close reads (and discards data messages) itself.
+//
+// It returns nil when the peer answered. When it did not, the error is a
+// *CloseError with status 1006 (abnormal closure) that says why: no answer
+// in time, or the connection ended without one.
 func (c *Conn) Close(code StatusCode, reason string) error {
 	if code != StatusNoStatusRcvd && !code.validOnWire() {
 		code = StatusInternalError
 	}
 	err := c.writeClose(code, reason)
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	var readErr error
 	if c.readMu.TryLock() {
-		c.nc.SetReadDeadline(time.Now().Add(closeTimeout))
+		stop := c.watch(ctx)
 		if c.msgOp != 0 {
 			c.skipMessage()
 		}
@@ -164,55 +181,141 @@ func (c *Conn) Close(code StatusCode, reason string) error {
 			}
 			c.skipMessage()
 		}
-		c.nc.SetReadDeadline(time.Time{})
+		readErr = c.readErr
+		if stop != nil {
+			stop()
+		}
 		c.readMu.Unlock()
 	} else {
-		t := time.NewTimer(closeTimeout)
 		select {
 		case <-c.done:
-		case <-t.C:
+		case <-ctx.Done():
 		}
-		t.Stop()
 	}
 	c.CloseNow()
 	select {
 	case <-c.closeRecv:
 		return err
 	default:
-		if err == nil {
-			err = context.DeadlineExceeded
-		}
-		return err
 	}
+	switch {
+	case err != nil && err != ErrClosed:
+		return err
+	case ctx.Err() != nil:
+		return &CloseError{Code: StatusAbnormalClosure, Reason: "no close frame from the peer within " + closeTimeout.String(), Local: true}
+	case readErr != nil && CloseStatus(readErr) != -1:
+		return readErr
+	}
+	return &CloseError{Code: StatusAbnormalClosure, Reason: "connection closed before the peer's close frame", Local: true}
 }
 
-// contextDeadline arranges for a blocking call on c to stop when ctx ends,
-// by moving the read or write deadline into the past. It costs nothing for
-// a context that cannot end. The returned stop must be called when the
-// call returns.
-func (c *Conn) watch(ctx context.Context, write bool) (stop func() bool) {
+// Time limits on a Conn have a single mechanism: a call's ctx. watch ties
+// a call to its ctx so that if the ctx ends before the call is done, the
+// connection is closed, which unblocks whatever I/O the call was in (its
+// state is unknown from then on, as a frame may be half written or half
+// read). No deadline is ever set on the socket for a call, so nothing is
+// left behind for the next caller. watch costs nothing for a ctx that
+// cannot end. The call ends with unwatch.
+func (c *Conn) watch(ctx context.Context) (stop func() bool) {
 	if ctx.Done() == nil {
 		return nil
 	}
-	return context.AfterFunc(ctx, func() {
-		if write {
-			c.nc.SetWriteDeadline(aLongTimeAgo)
-		} else {
-			c.nc.SetReadDeadline(aLongTimeAgo)
-		}
-	})
+	return context.AfterFunc(ctx, c.expire)
 }
 
-var aLongTimeAgo = time.Unix(1, 0)
+// unwatch ends a call started with watch and returns its result. If the
+// ctx ended during the call, the connection is closed (unwatch waits for
+// that) and the call fails with ctx.Err(), even if its I/O got through:
+// a call that returns nil leaves the connection open, whatever its ctx
+// does afterwards.
+func (c *Conn) unwatch(ctx context.Context, stop func() bool, err error) error {
+	if stop == nil || stop() {
+		return err
+	}
+	c.CloseNow()
+	return ctx.Err()
+}
 
-// ctxErr prefers the context's error when the context's end is what broke
-// a call, and then closes the connection, whose state is now unknown.
-func (c *Conn) ctxErr(ctx context.Context, err error) error {
-	if err != nil && ctx.Err() != nil {
-		c.CloseNow()
-		return ctx.Err()
+// controlTimeout bounds every frame that the connection writes on its own
+// (pong replies, keepalive pings, the close frame and its echo), wait for
+// a data frame already on its way out included. A frame that misses it
+// closes the connection: a peer that does not take a control frame in
+// that time is gone or hostile.
+const controlTimeout = 5 * time.Second
+
+// errControlTimeout is the error of a control frame that missed
+// controlTimeout.
+var errControlTimeout = errors.New("ws: control frame not written within " + controlTimeout.String() + ": connection closed")
+
+// writeOwnControl writes a control frame of the connection's own, bounded
+// by controlTimeout. closing marks the close frame, which is sent once.
+func (c *Conn) writeOwnControl(op opcode, p []byte, closing bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
+	defer cancel()
+	stop := c.watch(ctx)
+	err := c.writeControl(op, p, closing)
+	if err = c.unwatch(ctx, stop, err); err != nil && ctx.Err() != nil {
+		return errControlTimeout
 	}
 	return err
+}
+
+// setWriteTimeout sets up the bound of AcceptOptions.WriteTimeout.
+func (c *Conn) setWriteTimeout(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	c.writeTimeout = d
+	c.writeBound = time.AfterFunc(time.Hour, c.expire)
+	c.writeBound.Stop()
+}
+
+// armWrite starts the WriteTimeout bound of a write; msgMu is held.
+func (c *Conn) armWrite() {
+	if c.writeBound != nil {
+		c.writeBound.Reset(c.writeTimeout)
+	}
+}
+
+// disarmWrite ends it. If the bound fired, the connection is closed and
+// the write fails, whatever its I/O did: as with a ctx, a write that
+// returns nil leaves the connection open.
+func (c *Conn) disarmWrite(err error) error {
+	if c.writeBound == nil || c.writeBound.Stop() {
+		return err
+	}
+	c.CloseNow()
+	return errWriteTimeout
+}
+
+// errWriteTimeout is the error of a write that missed its WriteTimeout.
+var errWriteTimeout = fmt.Errorf("ws: write took longer than the WriteTimeout, connection closed: %w", os.ErrDeadlineExceeded)
+
+// keepAlive is the state of the keepalive timer. mu orders CloseNow's
+// stop against the timer's rearming, so that a run that was under way
+// when the connection closed does not schedule another.
+type keepAlive struct {
+	mu      sync.Mutex
+	t       *time.Timer
+	stopped bool
+}
+
+func (k *keepAlive) stop() {
+	k.mu.Lock()
+	k.stopped = true
+	if k.t != nil {
+		k.t.Stop()
+	}
+	k.mu.Unlock()
+}
+
+// rearm schedules the next run, unless the connection has closed.
+func (k *keepAlive) rearm(d time.Duration) {
+	k.mu.Lock()
+	if !k.stopped {
+		k.t.Reset(d)
+	}
+	k.mu.Unlock()
 }
 
 // startKeepAlive sends a ping every interval in which nothing arrived from
@@ -224,28 +327,24 @@ func (c *Conn) startKeepAlive(interval time.Duration) {
 	}
 	var seen uint64
 	var pinged bool
-	var t *time.Timer
-	t = time.AfterFunc(time.Hour, func() {
-		select {
-		case <-c.done:
-			// CloseNow's Stop came too late for this run; do not Reset.
-			return
-		default:
-		}
+	c.ka.mu.Lock()
+	defer c.ka.mu.Unlock()
+	if c.ka.stopped {
+		return
+	}
+	c.ka.t = time.AfterFunc(interval, func() {
 		n := c.frames.Load()
 		switch {
 		case n != seen:
 			seen, pinged = n, false
 		case pinged:
-			c.writeClose(StatusPolicyViolation, "keepalive: no pong")
+			c.writeOwnControl(opClose, closePayload(StatusPolicyViolation, "keepalive: no pong"), true)
 			c.CloseNow()
 			return
 		default:
 			pinged = true
-			c.writeControl(OpPing, nil)
+			c.writeOwnControl(opPing, nil, false)
 		}
-		t.Reset(interval)
+		c.ka.rearm(interval)
 	})
-	c.keepAlive.Store(t)
-	t.Reset(interval)
 }

@@ -107,7 +107,7 @@ func TestEcho(t *testing.T) {
 			}
 			for _, size := range []int{0, 1, 125, 126, 1000, 65535, 65536, 1 << 20} {
 				msg := bytes.Repeat([]byte("hello, world! "), size/14+1)[:size]
-				for _, op := range []Opcode{OpText, OpBinary} {
+				for _, op := range []MessageType{MessageText, MessageBinary} {
 					if err := c.WriteMessage(ctx, op, msg); err != nil {
 						t.Fatal(err)
 					}
@@ -121,7 +121,7 @@ func TestEcho(t *testing.T) {
 				}
 			}
 			// A streamed message, in several frames.
-			w, err := c.NextWriter(ctx, OpText)
+			w, err := c.NextWriter(ctx, MessageText)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -170,7 +170,7 @@ func rawClient(t *testing.T, srv *httptest.Server) (net.Conn, *bufio.Reader) {
 
 // clientFrame encodes a masked client frame with the given first byte.
 func clientFrame(b0 byte, payload []byte) []byte {
-	h := header{fin: b0&bitFin != 0, rsv: b0 & 0x70, op: Opcode(b0 & 0xf), masked: true, key: 0x12345678, length: int64(len(payload))}
+	h := header{fin: b0&bitFin != 0, rsv: b0 & 0x70, op: opcode(b0 & 0xf), masked: true, key: 0x12345678, length: int64(len(payload))}
 	out := appendHeader(nil, h)
 	p := append([]byte(nil), payload...)
 	mask(h.key, 0, p)
@@ -197,7 +197,7 @@ func readServerFrame(t *testing.T, br *bufio.Reader) (header, []byte) {
 
 func TestProtocolViolations(t *testing.T) {
 	long := bytes.Repeat([]byte("a"), 126)
-	unmasked := appendHeader(nil, header{fin: true, op: OpText, length: 2})
+	unmasked := appendHeader(nil, header{fin: true, op: opText, length: 2})
 	unmasked = append(unmasked, "hi"...)
 	for _, tc := range []struct {
 		name   string
@@ -207,21 +207,21 @@ func TestProtocolViolations(t *testing.T) {
 		{"unmasked client frame", [][]byte{unmasked}, StatusProtocolError},
 		{"reserved opcode", [][]byte{clientFrame(bitFin|0x3, nil)}, StatusProtocolError},
 		{"reserved control opcode", [][]byte{clientFrame(bitFin|0xb, nil)}, StatusProtocolError},
-		{"rsv1 without extension", [][]byte{clientFrame(bitFin|bitRsv1|byte(OpText), []byte("x"))}, StatusProtocolError},
-		{"rsv3", [][]byte{clientFrame(bitFin|bitRsv3|byte(OpBinary), nil)}, StatusProtocolError},
-		{"fragmented ping", [][]byte{clientFrame(byte(OpPing), nil)}, StatusProtocolError},
-		{"long ping", [][]byte{clientFrame(bitFin|byte(OpPing), long)}, StatusProtocolError},
-		{"continuation first", [][]byte{clientFrame(bitFin|byte(OpContinuation), []byte("x"))}, StatusProtocolError},
-		{"text inside text", [][]byte{clientFrame(byte(OpText), []byte("a")), clientFrame(bitFin|byte(OpText), []byte("b"))}, StatusProtocolError},
-		{"invalid utf8", [][]byte{clientFrame(bitFin|byte(OpText), []byte{0xff})}, StatusInvalidFramePayloadData},
-		{"utf8 cut across frames and then invalid", [][]byte{clientFrame(byte(OpText), []byte{0xe2, 0x82}), clientFrame(bitFin|byte(OpContinuation), []byte{0x41})}, StatusInvalidFramePayloadData},
-		{"utf8 ends inside a sequence", [][]byte{clientFrame(bitFin|byte(OpText), []byte{0xe2, 0x82})}, StatusInvalidFramePayloadData},
-		{"surrogate", [][]byte{clientFrame(bitFin|byte(OpText), []byte{0xed, 0xa0, 0x80})}, StatusInvalidFramePayloadData},
-		{"close code 1005", [][]byte{clientFrame(bitFin|byte(OpClose), []byte{0x03, 0xed})}, StatusProtocolError},
-		{"close code 999", [][]byte{clientFrame(bitFin|byte(OpClose), []byte{0x03, 0xe7})}, StatusProtocolError},
-		{"close payload 1 byte", [][]byte{clientFrame(bitFin|byte(OpClose), []byte{0x03})}, StatusProtocolError},
-		{"close reason invalid utf8", [][]byte{clientFrame(bitFin|byte(OpClose), []byte{0x03, 0xe8, 0xff})}, StatusInvalidFramePayloadData},
-		{"too big", [][]byte{clientFrame(bitFin|byte(OpBinary), make([]byte, 2000))}, StatusMessageTooBig},
+		{"rsv1 without extension", [][]byte{clientFrame(bitFin|bitRsv1|byte(opText), []byte("x"))}, StatusProtocolError},
+		{"rsv3", [][]byte{clientFrame(bitFin|bitRsv3|byte(opBinary), nil)}, StatusProtocolError},
+		{"fragmented ping", [][]byte{clientFrame(byte(opPing), nil)}, StatusProtocolError},
+		{"long ping", [][]byte{clientFrame(bitFin|byte(opPing), long)}, StatusProtocolError},
+		{"continuation first", [][]byte{clientFrame(bitFin|byte(opContinuation), []byte("x"))}, StatusProtocolError},
+		{"text inside text", [][]byte{clientFrame(byte(opText), []byte("a")), clientFrame(bitFin|byte(opText), []byte("b"))}, StatusProtocolError},
+		{"invalid utf8", [][]byte{clientFrame(bitFin|byte(opText), []byte{0xff})}, StatusInvalidFramePayloadData},
+		{"utf8 cut across frames and then invalid", [][]byte{clientFrame(byte(opText), []byte{0xe2, 0x82}), clientFrame(bitFin|byte(opContinuation), []byte{0x41})}, StatusInvalidFramePayloadData},
+		{"utf8 ends inside a sequence", [][]byte{clientFrame(bitFin|byte(opText), []byte{0xe2, 0x82})}, StatusInvalidFramePayloadData},
+		{"surrogate", [][]byte{clientFrame(bitFin|byte(opText), []byte{0xed, 0xa0, 0x80})}, StatusInvalidFramePayloadData},
+		{"close code 1005", [][]byte{clientFrame(bitFin|byte(opClose), []byte{0x03, 0xed})}, StatusProtocolError},
+		{"close code 999", [][]byte{clientFrame(bitFin|byte(opClose), []byte{0x03, 0xe7})}, StatusProtocolError},
+		{"close payload 1 byte", [][]byte{clientFrame(bitFin|byte(opClose), []byte{0x03})}, StatusProtocolError},
+		{"close reason invalid utf8", [][]byte{clientFrame(bitFin|byte(opClose), []byte{0x03, 0xe8, 0xff})}, StatusInvalidFramePayloadData},
+		{"too big", [][]byte{clientFrame(bitFin|byte(opBinary), make([]byte, 2000))}, StatusMessageTooBig},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := echoServer(t, &AcceptOptions{ReadLimit: 1000})
@@ -230,7 +230,7 @@ func TestProtocolViolations(t *testing.T) {
 				nc.Write(f)
 			}
 			h, p := readServerFrame(t, br)
-			if h.op != OpClose {
+			if h.op != opClose {
 				t.Fatalf("got %v frame, want close", h.op)
 			}
 			code, reason, err := parseClosePayload(p)
@@ -251,22 +251,22 @@ func TestProtocolViolations(t *testing.T) {
 func TestPingInsideFragmentedMessage(t *testing.T) {
 	srv := echoServer(t, nil)
 	nc, br := rawClient(t, srv)
-	nc.Write(clientFrame(byte(OpText), []byte("hel")))
-	nc.Write(clientFrame(bitFin|byte(OpPing), []byte("p1")))
-	nc.Write(clientFrame(byte(OpContinuation), []byte("lo ")))
-	nc.Write(clientFrame(bitFin|byte(OpContinuation), []byte("world")))
+	nc.Write(clientFrame(byte(opText), []byte("hel")))
+	nc.Write(clientFrame(bitFin|byte(opPing), []byte("p1")))
+	nc.Write(clientFrame(byte(opContinuation), []byte("lo ")))
+	nc.Write(clientFrame(bitFin|byte(opContinuation), []byte("world")))
 	h, p := readServerFrame(t, br)
-	if h.op != OpPong || string(p) != "p1" {
+	if h.op != opPong || string(p) != "p1" {
 		t.Fatalf("got %v %q, want pong p1", h.op, p)
 	}
 	h, p = readServerFrame(t, br)
-	if h.op != OpText || string(p) != "hello world" {
+	if h.op != opText || string(p) != "hello world" {
 		t.Fatalf("got %v %q", h.op, p)
 	}
 	// The close handshake: the server echoes the status, then closes.
-	nc.Write(clientFrame(bitFin|byte(OpClose), []byte{0x0f, 0xa0, 'b', 'y', 'e'}))
+	nc.Write(clientFrame(bitFin|byte(opClose), []byte{0x0f, 0xa0, 'b', 'y', 'e'}))
 	h, p = readServerFrame(t, br)
-	if h.op != OpClose || string(p) != "\x0f\xa0bye" {
+	if h.op != opClose || string(p) != "\x0f\xa0bye" {
 		t.Fatalf("got %v %q, want the close echoed", h.op, p)
 	}
 	if _, err := br.ReadByte(); err != io.EOF {
@@ -294,7 +294,7 @@ func TestLargeMessage(t *testing.T) {
 			for i := range msg {
 				msg[i] = 'a' + byte(i*7%26)
 			}
-			for _, op := range []Opcode{OpText, OpBinary} {
+			for _, op := range []MessageType{MessageText, MessageBinary} {
 				if err := c.WriteMessage(ctx, op, msg); err != nil {
 					t.Fatal(err)
 				}
@@ -315,14 +315,14 @@ func TestReadLimitBoundary(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.CloseNow()
-	if err := c.WriteMessage(ctx, OpBinary, make([]byte, 1000)); err != nil {
+	if err := c.WriteMessage(ctx, MessageBinary, make([]byte, 1000)); err != nil {
 		t.Fatal(err)
 	}
 	if _, got, err := c.ReadMessage(ctx, nil); err != nil || len(got) != 1000 {
 		t.Fatalf("a message at the limit: %d bytes, %v", len(got), err)
 	}
 	// Over the limit in fragments: each frame is small, the sum is not.
-	w, _ := c.NextWriter(ctx, OpBinary)
+	w, _ := c.NextWriter(ctx, MessageBinary)
 	for range 3 {
 		w.Write(make([]byte, 400))
 		w.(*messageWriter).flush(false)
@@ -341,8 +341,8 @@ func TestNextReaderStale(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.CloseNow()
-	c.WriteMessage(ctx, OpText, []byte("first message"))
-	c.WriteMessage(ctx, OpBinary, []byte("second"))
+	c.WriteMessage(ctx, MessageText, []byte("first message"))
+	c.WriteMessage(ctx, MessageBinary, []byte("second"))
 	_, r1, err := c.NextReader(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -353,7 +353,7 @@ func TestNextReaderStale(t *testing.T) {
 	}
 	// The next NextReader skips the rest of the first message.
 	op, r2, err := c.NextReader(ctx)
-	if err != nil || op != OpBinary {
+	if err != nil || op != MessageBinary {
 		t.Fatalf("NextReader: %v %v", op, err)
 	}
 	if _, err := r1.Read(b[:]); !errors.Is(err, errStaleReader) {
@@ -404,12 +404,12 @@ func testConcurrentWriters(t *testing.T, serverWrites bool, copts *CompressionOp
 					var err error
 					switch i % 3 {
 					case 0:
-						err = c.WriteMessage(context.Background(), OpBinary, msg)
+						err = c.WriteMessage(context.Background(), MessageBinary, msg)
 					case 1:
-						err = c.WritePrepared(context.Background(), NewPreparedMessage(OpBinary, msg))
+						err = c.WritePrepared(context.Background(), NewPreparedMessage(MessageBinary, msg))
 					case 2:
 						var w io.WriteCloser
-						if w, err = c.NextWriter(context.Background(), OpBinary); err == nil {
+						if w, err = c.NextWriter(context.Background(), MessageBinary); err == nil {
 							for p := msg; len(p) > 0 && err == nil; {
 								n := min(len(p), 1000)
 								_, err = w.Write(p[:n])
@@ -499,7 +499,7 @@ func testConcurrentWriters(t *testing.T, serverWrites bool, copts *CompressionOp
 func TestNetConnCopy(t *testing.T) {
 	served := make(chan error, 1)
 	srv := serverFunc(t, nil, func(c *Conn) {
-		nc := NetConn(c, OpBinary)
+		nc := NetConn(c, MessageBinary)
 		_, err := io.Copy(nc, nc)
 		served <- err
 	})
@@ -508,7 +508,7 @@ func TestNetConnCopy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc := NetConn(c, OpBinary)
+	nc := NetConn(c, MessageBinary)
 	if nc.LocalAddr() == nil || nc.RemoteAddr() == nil {
 		t.Error("no addresses")
 	}

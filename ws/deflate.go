@@ -142,7 +142,7 @@ func trimTail(b []byte) ([]byte, error) {
 }
 
 // writeCompressed sends p compressed, as one frame with RSV1 set.
-func (c *Conn) writeCompressed(op Opcode, p []byte) error {
+func (c *Conn) writeCompressed(op opcode, p []byte) error {
 	d := c.deflate
 	if d.writeTakeover {
 		if d.fw == nil {
@@ -167,7 +167,7 @@ func (c *Conn) writeCompressed(op Opcode, p []byte) error {
 // rsv is the RSV bits of the writer's next frame: RSV1 on the first frame
 // of a compressed message only.
 func (w *messageWriter) rsv() byte {
-	if w.compress && w.op != OpContinuation {
+	if w.compress && w.op != opContinuation {
 		return bitRsv1
 	}
 	return 0
@@ -327,7 +327,7 @@ func (c *Conn) inflateRead(p []byte) (n int, done bool, err error) {
 		if limit := c.readLimit.Load(); d.out > limit {
 			return 0, false, c.fail(StatusMessageTooBig, fmt.Sprintf("message larger than the limit of %d bytes once decompressed", limit))
 		}
-		if c.msgOp == OpText && !c.utf8.write(p[:n]) {
+		if c.msgOp == opText && !c.utf8.write(p[:n]) {
 			return 0, false, c.fail(StatusInvalidFramePayloadData, "invalid UTF-8 in text message")
 		}
 		if d.readTakeover {
@@ -350,7 +350,7 @@ func (c *Conn) inflateRead(p []byte) (n int, done bool, err error) {
 			return n, false, c.readErr
 		}
 		code := StatusProtocolError
-		if c.msgOp == OpText {
+		if c.msgOp == opText {
 			code = StatusInvalidFramePayloadData
 		}
 		return n, false, c.fail(code, "invalid compressed data: "+err.Error())
@@ -411,7 +411,7 @@ func (c *Conn) inflateEnd() error {
 	if !d.done {
 		// The frames ended but the deflate stream did not.
 		code := StatusProtocolError
-		if c.msgOp == OpText {
+		if c.msgOp == opText {
 			code = StatusInvalidFramePayloadData
 		}
 		return c.fail(code, "compressed message ends inside the deflate stream")

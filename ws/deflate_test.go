@@ -148,7 +148,7 @@ func TestDeflateContextTakeover(t *testing.T) {
 				case 20:
 					msg = []byte("short")
 				}
-				if err := c.WriteMessage(ctx, OpText, msg); err != nil {
+				if err := c.WriteMessage(ctx, MessageText, msg); err != nil {
 					t.Fatal(err)
 				}
 				_, got, err := c.ReadMessage(ctx, nil)
@@ -158,7 +158,7 @@ func TestDeflateContextTakeover(t *testing.T) {
 			}
 			// Streamed messages keep the context too.
 			for i := range 5 {
-				w, _ := c.NextWriter(ctx, OpText)
+				w, _ := c.NextWriter(ctx, MessageText)
 				w.Write(chatLine(i))
 				w.Write(chatLine(i + 1))
 				w.Close()
@@ -269,7 +269,7 @@ func TestDeflateTakeoverShrinksRepeats(t *testing.T) {
 			msg := chatLine(1)
 			var sizes []int
 			for range 3 {
-				if err := c.WriteMessage(ctx, OpText, msg); err != nil {
+				if err := c.WriteMessage(ctx, MessageText, msg); err != nil {
 					t.Fatal(err)
 				}
 				f := rc.lastFrame(t)
@@ -299,13 +299,13 @@ func TestDeflateSmallWindow(t *testing.T) {
 		{"permessage-deflate; client_max_window_bits=9", false},
 	} {
 		c, rc := deflateConn(t, tc.server, tc.ext, nil)
-		if err := c.WriteMessage(context.Background(), OpText, bytes.Repeat([]byte("abc"), 1000)); err != nil {
+		if err := c.WriteMessage(context.Background(), MessageText, bytes.Repeat([]byte("abc"), 1000)); err != nil {
 			t.Fatal(err)
 		}
 		if f := rc.lastFrame(t); f.h.rsv != 0 || len(f.payload) != 3000 {
 			t.Errorf("%s: rsv %x, %d bytes: want an uncompressed frame", tc.ext, f.h.rsv, len(f.payload))
 		}
-		w, _ := c.NextWriter(context.Background(), OpText)
+		w, _ := c.NextWriter(context.Background(), MessageText)
 		w.Write([]byte(strings.Repeat("x", 500)))
 		w.Close()
 		if f := rc.lastFrame(t); f.h.rsv != 0 {
@@ -320,7 +320,7 @@ func TestDeflateSmallWindowEcho(t *testing.T) {
 	srv := echoServer(t, &AcceptOptions{Compression: &CompressionOptions{}})
 	nc, br := rawClientHeader(t, srv, "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10\r\n")
 	msg := bytes.Repeat([]byte("abcdefgh"), 100)
-	nc.Write(clientFrame(bitFin|bitRsv1|byte(OpText), deflateRaw(t, msg)))
+	nc.Write(clientFrame(bitFin|bitRsv1|byte(opText), deflateRaw(t, msg)))
 	h, p := readServerFrame(t, br)
 	if h.rsv != 0 || !bytes.Equal(p, msg) {
 		t.Fatalf("rsv %x, %d bytes: want the message back uncompressed", h.rsv, len(p))
@@ -389,7 +389,7 @@ func TestDeflateThreshold(t *testing.T) {
 			nc, br := rawClientHeader(t, srv, deflateOffer)
 			msg := bytes.Repeat([]byte("z"), tc.size)
 			// Sent uncompressed: a peer may choose per message.
-			nc.Write(clientFrame(bitFin|byte(OpBinary), msg))
+			nc.Write(clientFrame(bitFin|byte(opBinary), msg))
 			h, p := readServerFrame(t, br)
 			if got := h.rsv == bitRsv1; got != tc.compressed {
 				t.Fatalf("RSV1 %v, want %v", got, tc.compressed)
@@ -417,9 +417,9 @@ func TestDeflateControlFramesUncompressed(t *testing.T) {
 		}
 	})
 	nc, br := rawClientHeader(t, srv, deflateOffer)
-	nc.Write(clientFrame(bitFin|byte(OpPing), []byte(strings.Repeat("a", 125))))
-	nc.Write(clientFrame(bitFin|bitRsv1|byte(OpText), deflateRaw(t, []byte("hello"))))
-	want := []Opcode{OpPong, OpPing, OpText, OpClose}
+	nc.Write(clientFrame(bitFin|byte(opPing), []byte(strings.Repeat("a", 125))))
+	nc.Write(clientFrame(bitFin|bitRsv1|byte(opText), deflateRaw(t, []byte("hello"))))
+	want := []opcode{opPong, opPing, opText, opClose}
 	for _, op := range want {
 		h, _ := readServerFrame(t, br)
 		if h.op != op {
@@ -428,7 +428,7 @@ func TestDeflateControlFramesUncompressed(t *testing.T) {
 		if h.op.IsControl() && h.rsv != 0 {
 			t.Fatalf("%v frame with RSV bits %x", h.op, h.rsv)
 		}
-		if h.op == OpText && h.rsv != bitRsv1 {
+		if h.op == opText && h.rsv != bitRsv1 {
 			t.Fatalf("text not compressed")
 		}
 	}
@@ -440,16 +440,16 @@ func TestDeflateFragmented(t *testing.T) {
 	msg := []byte(strings.Repeat("fragmented and compressed, ", 200))
 	z := deflateRaw(t, msg)
 	third := len(z) / 3
-	nc.Write(clientFrame(bitRsv1|byte(OpText), z[:third]))
-	nc.Write(clientFrame(bitFin|byte(OpPing), []byte("mid")))
-	nc.Write(clientFrame(byte(OpContinuation), z[third:2*third]))
-	nc.Write(clientFrame(byte(OpContinuation), nil))
-	nc.Write(clientFrame(bitFin|byte(OpContinuation), z[2*third:]))
-	if h, p := readServerFrame(t, br); h.op != OpPong || string(p) != "mid" {
+	nc.Write(clientFrame(bitRsv1|byte(opText), z[:third]))
+	nc.Write(clientFrame(bitFin|byte(opPing), []byte("mid")))
+	nc.Write(clientFrame(byte(opContinuation), z[third:2*third]))
+	nc.Write(clientFrame(byte(opContinuation), nil))
+	nc.Write(clientFrame(bitFin|byte(opContinuation), z[2*third:]))
+	if h, p := readServerFrame(t, br); h.op != opPong || string(p) != "mid" {
 		t.Fatalf("got %v %q, want the pong", h.op, p)
 	}
 	h, p := readServerFrame(t, br)
-	if h.op != OpText || h.rsv != bitRsv1 || !bytes.Equal(inflateRaw(t, p), msg) {
+	if h.op != opText || h.rsv != bitRsv1 || !bytes.Equal(inflateRaw(t, p), msg) {
 		t.Fatalf("echo: %v rsv %x", h.op, h.rsv)
 	}
 }
@@ -459,7 +459,7 @@ func TestDeflateFragmented(t *testing.T) {
 func TestDeflateStreamedFrames(t *testing.T) {
 	c, rc := deflateConn(t, true, "permessage-deflate; server_no_context_takeover", nil)
 	var want bytes.Buffer
-	w, _ := c.NextWriter(context.Background(), OpBinary)
+	w, _ := c.NextWriter(context.Background(), MessageBinary)
 	x := uint32(1)
 	for range 20000 {
 		x ^= x << 13
@@ -508,9 +508,9 @@ func TestDeflateZipBomb(t *testing.T) {
 			})
 			nc, br := rawClientHeader(t, srv, deflateOffer)
 			z := deflateRaw(t, make([]byte, 64<<20)) // 64 MiB of zeros, about 64 KiB compressed
-			nc.Write(clientFrame(bitFin|bitRsv1|byte(OpBinary), z))
+			nc.Write(clientFrame(bitFin|bitRsv1|byte(opBinary), z))
 			h, p := readServerFrame(t, br)
-			if code, _, _ := parseClosePayload(p); h.op != OpClose || code != StatusMessageTooBig {
+			if code, _, _ := parseClosePayload(p); h.op != opClose || code != StatusMessageTooBig {
 				t.Fatalf("got %v %q, want close 1009", h.op, p)
 			}
 			if err := <-got; CloseStatus(err) != StatusMessageTooBig {
@@ -528,7 +528,7 @@ func TestDeflateZipBombMemory(t *testing.T) {
 	c.deflate = newDeflateState(deflateParams{serverNoContextTakeover: true, clientNoContextTakeover: true}, false, nil)
 	c.rsvAllowed = bitRsv1
 	z := deflateRaw(t, make([]byte, 64<<20))
-	frame := appendHeader(nil, header{fin: true, rsv: bitRsv1, op: OpBinary, length: int64(len(z))})
+	frame := appendHeader(nil, header{fin: true, rsv: bitRsv1, op: opBinary, length: int64(len(z))})
 	c.rbuf = nil
 	c.nc = &readConn{recordConn: rc, r: bytes.NewReader(append(frame, z...))}
 	_, buf, err := c.readMessage(nil)
@@ -551,15 +551,15 @@ func (c *readConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 func TestDeflateCorrupt(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
-		op      Opcode
+		op      opcode
 		payload []byte
 		want    StatusCode
 	}{
-		{"reserved block type, text", OpText, []byte{0xff, 0xff, 0xff, 0xff}, StatusInvalidFramePayloadData},
-		{"reserved block type, binary", OpBinary, []byte{0xff, 0xff, 0xff, 0xff}, StatusProtocolError},
-		{"bad stored length, text", OpText, []byte{0x00, 0x05, 0x00, 0x00, 0x00}, StatusInvalidFramePayloadData},
-		{"bad stored length, binary", OpBinary, []byte{0x00, 0x05, 0x00, 0x00, 0x00}, StatusProtocolError},
-		{"compressed invalid utf8", OpText, nil, StatusInvalidFramePayloadData},
+		{"reserved block type, text", opText, []byte{0xff, 0xff, 0xff, 0xff}, StatusInvalidFramePayloadData},
+		{"reserved block type, binary", opBinary, []byte{0xff, 0xff, 0xff, 0xff}, StatusProtocolError},
+		{"bad stored length, text", opText, []byte{0x00, 0x05, 0x00, 0x00, 0x00}, StatusInvalidFramePayloadData},
+		{"bad stored length, binary", opBinary, []byte{0x00, 0x05, 0x00, 0x00, 0x00}, StatusProtocolError},
+		{"compressed invalid utf8", opText, nil, StatusInvalidFramePayloadData},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -572,7 +572,7 @@ func TestDeflateCorrupt(t *testing.T) {
 			nc.Write(clientFrame(bitFin|bitRsv1|byte(tc.op), p))
 			h, cp := readServerFrame(t, br)
 			code, reason, _ := parseClosePayload(cp)
-			if h.op != OpClose || code != tc.want {
+			if h.op != opClose || code != tc.want {
 				t.Fatalf("got %v %d %q, want close %d", h.op, code, reason, tc.want)
 			}
 		})
@@ -585,10 +585,10 @@ func TestDeflateRSV1OnContinuation(t *testing.T) {
 	srv := echoServer(t, &AcceptOptions{Compression: &CompressionOptions{}})
 	nc, br := rawClientHeader(t, srv, deflateOffer)
 	z := deflateRaw(t, []byte("hello hello hello"))
-	nc.Write(clientFrame(bitRsv1|byte(OpText), z[:2]))
-	nc.Write(clientFrame(bitFin|bitRsv1|byte(OpContinuation), z[2:]))
+	nc.Write(clientFrame(bitRsv1|byte(opText), z[:2]))
+	nc.Write(clientFrame(bitFin|bitRsv1|byte(opContinuation), z[2:]))
 	h, p := readServerFrame(t, br)
-	if code, _, _ := parseClosePayload(p); h.op != OpClose || code != StatusProtocolError {
+	if code, _, _ := parseClosePayload(p); h.op != opClose || code != StatusProtocolError {
 		t.Fatalf("got %v %x, want close 1002", h.op, p)
 	}
 }
@@ -605,7 +605,7 @@ func TestPreparedMessage(t *testing.T) {
 		{"deflate with takeover", &CompressionOptions{ContextTakeover: true}, &CompressionOptions{ContextTakeover: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			pms := []*PreparedMessage{NewPreparedMessage(OpText, []byte("small")), NewPreparedMessage(OpBinary, big)}
+			pms := []*PreparedMessage{NewPreparedMessage(MessageText, []byte("small")), NewPreparedMessage(MessageBinary, big)}
 			srv := serverFunc(t, &AcceptOptions{Compression: tc.server}, func(c *Conn) {
 				for range 3 {
 					for _, pm := range pms {
@@ -629,7 +629,7 @@ func TestPreparedMessage(t *testing.T) {
 				for range 3 {
 					for _, pm := range pms {
 						op, got, err := c.ReadMessage(context.Background(), nil)
-						if err != nil || op != pm.op || !bytes.Equal(got, pm.Data()) {
+						if err != nil || op != pm.typ || !bytes.Equal(got, pm.Data()) {
 							t.Fatalf("got %v %d bytes, %v", op, len(got), err)
 						}
 					}
@@ -667,7 +667,7 @@ func TestDeflateEchoAllocatesNothing(t *testing.T) {
 				if err != nil {
 					return
 				}
-				if c, err := Accept(nc, &AcceptOptions{Compression: copts}); err == nil {
+				if c, err := AcceptConn(nc, &AcceptOptions{Compression: copts}); err == nil {
 					accepted <- c
 				}
 			}()
@@ -685,14 +685,14 @@ func TestDeflateEchoAllocatesNothing(t *testing.T) {
 			p := jsonText(1 << 10)
 			var sbuf, cbuf []byte
 			round := func() {
-				if err := cli.WriteMessage(ctx, OpText, p); err != nil {
+				if err := cli.WriteMessage(ctx, MessageText, p); err != nil {
 					t.Fatal(err)
 				}
 				var err error
 				if _, sbuf, err = srv.ReadMessage(ctx, sbuf[:0]); err != nil {
 					t.Fatal(err)
 				}
-				if err := srv.WriteMessage(ctx, OpText, sbuf); err != nil {
+				if err := srv.WriteMessage(ctx, MessageText, sbuf); err != nil {
 					t.Fatal(err)
 				}
 				if _, cbuf, err = cli.ReadMessage(ctx, cbuf[:0]); err != nil {
@@ -721,13 +721,13 @@ func TestDeflateFinalBlock(t *testing.T) {
 	final := []byte{0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00}
 	for _, takeover := range []bool{false, true} {
 		var stream []byte
-		stream = append(stream, clientFrame(bitFin|bitRsv1|byte(OpText), final)...)
+		stream = append(stream, clientFrame(bitFin|bitRsv1|byte(opText), final)...)
 		// The same again, cut into two frames after the end of the
 		// stream, with junk past it.
-		stream = append(stream, clientFrame(bitRsv1|byte(OpText), final[:7])...)
-		stream = append(stream, clientFrame(byte(OpContinuation), final[7:])...)
-		stream = append(stream, clientFrame(bitFin|byte(OpContinuation), []byte{0xff, 0x12})...)
-		stream = append(stream, clientFrame(bitFin|byte(OpText), []byte("next"))...)
+		stream = append(stream, clientFrame(bitRsv1|byte(opText), final[:7])...)
+		stream = append(stream, clientFrame(byte(opContinuation), final[7:])...)
+		stream = append(stream, clientFrame(bitFin|byte(opContinuation), []byte{0xff, 0x12})...)
+		stream = append(stream, clientFrame(bitFin|byte(opText), []byte("next"))...)
 		nc := &replayConn{r: bytes.NewReader(stream)}
 		c := newConn(nc, true, 1<<10)
 		p := deflateParams{serverNoContextTakeover: !takeover, clientNoContextTakeover: !takeover}
@@ -735,7 +735,7 @@ func TestDeflateFinalBlock(t *testing.T) {
 		c.rsvAllowed = bitRsv1
 		for _, want := range []string{"Hello", "Hello", "next"} {
 			op, msg, err := c.ReadMessage(context.Background(), nil)
-			if err != nil || op != OpText || string(msg) != want {
+			if err != nil || op != MessageText || string(msg) != want {
 				t.Fatalf("takeover %v: read %v %q, %v; want %q", takeover, op, msg, err, want)
 			}
 		}

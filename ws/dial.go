@@ -45,6 +45,9 @@ type DialOptions struct {
 	// KeepAlive: see AcceptOptions.KeepAlive.
 	KeepAlive time.Duration
 
+	// WriteTimeout: see AcceptOptions.WriteTimeout.
+	WriteTimeout time.Duration
+
 	// Compression offers permessage-deflate; nil offers nothing.
 	Compression *CompressionOptions
 }
@@ -112,18 +115,18 @@ func Dial(ctx context.Context, rawURL string, opts *DialOptions) (*Conn, *http.R
 	if err != nil {
 		return nil, nil, err
 	}
-	if stop := context.AfterFunc(ctx, func() { nc.SetDeadline(aLongTimeAgo) }); stop != nil {
-		defer stop()
-	}
+	// ctx bounds the handshake as it bounds a call on a Conn: its end
+	// closes the connection. Nothing is left on the socket afterwards.
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	c, resp, err := clientHandshake(nc, req, key, opts)
+	if !stop() {
+		err = fmt.Errorf("ws: dial %s: %w", rawURL, ctx.Err())
+	}
 	if err != nil {
 		nc.Close()
-		if ctx.Err() != nil {
-			err = fmt.Errorf("ws: dial %s: %w", rawURL, ctx.Err())
-		}
 		return nil, resp, err
 	}
-	nc.SetDeadline(time.Time{})
+	c.setWriteTimeout(opts.WriteTimeout)
 	c.startKeepAlive(opts.KeepAlive)
 	return c, resp, nil
 }
@@ -183,7 +186,7 @@ func dialTransport(ctx context.Context, u *url.URL, secure bool, opts *DialOptio
 }
 
 // dialProxy opens a tunnel to addr through an HTTP proxy with CONNECT.
-func dialProxy(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), proxy *url.URL, addr string) (net.Conn, error) {
+func dialProxy(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), proxy *url.URL, addr string) (tunnel net.Conn, err error) {
 	if proxy.Scheme != "http" && proxy.Scheme != "" {
 		return nil, fmt.Errorf("proxy scheme %q is not supported (only http)", proxy.Scheme)
 	}
@@ -195,9 +198,13 @@ func dialProxy(ctx context.Context, dial func(context.Context, string, string) (
 	if err != nil {
 		return nil, err
 	}
-	if stop := context.AfterFunc(ctx, func() { nc.SetDeadline(aLongTimeAgo) }); stop != nil {
-		defer stop()
-	}
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	defer func() {
+		if !stop() {
+			nc.Close()
+			tunnel, err = nil, ctx.Err()
+		}
+	}()
 	req := &http.Request{Method: http.MethodConnect, URL: &url.URL{Opaque: addr}, Host: addr, Header: make(http.Header)}
 	if u := proxy.User; u != nil {
 		pw, _ := u.Password()
@@ -222,7 +229,6 @@ func dialProxy(ctx context.Context, dial func(context.Context, string, string) (
 		nc.Close()
 		return nil, fmt.Errorf("CONNECT via %s: proxy sent data before the tunnel was used", paddr)
 	}
-	nc.SetDeadline(time.Time{})
 	return nc, nil
 }
 

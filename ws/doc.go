@@ -2,7 +2,8 @@
 // permessage-deflate compression (RFC 7692), for servers and clients.
 //
 // A server upgrades a net/http request with Upgrade, or runs the
-// handshake on a raw net.Conn with Accept. A client connects with Dial.
+// handshake on a raw net.Conn with AcceptConn. A client connects with
+// Dial.
 // Either way the result is a *Conn:
 //
 //	c, err := ws.Upgrade(w, r, &ws.AcceptOptions{Subprotocols: []string{"chat"}})
@@ -11,14 +12,17 @@
 //	}
 //	defer c.CloseNow()
 //	for {
-//		op, msg, err := c.ReadMessage(ctx, buf[:0])
+//		typ, msg, err := c.ReadMessage(ctx, buf[:0])
 //		...
 //	}
 //
 // # Messages
 //
 // ReadMessage and WriteMessage move whole messages; NextReader and
-// NextWriter stream one message as an io.Reader or io.WriteCloser.
+// NextWriter stream one message as an io.Reader or io.WriteCloser. A
+// message is MessageText or MessageBinary; control frames are not
+// messages (the connection answers pings and echoes the close itself,
+// Ping sends one).
 // ReadMessage appends to a caller's buffer, so a loop that reuses it reads
 // without allocating. A PreparedMessage is encoded (and compressed) once
 // and written to many connections, for broadcast. NetConn adapts a
@@ -32,15 +36,34 @@
 // the peer's close frame is echoed by the reading goroutine, so keep one
 // reading.
 //
+// # Time limits
+//
+// Every blocking call takes a ctx, the only time limit of a Conn: it
+// bounds that call and nothing after it. A ctx that ends during a call
+// closes the connection (a frame may be half written or half read) and
+// the call returns ctx.Err(); a call that returns nil leaves the
+// connection as it was, whatever its ctx does afterwards. There are no
+// socket deadlines to set or to forget (NetConn keeps net.Conn's, mapped
+// onto the same rule). Frames that the connection writes on its own
+// (pong replies, keepalive pings, the close frame and its echo) are
+// bounded by 5 s each, never by a caller's ctx. A server that writes to
+// many clients may set AcceptOptions.WriteTimeout, a per-write bound
+// with the same rule that costs no allocation.
+//
 // # Errors and closing
 //
-// The peer's close frame reaches the reader as a *CloseError; CloseStatus
-// extracts its code. A frame that breaks the protocol closes the
-// connection with the matching status (1002 protocol error, 1007 invalid
-// UTF-8 or deflate data in text, 1009 message too big) and a reason, and
-// the reader gets a *CloseError with Local set. Close runs the closing
-// handshake with a bounded wait; the server closes the TCP connection
-// first, as RFC 6455 section 7.1.1 asks.
+// The peer's close frame reaches the reader as a *CloseError ("ws: peer
+// closed: 1000 (normal closure): bye"); CloseStatus extracts its code. A
+// frame that breaks the protocol closes the connection with the matching
+// status (1002 protocol error, 1007 invalid UTF-8 or deflate data in
+// text, 1009 message too big) and a reason, and the reader gets a
+// *CloseError with Local set ("ws: closed by this side: 1002 ..."). A TCP
+// connection that ends without a close frame gives a local 1006 ("ws:
+// connection lost: 1006 (abnormal closure): ..."). Close runs the closing
+// handshake with a bounded wait (5 s) and returns nil when the peer
+// answered, a local 1006 *CloseError when it did not; the server closes
+// the TCP connection first, as RFC 6455 section 7.1.1 asks. Calls after
+// the connection is closed return ErrClosed.
 //
 // # Origins
 //

@@ -42,7 +42,7 @@ func ExampleUpgrade() {
 		fmt.Println(err)
 		return
 	}
-	c.WriteMessage(ctx, ws.OpText, []byte("hello"))
+	c.WriteMessage(ctx, ws.MessageText, []byte("hello"))
 	_, msg, _ := c.ReadMessage(ctx, nil)
 	fmt.Printf("%s over %s\n", msg, c.Subprotocol())
 	fmt.Println(c.Close(ws.StatusNormalClosure, "bye"))
@@ -94,7 +94,7 @@ func ExamplePreparedMessage() {
 		clients = append(clients, c)
 		<-joined
 	}
-	pm := ws.NewPreparedMessage(ws.OpText, []byte("news for everyone"))
+	pm := ws.NewPreparedMessage(ws.MessageText, []byte("news for everyone"))
 	mu.Lock()
 	for _, c := range conns {
 		c.WritePrepared(ctx, pm)
@@ -117,7 +117,7 @@ func ExampleNetConn() {
 		if err != nil {
 			return
 		}
-		nc := ws.NetConn(c, ws.OpBinary)
+		nc := ws.NetConn(c, ws.MessageBinary)
 		defer nc.Close()
 		io.WriteString(nc, "line one\n")
 		io.WriteString(nc, "line two\n")
@@ -128,15 +128,15 @@ func ExampleNetConn() {
 		fmt.Println(err)
 		return
 	}
-	b, err := io.ReadAll(ws.NetConn(c, ws.OpBinary))
+	b, err := io.ReadAll(ws.NetConn(c, ws.MessageBinary))
 	fmt.Printf("%q %v\n", b, err)
 	// Output:
 	// "line one\nline two\n" <nil>
 }
 
-// Accept runs the handshake on a raw connection, for servers without
+// AcceptConn runs the handshake on a raw connection, for servers without
 // net/http.
-func ExampleAccept() {
+func ExampleAcceptConn() {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fmt.Println(err)
@@ -149,12 +149,12 @@ func ExampleAccept() {
 			return
 		}
 		nc.SetDeadline(time.Now().Add(5 * time.Second)) // bound the handshake
-		c, err := ws.Accept(nc, nil)
+		c, err := ws.AcceptConn(nc, nil)
 		if err != nil {
-			return // Accept has answered with the reason and closed nc
+			return // AcceptConn has answered with the reason and closed nc
 		}
 		nc.SetDeadline(time.Time{})
-		c.WriteMessage(context.Background(), ws.OpText, []byte("hello from a raw listener"))
+		c.WriteMessage(context.Background(), ws.MessageText, []byte("hello from a raw listener"))
 		c.Close(ws.StatusNormalClosure, "")
 	}()
 	c, _, err := ws.Dial(context.Background(), "ws://"+ln.Addr().String()+"/", nil)

@@ -5,32 +5,57 @@ import (
 	"errors"
 )
 
-// Opcode is the kind of a WebSocket frame (RFC 6455, section 5.2).
-type Opcode byte
+// MessageType is the type of a data message: text (UTF-8) or binary.
+// Control frames are not messages: the connection handles them itself
+// (Ping sends one), so no call takes a control opcode.
+type MessageType byte
+
+// The data message types; their values are those of the frame opcodes.
+const (
+	MessageText   MessageType = 1
+	MessageBinary MessageType = 2
+)
+
+func (t MessageType) String() string {
+	switch t {
+	case MessageText:
+		return "text"
+	case MessageBinary:
+		return "binary"
+	}
+	return "MessageType(" + itoa(int(t)) + ")"
+}
+
+// valid reports whether t is text or binary, the only types a message
+// can have: anything else came from a conversion.
+func (t MessageType) valid() bool { return t == MessageText || t == MessageBinary }
+
+// opcode is the kind of a WebSocket frame (RFC 6455, section 5.2).
+type opcode byte
 
 // Opcodes defined by RFC 6455. The others are reserved.
 const (
-	OpContinuation Opcode = 0x0
-	OpText         Opcode = 0x1
-	OpBinary       Opcode = 0x2
-	OpClose        Opcode = 0x8
-	OpPing         Opcode = 0x9
-	OpPong         Opcode = 0xA
+	opContinuation opcode = 0x0
+	opText         opcode = 0x1
+	opBinary       opcode = 0x2
+	opClose        opcode = 0x8
+	opPing         opcode = 0x9
+	opPong         opcode = 0xA
 )
 
-func (op Opcode) String() string {
+func (op opcode) String() string {
 	switch op {
-	case OpContinuation:
+	case opContinuation:
 		return "continuation"
-	case OpText:
+	case opText:
 		return "text"
-	case OpBinary:
+	case opBinary:
 		return "binary"
-	case OpClose:
+	case opClose:
 		return "close"
-	case OpPing:
+	case opPing:
 		return "ping"
-	case OpPong:
+	case opPong:
 		return "pong"
 	}
 	return "reserved(" + itoa(int(op)) + ")"
@@ -38,10 +63,10 @@ func (op Opcode) String() string {
 
 // IsControl reports whether op is a control opcode (close, ping, pong or a
 // reserved control opcode).
-func (op Opcode) IsControl() bool { return op&0x8 != 0 }
+func (op opcode) IsControl() bool { return op&0x8 != 0 }
 
-func (op Opcode) isReserved() bool {
-	return (op > OpBinary && op < OpClose) || op > OpPong
+func (op opcode) isReserved() bool {
+	return (op > opBinary && op < opClose) || op > opPong
 }
 
 // Header bits of the first byte.
@@ -65,14 +90,14 @@ const maxControlPayload = 125
 type header struct {
 	fin    bool
 	rsv    byte // the three RSV bits, in their wire positions (0x70 mask)
-	op     Opcode
+	op     opcode
 	masked bool
 	key    uint32 // masking key, in wire byte order read as little endian
 	length int64
 }
 
 // errShortHeader means the buffer holds only part of a header.
-var errShortHeader = errors.New("ws: short frame header")
+var errShortHeader = errors.New("short frame header")
 
 // parseHeader decodes the frame header at the start of b. It returns the
 // header size, or errShortHeader when b is too short to tell. It checks only
@@ -86,7 +111,7 @@ func parseHeader(b []byte) (header, int, error) {
 	}
 	h.fin = b[0]&bitFin != 0
 	h.rsv = b[0] & (bitRsv1 | bitRsv2 | bitRsv3)
-	h.op = Opcode(b[0] & 0x0f)
+	h.op = opcode(b[0] & 0x0f)
 	h.masked = b[1]&bitMask != 0
 	n := 2
 	switch l := b[1] & 0x7f; l {
@@ -102,7 +127,7 @@ func parseHeader(b []byte) (header, int, error) {
 		}
 		v := binary.BigEndian.Uint64(b[2:])
 		if v>>63 != 0 {
-			return h, 0, errors.New("ws: frame length has its most significant bit set")
+			return h, 0, errors.New("frame length has its most significant bit set")
 		}
 		h.length = int64(v)
 		n = 10

@@ -154,7 +154,7 @@ func FuzzHandshake(f *testing.F) {
 			_, err := io.Copy(&out, client)
 			read <- err
 		}()
-		c, err := Accept(server, &AcceptOptions{
+		c, err := AcceptConn(server, &AcceptOptions{
 			Subprotocols:   []string{"chat"},
 			AllowedOrigins: []string{"*"},
 			Compression:    &CompressionOptions{},
@@ -224,12 +224,12 @@ func validHandshake(r *http.Request) bool {
 // reads client frames, with and without permessage-deflate, never panic
 // and never yield a message over the read limit.
 func FuzzReadFrames(f *testing.F) {
-	f.Add(clientFrame(bitFin|byte(OpText), []byte("hello")), false)
-	f.Add(append(clientFrame(byte(OpText), []byte("hel")), clientFrame(bitFin|byte(OpContinuation), []byte("lo"))...), false)
-	f.Add(clientFrame(bitFin|byte(OpPing), []byte("p")), false)
-	f.Add(clientFrame(bitFin|byte(OpClose), []byte{0x03, 0xe8, 'o', 'k'}), false)
-	f.Add(clientFrame(bitFin|bitRsv1|byte(OpText), []byte{0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00}), true)
-	f.Add(clientFrame(bitFin|bitRsv1|byte(OpBinary), []byte{0x00, 0x00, 0xff, 0xff}), true)
+	f.Add(clientFrame(bitFin|byte(opText), []byte("hello")), false)
+	f.Add(append(clientFrame(byte(opText), []byte("hel")), clientFrame(bitFin|byte(opContinuation), []byte("lo"))...), false)
+	f.Add(clientFrame(bitFin|byte(opPing), []byte("p")), false)
+	f.Add(clientFrame(bitFin|byte(opClose), []byte{0x03, 0xe8, 'o', 'k'}), false)
+	f.Add(clientFrame(bitFin|bitRsv1|byte(opText), []byte{0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00}), true)
+	f.Add(clientFrame(bitFin|bitRsv1|byte(opBinary), []byte{0x00, 0x00, 0xff, 0xff}), true)
 	const limit = 1 << 12
 	f.Fuzz(func(t *testing.T, stream []byte, deflate bool) {
 		server, client := net.Pipe()
@@ -294,7 +294,7 @@ func FuzzReadMessages(f *testing.F) {
 		return bytes.TrimSuffix(b.Bytes(), deflateTail)
 	}
 	server := func(b0 byte, p []byte) []byte {
-		return append(appendHeader(nil, header{fin: b0&bitFin != 0, rsv: b0 & 0x70, op: Opcode(b0 & 0xf), length: int64(len(p))}), p...)
+		return append(appendHeader(nil, header{fin: b0&bitFin != 0, rsv: b0 & 0x70, op: opcode(b0 & 0xf), length: int64(len(p))}), p...)
 	}
 	// Two messages from one compressor with takeover: the second refers
 	// back into the first.
@@ -307,13 +307,13 @@ func FuzzReadMessages(f *testing.F) {
 	fw.Write([]byte("hello takeover again"))
 	fw.Flush()
 	second := bytes.TrimSuffix(takeover.Bytes(), deflateTail)
-	f.Add(append(clientFrame(bitFin|bitRsv1|byte(OpText), first), clientFrame(bitFin|bitRsv1|byte(OpText), second)...), false, true, false)
-	f.Add(append(clientFrame(bitFin|bitRsv1|byte(OpText), first), clientFrame(bitFin|bitRsv1|byte(OpText), second)...), false, true, true)
-	f.Add(append(server(bitFin|bitRsv1|byte(OpText), first), server(bitFin|bitRsv1|byte(OpText), second)...), true, true, false)
-	f.Add(server(bitFin|byte(OpText), []byte("plain")), true, false, true)
-	f.Add(append(server(bitRsv1|byte(OpBinary), z(strings.Repeat("ab", 3000))[:5]), server(bitFin|byte(OpContinuation), z(strings.Repeat("ab", 3000))[5:])...), true, false, true)
-	f.Add(server(bitFin|byte(OpClose), []byte{0x03, 0xe9}), true, false, false)
-	f.Add(clientFrame(bitFin|bitRsv1|byte(OpBinary), z(strings.Repeat("\x00", 1<<16))), false, true, true)
+	f.Add(append(clientFrame(bitFin|bitRsv1|byte(opText), first), clientFrame(bitFin|bitRsv1|byte(opText), second)...), false, true, false)
+	f.Add(append(clientFrame(bitFin|bitRsv1|byte(opText), first), clientFrame(bitFin|bitRsv1|byte(opText), second)...), false, true, true)
+	f.Add(append(server(bitFin|bitRsv1|byte(opText), first), server(bitFin|bitRsv1|byte(opText), second)...), true, true, false)
+	f.Add(server(bitFin|byte(opText), []byte("plain")), true, false, true)
+	f.Add(append(server(bitRsv1|byte(opBinary), z(strings.Repeat("ab", 3000))[:5]), server(bitFin|byte(opContinuation), z(strings.Repeat("ab", 3000))[5:])...), true, false, true)
+	f.Add(server(bitFin|byte(opClose), []byte{0x03, 0xe9}), true, false, false)
+	f.Add(clientFrame(bitFin|bitRsv1|byte(opBinary), z(strings.Repeat("\x00", 1<<16))), false, true, true)
 	const limit = 1 << 12
 	f.Fuzz(func(t *testing.T, stream []byte, client, takeover, streaming bool) {
 		nc := &replayConn{r: bytes.NewReader(stream)}

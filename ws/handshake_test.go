@@ -86,7 +86,7 @@ func rawAcceptServer(t *testing.T, opts *AcceptOptions) string {
 				return
 			}
 			nc.SetDeadline(time.Now().Add(10 * time.Second))
-			if c, err := Accept(nc, opts); err == nil {
+			if c, err := AcceptConn(nc, opts); err == nil {
 				c.Close(StatusGoingAway, "")
 			}
 		}
@@ -189,7 +189,7 @@ func TestAcceptRawConn(t *testing.T) {
 			errc <- err
 			return
 		}
-		c, err := Accept(nc, &AcceptOptions{Subprotocols: []string{"chat"}})
+		c, err := AcceptConn(nc, &AcceptOptions{Subprotocols: []string{"chat"}})
 		if err != nil {
 			errc <- err
 			return
@@ -216,7 +216,7 @@ func TestAcceptRawConn(t *testing.T) {
 	if c.Subprotocol() != "chat" {
 		t.Errorf("subprotocol %q", c.Subprotocol())
 	}
-	if err := c.WriteMessage(ctx, OpText, []byte("hi")); err != nil {
+	if err := c.WriteMessage(ctx, MessageText, []byte("hi")); err != nil {
 		t.Fatal(err)
 	}
 	if _, msg, err := c.ReadMessage(ctx, nil); err != nil || string(msg) != "hi!" {
@@ -241,12 +241,12 @@ func TestAcceptFramesBehindHandshake(t *testing.T) {
 	defer nc.Close()
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
 	req := handshakeRequest("GET", "HTTP/1.1", nil)
-	nc.Write(append([]byte(req), clientFrame(bitFin|byte(OpText), []byte("early"))...))
+	nc.Write(append([]byte(req), clientFrame(bitFin|byte(opText), []byte("early"))...))
 	br := bufio.NewReader(nc)
 	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
 		t.Fatalf("handshake: %v", err)
 	}
-	if h, p := readServerFrame(t, br); h.op != OpText || string(p) != "early" {
+	if h, p := readServerFrame(t, br); h.op != opText || string(p) != "early" {
 		t.Fatalf("got %v %q", h.op, p)
 	}
 }
@@ -517,7 +517,7 @@ func TestDialProxy(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.CloseNow()
-			if err := c.WriteMessage(ctx, OpText, []byte("via proxy")); err != nil {
+			if err := c.WriteMessage(ctx, MessageText, []byte("via proxy")); err != nil {
 				t.Fatal(err)
 			}
 			if _, msg, err := c.ReadMessage(ctx, nil); err != nil || string(msg) != "via proxy" {
@@ -579,7 +579,7 @@ func TestDialTLS(t *testing.T) {
 	defer c.CloseNow()
 	msg := []byte(strings.Repeat("over TLS, compressed ", 100))
 	for range 3 {
-		if err := c.WriteMessage(ctx, OpText, msg); err != nil {
+		if err := c.WriteMessage(ctx, MessageText, msg); err != nil {
 			t.Fatal(err)
 		}
 		if _, got, err := c.ReadMessage(ctx, nil); err != nil || string(got) != string(msg) {

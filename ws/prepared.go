@@ -11,7 +11,7 @@ import (
 // Connections that keep a compression context, and clients (which mask
 // each frame differently), encode it for themselves.
 type PreparedMessage struct {
-	op   Opcode
+	typ  MessageType
 	data []byte
 
 	mu         sync.Mutex
@@ -20,10 +20,15 @@ type PreparedMessage struct {
 	level      int
 }
 
-// NewPreparedMessage prepares data as a message of type op. data must not
-// change while the prepared message is in use.
-func NewPreparedMessage(op Opcode, data []byte) *PreparedMessage {
-	return &PreparedMessage{op: op, data: data}
+// NewPreparedMessage prepares data as a message of type typ. data must not
+// change while the prepared message is in use. It panics if typ is
+// neither MessageText nor MessageBinary, which only a conversion can
+// produce.
+func NewPreparedMessage(typ MessageType, data []byte) *PreparedMessage {
+	if !typ.valid() {
+		panic("ws: NewPreparedMessage of " + typ.String())
+	}
+	return &PreparedMessage{typ: typ, data: data}
 }
 
 // Data returns the message's payload.
@@ -35,7 +40,7 @@ func (pm *PreparedMessage) frame(d *deflateState) ([]byte, error) {
 	defer pm.mu.Unlock()
 	if d == nil || !d.compressWrite(len(pm.data)) {
 		if pm.plain == nil {
-			h := header{fin: true, op: pm.op, length: int64(len(pm.data))}
+			h := header{fin: true, op: opcode(pm.typ), length: int64(len(pm.data))}
 			pm.plain = append(appendHeader(make([]byte, 0, maxHeaderSize+len(pm.data)), h), pm.data...)
 		}
 		return pm.plain, nil
@@ -48,7 +53,7 @@ func (pm *PreparedMessage) frame(d *deflateState) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		h := header{fin: true, rsv: bitRsv1, op: pm.op, length: int64(len(out))}
+		h := header{fin: true, rsv: bitRsv1, op: opcode(pm.typ), length: int64(len(out))}
 		pm.compressed = append(appendHeader(make([]byte, 0, maxHeaderSize+len(out)), h), out...)
 		pm.level = d.level
 	}
@@ -59,18 +64,18 @@ func (pm *PreparedMessage) frame(d *deflateState) ([]byte, error) {
 // one write of the shared frame and no allocation.
 func (c *Conn) WritePrepared(ctx context.Context, pm *PreparedMessage) error {
 	if !c.server || (c.deflate != nil && c.deflate.writeTakeover && c.deflate.compressWrite(len(pm.data))) {
-		return c.WriteMessage(ctx, pm.op, pm.data)
+		return c.WriteMessage(ctx, pm.typ, pm.data)
 	}
 	frame, err := pm.frame(c.deflate)
 	if err != nil {
 		return err
 	}
+	stop := c.watch(ctx)
 	c.msgMu.Lock()
-	defer c.msgMu.Unlock()
-	if stop := c.watch(ctx, true); stop != nil {
-		defer stop()
-	}
-	return c.ctxErr(ctx, c.writeRaw(frame))
+	c.armWrite()
+	err = c.disarmWrite(c.writeRaw(frame))
+	c.msgMu.Unlock()
+	return c.unwatch(ctx, stop, err)
 }
 
 // writeRaw writes a whole encoded frame.
@@ -78,6 +83,5 @@ func (c *Conn) writeRaw(frame []byte) error {
 	if err := c.lockWriter(); err != nil {
 		return err
 	}
-	defer c.writeMu.Unlock()
-	return c.wrote(c.nc.Write(frame))
+	return c.unlockWriter(c.wrote(c.nc.Write(frame)))
 }

@@ -5,29 +5,30 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"time"
 )
 
 // ReadMessage reads the next data message, appends its payload to buf and
-// returns the result with the message's opcode (OpText or OpBinary). Pass
+// returns the result with the message's type (text or binary). Pass
 // nil to get a new slice, or a slice to reuse (buf[:0]) to read without
 // allocating. Control frames that arrive meanwhile are handled: pings are
 // answered, and the peer's close frame is echoed and returned as a
 // *CloseError.
 //
-// If ctx ends before a message arrives, the connection is closed and
-// ctx.Err() returned: a read cut in the middle of a frame cannot resume.
-func (c *Conn) ReadMessage(ctx context.Context, buf []byte) (Opcode, []byte, error) {
+// If ctx ends before the whole message has arrived, the connection is
+// closed and ctx.Err() returned: a read cut in the middle of a frame
+// cannot resume.
+func (c *Conn) ReadMessage(ctx context.Context, buf []byte) (MessageType, []byte, error) {
+	stop := c.watch(ctx)
 	c.readMu.Lock()
-	defer c.readMu.Unlock()
-	if stop := c.watch(ctx, false); stop != nil {
-		defer stop()
-	}
 	op, buf, err := c.readMessage(buf)
-	return op, buf, c.ctxErr(ctx, err)
+	c.readMu.Unlock()
+	if err = c.unwatch(ctx, stop, err); err != nil {
+		return 0, buf, err
+	}
+	return MessageType(op), buf, nil
 }
 
-func (c *Conn) readMessage(buf []byte) (Opcode, []byte, error) {
+func (c *Conn) readMessage(buf []byte) (opcode, []byte, error) {
 	if c.msgOp != 0 {
 		// A NextReader that was not read to its end: skip its rest.
 		if err := c.skipMessage(); err != nil {
@@ -90,31 +91,47 @@ func grow(buf []byte, n int) []byte {
 // ReadMessage; it returns io.EOF at the end of the message. Control frames
 // are handled as in ReadMessage.
 //
-// ctx bounds the wait for the message's first frame only; reads from the
-// returned reader follow the connection's read deadline.
-func (c *Conn) NextReader(ctx context.Context) (Opcode, io.Reader, error) {
+// ctx bounds the wait for the message and every read from the returned
+// reader, as it bounds ReadMessage.
+func (c *Conn) NextReader(ctx context.Context) (MessageType, io.Reader, error) {
+	stop := c.watch(ctx)
 	c.readMu.Lock()
-	defer c.readMu.Unlock()
-	if stop := c.watch(ctx, false); stop != nil {
-		defer stop()
+	err := c.nextReader()
+	c.reader.ctx = ctx
+	op := c.msgOp
+	c.readMu.Unlock()
+	if err = c.unwatch(ctx, stop, err); err != nil {
+		return 0, nil, err
 	}
+	return MessageType(op), readerHandle{&c.reader, c.reader.gen}, nil
+}
+
+func (c *Conn) nextReader() error {
 	if c.msgOp != 0 {
 		if err := c.skipMessage(); err != nil {
-			return 0, nil, c.ctxErr(ctx, err)
+			return err
 		}
 	}
 	if _, err := c.nextDataFrame(); err != nil {
-		return 0, nil, c.ctxErr(ctx, err)
+		return err
 	}
 	c.reader.gen++
 	c.reader.eof = false
-	return c.msgOp, readerHandle{&c.reader, c.reader.gen}, nil
+	return nil
+}
+
+// setReaderCtx makes ctx bound the reads of the current message reader.
+func (c *Conn) setReaderCtx(ctx context.Context) {
+	c.readMu.Lock()
+	c.reader.ctx = ctx
+	c.readMu.Unlock()
 }
 
 // messageReader streams one message's payload across its frames.
 type messageReader struct {
 	c   *Conn
-	gen uint64 // which message; a stale handle gets an error
+	ctx context.Context // NextReader's, bounding every Read
+	gen uint64          // which message; a stale handle gets an error
 	eof bool
 }
 
@@ -130,7 +147,28 @@ var errStaleReader = errors.New("ws: read from a message reader after the next m
 func (h readerHandle) Read(p []byte) (int, error) {
 	c := h.r.c
 	c.readMu.Lock()
-	defer c.readMu.Unlock()
+	if h.gen != h.r.gen {
+		c.readMu.Unlock()
+		return 0, errStaleReader
+	}
+	ctx := h.r.ctx
+	stop := c.watch(ctx)
+	n, err := h.read(p)
+	c.readMu.Unlock()
+	if err == io.EOF {
+		// The message is complete; the ctx's end after this is
+		// harmless, as after any call that succeeded.
+		if uerr := c.unwatch(ctx, stop, nil); uerr != nil {
+			return n, uerr
+		}
+		return n, io.EOF
+	}
+	return n, c.unwatch(ctx, stop, err)
+}
+
+// read is Read under readMu.
+func (h readerHandle) read(p []byte) (int, error) {
+	c := h.r.c
 	if h.gen != h.r.gen {
 		return 0, errStaleReader
 	}
@@ -205,7 +243,7 @@ func (c *Conn) endMessage() error {
 			return err
 		}
 	}
-	if c.msgOp == OpText && !c.utf8.done() {
+	if c.msgOp == opText && !c.utf8.done() {
 		return c.fail(StatusInvalidFramePayloadData, "text message ends inside a UTF-8 sequence")
 	}
 	c.msgOp, c.msgLen, c.msgDeflat = 0, 0, false
@@ -247,7 +285,7 @@ func (c *Conn) readPayload(p []byte) (int, error) {
 		c.maskPos = mask(c.frame.key, c.maskPos, p)
 	}
 	c.remain -= int64(n)
-	if c.msgOp == OpText && !c.msgDeflat && !c.utf8.write(p) {
+	if c.msgOp == opText && !c.msgDeflat && !c.utf8.write(p) {
 		return n, c.fail(StatusInvalidFramePayloadData, "invalid UTF-8 in text message")
 	}
 	return n, nil
@@ -301,12 +339,15 @@ func (c *Conn) fill(n int) error {
 }
 
 // broken records a transport error (the peer went away without a close
-// handshake, a deadline passed) and closes the connection.
+// handshake, the connection was closed under the reader) and closes the
+// connection.
 func (c *Conn) broken(err error) error {
 	if c.readErr == nil {
-		if err == io.EOF {
-			err = &CloseError{Code: StatusAbnormalClosure, Reason: "connection closed without a close frame"}
-			err = fmt.Errorf("ws: %w", err)
+		switch {
+		case err == io.EOF:
+			err = &CloseError{Code: StatusAbnormalClosure, Reason: "TCP connection ended without a close frame", Local: true}
+		case c.closed.Load():
+			err = ErrClosed
 		}
 		c.readErr = err
 	}
@@ -345,7 +386,7 @@ func (c *Conn) nextDataFrame() (header, error) {
 			h, n, err = parseHeader(c.rbuf[c.rpos:c.rend])
 		}
 		if err != nil {
-			return header{}, c.fail(StatusProtocolError, err.Error()[len("ws: "):])
+			return header{}, c.fail(StatusProtocolError, err.Error())
 		}
 		c.consume(n)
 		c.frames.Add(1)
@@ -358,7 +399,7 @@ func (c *Conn) nextDataFrame() (header, error) {
 			}
 			continue
 		}
-		if h.op != OpContinuation {
+		if h.op != opContinuation {
 			c.msgOp = h.op
 			c.msgDeflat = h.rsv&bitRsv1 != 0
 			if c.msgDeflat {
@@ -399,7 +440,7 @@ func (c *Conn) checkHeader(h header) error {
 		if h.rsv != 0 {
 			return c.fail(StatusProtocolError, "RSV bits set on a control frame")
 		}
-	case h.op == OpContinuation:
+	case h.op == opContinuation:
 		if c.msgOp == 0 {
 			return c.fail(StatusProtocolError, "continuation frame without a message to continue")
 		}
@@ -431,13 +472,13 @@ func (c *Conn) handleControl(h header) error {
 		}
 	}
 	switch h.op {
-	case OpPing:
-		if err := c.writeControl(OpPong, p); err != nil && err != ErrClosed {
+	case opPing:
+		if err := c.writeOwnControl(opPong, p, false); err != nil && err != ErrClosed {
 			return c.broken(err)
 		}
-	case OpPong:
+	case opPong:
 		// Any frame counts as a sign of life for the keepalive.
-	case OpClose:
+	case opClose:
 		return c.handleClose(p)
 	}
 	return nil
@@ -462,13 +503,16 @@ func (c *Conn) handleClose(p []byte) error {
 	if !c.server {
 		// The server ends the TCP connection first; wait a little
 		// for it so that the TIME_WAIT state stays on its side.
-		c.nc.SetReadDeadline(time.Now().Add(closeTimeout))
+		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		stop := c.watch(ctx)
 		var tmp [64]byte
 		for i := 0; i < 64; i++ {
 			if _, err := c.nc.Read(tmp[:]); err != nil {
 				break
 			}
 		}
+		stop()
+		cancel()
 	}
 	c.CloseNow()
 	return c.readErr

@@ -7,25 +7,26 @@ import (
 	"math/rand/v2"
 )
 
-// WriteMessage sends p as one message of type op (OpText or OpBinary) in a
-// single frame. The text is not checked for UTF-8: sending valid text is
-// the caller's part of the protocol.
-func (c *Conn) WriteMessage(ctx context.Context, op Opcode, p []byte) error {
-	if op != OpText && op != OpBinary {
-		return errors.New("ws: WriteMessage needs OpText or OpBinary, not " + op.String())
+// WriteMessage sends p as one message of type typ in a single frame. The
+// text is not checked for UTF-8: sending valid text is the caller's part
+// of the protocol.
+func (c *Conn) WriteMessage(ctx context.Context, typ MessageType, p []byte) error {
+	if !typ.valid() {
+		return errors.New("ws: WriteMessage of " + typ.String())
 	}
+	op := opcode(typ)
+	stop := c.watch(ctx)
 	c.msgMu.Lock()
-	defer c.msgMu.Unlock()
-	if stop := c.watch(ctx, true); stop != nil {
-		defer stop()
-	}
+	c.armWrite()
 	var err error
 	if c.deflate != nil && c.deflate.compressWrite(len(p)) {
 		err = c.writeCompressed(op, p)
 	} else {
 		err = c.writeFrame(true, op, 0, p)
 	}
-	return c.ctxErr(ctx, err)
+	err = c.disarmWrite(err)
+	c.msgMu.Unlock()
+	return c.unwatch(ctx, stop, err)
 }
 
 // Ping sends a ping with payload p (at most 125 bytes). The pong comes
@@ -34,19 +35,16 @@ func (c *Conn) Ping(ctx context.Context, p []byte) error {
 	if len(p) > maxControlPayload {
 		return errors.New("ws: ping payload longer than 125 bytes")
 	}
-	if stop := c.watch(ctx, true); stop != nil {
-		defer stop()
-	}
-	return c.ctxErr(ctx, c.writeControl(OpPing, p))
+	stop := c.watch(ctx)
+	return c.unwatch(ctx, stop, c.writeControl(opPing, p, false))
 }
 
 // writeFrame writes one frame. The server sends header and payload with
 // one writev and no copy; the client masks through a pooled buffer.
-func (c *Conn) writeFrame(fin bool, op Opcode, rsv byte, p []byte) error {
+func (c *Conn) writeFrame(fin bool, op opcode, rsv byte, p []byte) error {
 	if err := c.lockWriter(); err != nil {
 		return err
 	}
-	defer c.writeMu.Unlock()
 	h := header{fin: fin, rsv: rsv, op: op, length: int64(len(p)), masked: !c.server}
 	if c.server {
 		if len(p) <= bufSize-maxHeaderSize {
@@ -55,42 +53,45 @@ func (c *Conn) writeFrame(fin bool, op Opcode, rsv byte, p []byte) error {
 			out := append(appendHeader(buf[:0], h), p...)
 			err := c.wrote(c.nc.Write(out))
 			putBuf(buf)
-			return err
+			return c.unlockWriter(err)
 		}
 		hdr := appendHeader(c.wctrl[:0], h)
 		c.wvec[0], c.wvec[1] = hdr, p
 		c.wbufs = c.wvec[:]
 		_, err := c.wbufs.WriteTo(c.nc)
 		c.wvec[0], c.wvec[1] = nil, nil
-		return c.wrote(0, err)
+		return c.unlockWriter(c.wrote(0, err))
 	}
 	h.key = rand.Uint32()
 	buf := getBuf()
-	defer putBuf(buf)
 	out := appendHeader(buf[:0], h)
 	pos := 0
+	var err error
 	for {
 		n := copy(buf[len(out):], p)
 		chunk := buf[len(out) : len(out)+n]
 		pos = mask(h.key, pos, chunk)
-		if _, err := c.nc.Write(buf[:len(out)+n]); err != nil {
-			return c.wrote(0, err)
+		if _, err = c.nc.Write(buf[:len(out)+n]); err != nil {
+			err = c.wrote(0, err)
+			break
 		}
 		p = p[n:]
 		if len(p) == 0 {
-			return nil
+			break
 		}
 		out = buf[:0]
 	}
+	putBuf(buf)
+	return c.unlockWriter(err)
 }
 
 // lockWriter takes writeMu for one frame. Once the connection cannot
-// write (a write failed, or the close frame went out) it returns why,
-// without the lock.
+// write (it is closed, a write failed, or the close frame went out) it
+// returns why, without the lock.
 func (c *Conn) lockWriter() error {
 	c.writeMu.Lock()
 	err := c.writeErr
-	if err == nil && c.closeSent {
+	if err == nil && (c.closeSent || c.closed.Load()) {
 		err = ErrClosed
 	}
 	if err != nil {
@@ -99,26 +100,42 @@ func (c *Conn) lockWriter() error {
 	return err
 }
 
-// wrote records a failed write as the connection's sticky write error.
-func (c *Conn) wrote(_ int, err error) error {
+// unlockWriter releases writeMu after a frame. A failed write leaves the
+// connection unusable (part of a frame may be out), so the writer closes
+// it, after releasing the lock: closing a TLS connection writes.
+func (c *Conn) unlockWriter(err error) error {
+	c.writeMu.Unlock()
 	if err != nil {
-		c.writeErr = err
-		go c.CloseNow() // not under writeMu: CloseNow may be slow
+		c.CloseNow()
 	}
 	return err
 }
 
-// writeControl sends a control frame. It may go out between the frames of
-// a data message.
-func (c *Conn) writeControl(op Opcode, p []byte) error {
+// wrote records a failed write as the connection's sticky write error.
+// Called under writeMu.
+func (c *Conn) wrote(_ int, err error) error {
+	if err != nil {
+		if c.closed.Load() {
+			err = ErrClosed
+		}
+		c.writeErr = err
+	}
+	return err
+}
+
+// writeControl sends a control frame; closing marks the close frame, which
+// goes out once. It may go out between the frames of a data message.
+func (c *Conn) writeControl(op opcode, p []byte, closing bool) error {
 	if err := c.lockWriter(); err != nil {
 		return err
 	}
-	defer c.writeMu.Unlock()
-	return c.writeControlLocked(op, p)
+	if closing {
+		c.closeSent = true
+	}
+	return c.unlockWriter(c.writeControlLocked(op, p))
 }
 
-func (c *Conn) writeControlLocked(op Opcode, p []byte) error {
+func (c *Conn) writeControlLocked(op opcode, p []byte) error {
 	h := header{fin: true, op: op, length: int64(len(p)), masked: !c.server}
 	if h.masked {
 		h.key = rand.Uint32()
@@ -132,26 +149,28 @@ func (c *Conn) writeControlLocked(op Opcode, p []byte) error {
 	return c.wrote(c.nc.Write(b))
 }
 
-// writeClose sends a close frame once; later calls return ErrClosed.
+// writeClose sends a close frame once, bounded by controlTimeout; later
+// calls return ErrClosed.
 func (c *Conn) writeClose(code StatusCode, reason string) error {
-	if err := c.lockWriter(); err != nil {
-		return err
-	}
-	defer c.writeMu.Unlock()
-	c.closeSent = true
-	var payload [maxControlPayload]byte
-	return c.writeControlLocked(OpClose, appendClosePayload(payload[:0], code, reason))
+	return c.writeOwnControl(opClose, closePayload(code, reason), true)
 }
 
-// NextWriter returns a writer for a message of type op (OpText or
-// OpBinary) sent in fragments: the writer fills a pooled buffer and sends
-// a frame each time it is full; Close sends the final frame. Other
-// messages wait until Close; control frames do not.
-func (c *Conn) NextWriter(ctx context.Context, op Opcode) (io.WriteCloser, error) {
-	if op != OpText && op != OpBinary {
-		return nil, errors.New("ws: NextWriter needs OpText or OpBinary, not " + op.String())
+// NextWriter returns a writer for a message of type typ sent in
+// fragments: the writer fills a pooled buffer and sends a frame each time
+// it is full; Close sends the final frame. Other messages wait until
+// Close; control frames do not. ctx bounds the wait for other messages
+// and every write of this one, until Close.
+func (c *Conn) NextWriter(ctx context.Context, typ MessageType) (io.WriteCloser, error) {
+	if !typ.valid() {
+		return nil, errors.New("ws: NextWriter of " + typ.String())
 	}
+	op := opcode(typ)
+	stop := c.watch(ctx)
 	c.msgMu.Lock()
+	if err := c.unwatch(ctx, stop, nil); err != nil {
+		c.msgMu.Unlock()
+		return nil, err
+	}
 	w := &c.writer
 	w.op, w.ctx, w.n, w.closed, w.err = op, ctx, 0, false, nil
 	w.buf = getBuf()
@@ -168,7 +187,7 @@ func (c *Conn) NextWriter(ctx context.Context, op Opcode) (io.WriteCloser, error
 type messageWriter struct {
 	c        *Conn
 	ctx      context.Context
-	op       Opcode // opcode of the next frame: op, then OpContinuation
+	op       opcode // opcode of the next frame: op, then OpContinuation
 	buf      *[bufSize]byte
 	n        int
 	compress bool
@@ -203,14 +222,11 @@ func (w *messageWriter) Write(p []byte) (int, error) {
 
 // flush sends the buffered bytes as one frame.
 func (w *messageWriter) flush(fin bool) error {
-	if stop := w.c.watch(w.ctx, true); stop != nil {
-		defer stop()
-	}
-	err := w.c.writeFrame(fin, w.op, w.rsv(), w.buf[:w.n])
-	w.op, w.n = OpContinuation, 0
-	if err != nil {
-		w.err = w.c.ctxErr(w.ctx, err)
-	}
+	stop := w.c.watch(w.ctx)
+	w.c.armWrite()
+	err := w.c.disarmWrite(w.c.writeFrame(fin, w.op, w.rsv(), w.buf[:w.n]))
+	w.op, w.n = opContinuation, 0
+	w.err = w.c.unwatch(w.ctx, stop, err)
 	return w.err
 }
 

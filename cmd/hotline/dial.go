@@ -90,7 +90,7 @@ func dial(ctx context.Context, args []string) error {
 	if superchat {
 		for i, ch := range subscribe {
 			req, _ := json.Marshal(map[string]any{"id": i + 1, "op": "subscribe", "channel": ch})
-			if err := c.WriteMessage(ctx, ws.OpText, req); err != nil {
+			if err := c.WriteMessage(ctx, ws.MessageText, req); err != nil {
 				return err
 			}
 		}
@@ -111,7 +111,7 @@ func dial(ctx context.Context, args []string) error {
 				req, _ := json.Marshal(map[string]any{"id": id, "op": "publish", "channel": subscribe[0], "data": json.RawMessage(data)})
 				line = string(req)
 			}
-			if err := c.WriteMessage(ctx, ws.OpText, []byte(line)); err != nil {
+			if err := c.WriteMessage(ctx, ws.MessageText, []byte(line)); err != nil {
 				return
 			}
 		}
@@ -130,7 +130,7 @@ func dial(ctx context.Context, args []string) error {
 			out.Flush()
 			return reportClose(err)
 		}
-		if op == ws.OpBinary {
+		if op == ws.MessageBinary {
 			fmt.Fprintf(out, "[binary %d bytes]\n", len(msg))
 		} else {
 			out.Write(msg)

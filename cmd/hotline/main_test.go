@@ -128,7 +128,7 @@ func TestSIGTERMClosesWithGoingAway(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.CloseNow()
-	c.WriteMessage(ctx, ws.OpText, []byte("hello"))
+	c.WriteMessage(ctx, ws.MessageText, []byte("hello"))
 	if _, msg, err := c.ReadMessage(ctx, nil); err != nil || string(msg) != "hello" {
 		t.Fatalf("echo from room: %q %v", msg, err)
 	}
@@ -187,7 +187,8 @@ func TestDialCommand(t *testing.T) {
 
 func TestHelpListsEveryFlag(t *testing.T) {
 	out, _ := exec.Command(hotlineBin, "serve", "-h").CombinedOutput()
-	for _, want := range []string{"-addr", "HOTLINE_ADDR", "-jwt-secret", "-max-conns", "-allowed-origins", "-api-key"} {
+	for _, want := range []string{"-addr", "HOTLINE_ADDR", "-jwt-secret", "-max-conns", "-allowed-origins", "-api-key",
+		"-diagnostics", "-read-timeout", "-idle-timeout", "-max-header-bytes", "-max-body"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("serve -h lacks %s", want)
 		}
@@ -227,11 +228,11 @@ func TestTwoNodesShareRedis(t *testing.T) {
 	}
 	defer onA.CloseNow()
 	// Node B's client sees its own line once its subscription is live.
-	onB.WriteMessage(ctx, ws.OpText, []byte("b is here"))
+	onB.WriteMessage(ctx, ws.MessageText, []byte("b is here"))
 	if _, msg, err := onB.ReadMessage(ctx, nil); err != nil || string(msg) != "b is here" {
 		t.Fatalf("own line on B: %q %v", msg, err)
 	}
-	onA.WriteMessage(ctx, ws.OpText, []byte("from node a"))
+	onA.WriteMessage(ctx, ws.MessageText, []byte("from node a"))
 	for {
 		_, msg, err := onB.ReadMessage(ctx, nil)
 		if err != nil {

@@ -10,18 +10,26 @@ import (
 	"github.com/hotline-rt/hotline/server"
 )
 
+// defaultHistoryBytes bounds the history of a namespace whose flag keeps
+// history but sets no bytes=: a few large publications must not pin
+// memory in every node (and in Redis) nor make replies huge.
+const defaultHistoryBytes = 1 << 20
+
 // parseNamespace reads one -namespace flag value:
 //
-//	NAME:history=N,ttl=DURATION,presence,joinleave,publish
+//	NAME:history=N,ttl=DURATION,bytes=SIZE,presence,joinleave,publish
 //
-// A bare option turns it on; "presence=false" turns it off. Unknown
-// options are errors, so that a typo does not silently change nothing.
+// A bare option turns it on; "presence=false" turns it off. SIZE is bytes,
+// or a number with KiB or MiB; history without bytes= keeps at most
+// defaultHistoryBytes, bytes=0 lifts the bound. Unknown options are errors,
+// so that a typo does not silently change nothing.
 func parseNamespace(v string) (string, push.NamespaceOptions, error) {
 	var o push.NamespaceOptions
 	name, opts, _ := strings.Cut(v, ":")
 	if strings.ContainsAny(name, " ,=") {
 		return "", o, fmt.Errorf("-namespace %q: want NAME:option,option (e.g. news:history=100,ttl=10m,presence)", v)
 	}
+	haveBytes := false
 	for _, opt := range strings.Split(opts, ",") {
 		opt = strings.TrimSpace(opt)
 		if opt == "" {
@@ -29,7 +37,7 @@ func parseNamespace(v string) (string, push.NamespaceOptions, error) {
 		}
 		key, val, hasVal := strings.Cut(opt, "=")
 		on := true
-		if hasVal && key != "history" && key != "ttl" {
+		if hasVal && key != "history" && key != "ttl" && key != "bytes" {
 			b, err := strconv.ParseBool(val)
 			if err != nil {
 				return "", o, fmt.Errorf("-namespace %q: %s=%q is not a boolean", v, key, val)
@@ -49,6 +57,12 @@ func parseNamespace(v string) (string, push.NamespaceOptions, error) {
 				return "", o, fmt.Errorf("-namespace %q: ttl must be a duration such as 10m", v)
 			}
 			o.HistoryTTL = d
+		case "bytes":
+			n, err := parseSize(val)
+			if err != nil {
+				return "", o, fmt.Errorf("-namespace %q: bytes must be a size such as 65536, 512KiB or 1MiB", v)
+			}
+			o.HistoryBytes, haveBytes = n, true
 		case "presence":
 			o.Presence = on
 		case "joinleave":
@@ -56,10 +70,32 @@ func parseNamespace(v string) (string, push.NamespaceOptions, error) {
 		case "publish":
 			o.ClientPublish = on
 		default:
-			return "", o, fmt.Errorf("-namespace %q: unknown option %q (have history, ttl, presence, joinleave, publish)", v, key)
+			return "", o, fmt.Errorf("-namespace %q: unknown option %q (have history, ttl, bytes, presence, joinleave, publish)", v, key)
 		}
 	}
+	if !haveBytes && o.HistorySize > 0 {
+		o.HistoryBytes = defaultHistoryBytes
+	}
 	return name, o, nil
+}
+
+// parseSize reads a byte count: "65536", "512KiB", "1MiB".
+func parseSize(v string) (int, error) {
+	mult := 1
+	for _, u := range []struct {
+		suffix string
+		mult   int
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}} {
+		if num, ok := strings.CutSuffix(v, u.suffix); ok {
+			v, mult = num, u.mult
+			break
+		}
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > (1<<40)/mult {
+		return 0, fmt.Errorf("bad size %q", v)
+	}
+	return n * mult, nil
 }
 
 // namespaces builds the engine's namespaces: the defaults of a server,

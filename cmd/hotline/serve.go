@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/hotline-rt/hotline/auth"
@@ -28,9 +28,16 @@ func serve(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (host:port)")
 	origins := fs.String("allowed-origins", "", "comma-separated origin patterns allowed besides the same origin,\ne.g. http://example.com,https://*.example.org")
+	hosts := fs.String("allowed-hosts", "", "comma-separated host name patterns the server answers to (Host header,\ne.g. chat.example.com,localhost:*); others get 421. Empty: any host.\nSet it against DNS rebinding")
 	compress := fs.Bool("compress", true, "negotiate permessage-deflate (without context takeover)")
 	readLimit := fs.Int64("read-limit", 64<<10, "largest message accepted from a client, in bytes")
-	maxConns := fs.Int("max-conns", 0, "most client sessions over all transports; past it new clients get 503\nwith Retry-After (0: no limit)")
+	maxConns := fs.Int("max-conns", 0, "most connections: sessions over all transports (a session in its grace\nperiod counts) plus /echo and /broadcast connections; past it new\nclients get 503 with Retry-After (0: no limit)")
+	diagnostics := autoBool{}
+	fs.Var(&diagnostics, "diagnostics", "serve the diagnostic endpoints /echo and /broadcast (no token needed);\nauto: on in development mode, off when a JWT key is set")
+	readTimeout := fs.Duration("read-timeout", 10*time.Second, "how long a client may take to send a request's headers and body\n(a held long poll and WebSocket connections are not bound by it)")
+	idleTimeout := fs.Duration("idle-timeout", 30*time.Second, "how long an idle keep-alive HTTP connection is kept between requests")
+	maxHeaderBytes := fs.Int("max-header-bytes", 16<<10, "largest request line and headers, handshakes included; past it 431")
+	maxBody := fs.Int64("max-body", 0, "largest request body (POST /poll/{id}, /api/publish), in bytes; past\nit 413 (0: -read-limit + 64 KiB)")
 	publishRate := fs.Float64("publish-rate", 0, "publications per second each client may make (0: no limit)")
 	queueMessages := fs.Int("queue-messages", 1024, "outbound queue bound per client, in messages; a client past it\nis disconnected as a slow consumer (1008)")
 	queueBytes := fs.Int("queue-bytes", 1<<20, "outbound queue bound per client, in bytes")
@@ -95,6 +102,7 @@ func serve(ctx context.Context, args []string) error {
 	}
 	srv, err := server.New(server.Config{
 		AllowedOrigins:  splitList(*origins),
+		AllowedHosts:    splitList(*hosts),
 		Compress:        *compress,
 		ReadLimit:       *readLimit,
 		KeepAlive:       *keepAlive,
@@ -109,6 +117,11 @@ func serve(ctx context.Context, args []string) error {
 		LongPollTimeout: *longPoll,
 		Web:             web.Handler(),
 		MaxWaiting:      *maxWaiting,
+		Diagnostics:     diagnostics.mode(),
+		ReadTimeout:     *readTimeout,
+		IdleTimeout:     *idleTimeout,
+		MaxHeaderBytes:  *maxHeaderBytes,
+		MaxBody:         *maxBody,
 		Logger:          log,
 	})
 	if err != nil {
@@ -118,12 +131,7 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{
-		Handler:           srv.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	hs.RegisterOnShutdown(srv.GoingAway)
+	hs := srv.HTTPServer()
 	log.Info("hotline serving", "addr", "http://"+ln.Addr().String(), "compress", *compress)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
@@ -155,4 +163,40 @@ func newLogger(format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(os.Stderr, o)), nil
 	}
 	return nil, fmt.Errorf("-log-format %q: want text or json", format)
+}
+
+// autoBool is a boolean flag whose default, "auto", leaves the choice to
+// the server.
+type autoBool struct{ set, on bool }
+
+func (b *autoBool) IsBoolFlag() bool { return true }
+
+func (b *autoBool) String() string {
+	if b == nil || !b.set {
+		return "auto"
+	}
+	return strconv.FormatBool(b.on)
+}
+
+func (b *autoBool) Set(v string) error {
+	if v == "auto" {
+		*b = autoBool{}
+		return nil
+	}
+	on, err := strconv.ParseBool(v)
+	if err != nil {
+		return errors.New("want true, false or auto")
+	}
+	*b = autoBool{set: true, on: on}
+	return nil
+}
+
+func (b *autoBool) mode() server.Diagnostics {
+	switch {
+	case !b.set:
+		return server.DiagnosticsAuto
+	case b.on:
+		return server.DiagnosticsOn
+	}
+	return server.DiagnosticsOff
 }

@@ -248,3 +248,76 @@ func TestTokenNeverInURL(t *testing.T) {
 		t.Fatalf("saw %d upgrades and %d polling requests; the test did not cover both", upgrades, polls)
 	}
 }
+
+// refreshPage is a page whose client asks /test/token for a token before
+// each connection.
+const refreshPage = `<!doctype html><meta charset="utf-8"><title>refresh</title>
+<script type="module">
+import { Hotline } from "/hotline.js";
+const params = new URLSearchParams(location.search);
+const h = new Hotline({
+  transport: params.get("transport"),
+  token: async () => (await fetch("/test/token", { method: "POST" })).text(),
+});
+window.hotline = h;
+window.got = [];
+window.recoveries = [];
+h.subscribe("chat:refresh-" + params.get("transport"), {
+  onPublication: (p) => window.got.push(p.data),
+  onRecovery: (r) => window.recoveries.push(r),
+});
+</script>`
+
+// TestTokenRefreshedOnReconnect: the token is a function; tokens live
+// two seconds. After the first one expired the connection is cut: the
+// client must fetch a fresh token to get back in, and recover.
+func TestTokenRefreshedOnReconnect(t *testing.T) {
+	secret := []byte("e2e-secret-e2e-secret-e2e-secret")
+	v, err := auth.New(auth.Config{Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var minted atomic.Int32
+	ts := startServerWith(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/test/page":
+				w.Header().Set("Content-Type", "text/html")
+				fmt.Fprint(w, refreshPage)
+			case "/test/token":
+				tok, err := auth.Sign(secret, auth.Identity{UserID: "cy"}, 2*time.Second)
+				if err != nil {
+					http.Error(w, err.Error(), 500)
+					return
+				}
+				minted.Add(1)
+				fmt.Fprint(w, tok)
+			default:
+				h.ServeHTTP(w, r)
+			}
+		})
+	}, func(c *server.Config) { c.Auth = v })
+	b := browser(t)
+	for _, tr := range []string{"websocket", "longpoll"} {
+		t.Run(tr, func(t *testing.T) {
+			ch := "chat:refresh-" + tr
+			p := page(t, b, ts.url("/test/page?transport="+tr))
+			waitFor(t, p, `window.hotline.state === "connected" && window.recoveries.length === 1`)
+			ts.publish(ch, "one")
+			waitFor(t, p, `window.got.includes("one")`)
+			before := minted.Load()
+			time.Sleep(3 * time.Second) // the token expires (exp has whole seconds)
+			ts.cut()
+			ts.publish(ch, "two")
+			waitFor(t, p, `window.got.includes("two")`)
+			ts.publish(ch, "three")
+			waitFor(t, p, `window.got.includes("three")`)
+			if got := eval[string](t, p, `window.got.join(" ")`); got != "one two three" {
+				t.Fatalf("delivered %q", got)
+			}
+			if minted.Load() == before {
+				t.Fatal("reconnected without asking for a fresh token")
+			}
+		})
+	}
+}

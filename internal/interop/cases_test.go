@@ -36,10 +36,10 @@ var conversations = []conversation{
 	{
 		name: "text",
 		hotline: func(ctx context.Context, c *ws.Conn) error {
-			if err := expectMessage(ctx, c, ws.OpText, []byte("peer: héllo ✓")); err != nil {
+			if err := expectMessage(ctx, c, ws.MessageText, []byte("peer: héllo ✓")); err != nil {
 				return err
 			}
-			return echoThenClose(ctx, c, ws.OpText, []byte("hotline: wörld ✓"))
+			return echoThenClose(ctx, c, ws.MessageText, []byte("hotline: wörld ✓"))
 		},
 		check: func(_ peer, evs []event) error {
 			return checkPeer(evs, messages(textEvent("hotline: wörld ✓")), closed(1000, ""))
@@ -48,10 +48,10 @@ var conversations = []conversation{
 	{
 		name: "binary",
 		hotline: func(ctx context.Context, c *ws.Conn) error {
-			if err := expectMessage(ctx, c, ws.OpBinary, ascending(256)); err != nil {
+			if err := expectMessage(ctx, c, ws.MessageBinary, ascending(256)); err != nil {
 				return err
 			}
-			return echoThenClose(ctx, c, ws.OpBinary, descending(256))
+			return echoThenClose(ctx, c, ws.MessageBinary, descending(256))
 		},
 		check: func(_ peer, evs []event) error {
 			return checkPeer(evs, messages(binaryEvent(descending(256))), closed(1000, ""))
@@ -60,14 +60,14 @@ var conversations = []conversation{
 	{
 		name: "fragmented",
 		hotline: func(ctx context.Context, c *ws.Conn) error {
-			if err := expectMessage(ctx, c, ws.OpText, []byte("fragmented héllo")); err != nil {
+			if err := expectMessage(ctx, c, ws.MessageText, []byte("fragmented héllo")); err != nil {
 				return err
 			}
-			if err := expectMessage(ctx, c, ws.OpBinary, []byte{0, 1, 2, 3}); err != nil {
+			if err := expectMessage(ctx, c, ws.MessageBinary, []byte{0, 1, 2, 3}); err != nil {
 				return err
 			}
 			// Three frames; the second ends inside the three bytes of "✓".
-			w, err := c.NextWriter(ctx, ws.OpText)
+			w, err := c.NextWriter(ctx, ws.MessageText)
 			if err != nil {
 				return fmt.Errorf("NextWriter: %w", err)
 			}
@@ -79,7 +79,7 @@ var conversations = []conversation{
 			if err := w.Close(); err != nil {
 				return fmt.Errorf("close message writer: %w", err)
 			}
-			if err := expectMessage(ctx, c, ws.OpText, []byte("our fragments ✓")); err != nil {
+			if err := expectMessage(ctx, c, ws.MessageText, []byte("our fragments ✓")); err != nil {
 				return fmt.Errorf("echo: %w", err)
 			}
 			return closeNormal(c)
@@ -91,10 +91,10 @@ var conversations = []conversation{
 	{
 		name: "big",
 		hotline: func(ctx context.Context, c *ws.Conn) error {
-			if err := expectMessage(ctx, c, ws.OpBinary, peerPattern(bigSize)); err != nil {
+			if err := expectMessage(ctx, c, ws.MessageBinary, peerPattern(bigSize)); err != nil {
 				return err
 			}
-			return echoThenClose(ctx, c, ws.OpText, bigText())
+			return echoThenClose(ctx, c, ws.MessageText, bigText())
 		},
 		check: func(_ peer, evs []event) error {
 			return checkPeer(evs, messages(textEvent(string(bigText()))), closed(1000, ""))
@@ -105,7 +105,7 @@ var conversations = []conversation{
 		hotline: func(ctx context.Context, c *ws.Conn) error {
 			// The peer pings first and sends "pinged" once our read has
 			// answered with a pong.
-			if err := expectMessage(ctx, c, ws.OpText, []byte("pinged")); err != nil {
+			if err := expectMessage(ctx, c, ws.MessageText, []byte("pinged")); err != nil {
 				return err
 			}
 			// Our ping's pong arrives through a read, so keep one running;
@@ -117,13 +117,13 @@ var conversations = []conversation{
 						echo <- fmt.Errorf("panic in read: %v", r)
 					}
 				}()
-				echo <- expectMessage(ctx, c, ws.OpText, []byte("ping done"))
+				echo <- expectMessage(ctx, c, ws.MessageText, []byte("ping done"))
 			}()
 			pingErr := c.Ping(ctx, []byte("go-ping"))
 			if pingErr != nil {
 				pingErr = fmt.Errorf("Ping: %w", pingErr)
 				_ = c.CloseNow() // ends the read
-			} else if err := c.WriteMessage(ctx, ws.OpText, []byte("ping done")); err != nil {
+			} else if err := c.WriteMessage(ctx, ws.MessageText, []byte("ping done")); err != nil {
 				pingErr = fmt.Errorf("write: %w", err)
 				_ = c.CloseNow()
 			}
@@ -246,7 +246,7 @@ func descending(n int) []byte {
 	return p
 }
 
-func expectMessage(ctx context.Context, c *ws.Conn, wantOp ws.Opcode, want []byte) error {
+func expectMessage(ctx context.Context, c *ws.Conn, wantOp ws.MessageType, want []byte) error {
 	op, p, err := c.ReadMessage(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("read, want %v message of %d bytes: %w", wantOp, len(want), err)
@@ -258,7 +258,7 @@ func expectMessage(ctx context.Context, c *ws.Conn, wantOp ws.Opcode, want []byt
 }
 
 // echoThenClose sends p, expects the peer's echo and closes normally.
-func echoThenClose(ctx context.Context, c *ws.Conn, op ws.Opcode, p []byte) error {
+func echoThenClose(ctx context.Context, c *ws.Conn, op ws.MessageType, p []byte) error {
 	if err := c.WriteMessage(ctx, op, p); err != nil {
 		return fmt.Errorf("write %v message of %d bytes: %w", op, len(p), err)
 	}

@@ -159,11 +159,11 @@ func serveChromium(w http.ResponseWriter, r *http.Request, opts *ws.AcceptOption
 	ctx, cancel := context.WithTimeout(r.Context(), caseTimeout/2)
 	defer cancel()
 	for i := range 2 {
-		if err := expectMessage(ctx, c, ws.OpText, []byte(want)); err != nil {
+		if err := expectMessage(ctx, c, ws.MessageText, []byte(want)); err != nil {
 			res.err = fmt.Errorf("message %d: %w", i+1, err)
 			return res
 		}
-		if err := c.WriteMessage(ctx, ws.OpText, []byte(want)); err != nil {
+		if err := c.WriteMessage(ctx, ws.MessageText, []byte(want)); err != nil {
 			res.err = fmt.Errorf("echo %d: %w", i+1, err)
 			return res
 		}

@@ -152,25 +152,25 @@ var deflateCases = []deflateCase{
 // the last through NextWriter in three writes, and closes with 1000.
 
 type wsMessage struct {
-	op   ws.Opcode
+	op   ws.MessageType
 	data []byte
 }
 
 func peerDeflateMessages() []wsMessage {
 	return []wsMessage{
-		{ws.OpText, []byte("peer: small ✓")},
-		{ws.OpText, compressible(64 << 10)},
-		{ws.OpBinary, compressible(1 << 20)},
-		{ws.OpText, compressible(3 * 4096)},
+		{ws.MessageText, []byte("peer: small ✓")},
+		{ws.MessageText, compressible(64 << 10)},
+		{ws.MessageBinary, compressible(1 << 20)},
+		{ws.MessageText, compressible(3 * 4096)},
 	}
 }
 
 func hotlineDeflateMessages() []wsMessage {
 	return []wsMessage{
-		{ws.OpText, []byte("hotline: small ✓")},
-		{ws.OpBinary, bytes.ToUpper(compressible(64 << 10))},
-		{ws.OpText, bytes.ToUpper(compressible(1 << 20))},
-		{ws.OpText, bytes.ToUpper(compressible(3 * 4096))},
+		{ws.MessageText, []byte("hotline: small ✓")},
+		{ws.MessageBinary, bytes.ToUpper(compressible(64 << 10))},
+		{ws.MessageText, bytes.ToUpper(compressible(1 << 20))},
+		{ws.MessageText, bytes.ToUpper(compressible(3 * 4096))},
 	}
 }
 
@@ -319,7 +319,7 @@ func converseDeflate(ctx context.Context, t *testing.T, p peer, want deflateOutc
 		check: func(_ peer, evs []event) error {
 			var want []event
 			for _, m := range hotlineDeflateMessages() {
-				if m.op == ws.OpText {
+				if m.op == ws.MessageText {
 					want = append(want, textEvent(string(m.data)))
 				} else {
 					want = append(want, binaryEvent(m.data))

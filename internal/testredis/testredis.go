@@ -39,6 +39,15 @@ type Server struct {
 
 	mu   sync.Mutex
 	stop func() // kills the process and waits for it; nil while stopped
+	pid  int    // of the running process; 0 while stopped
+}
+
+// PID returns the process id of the running server (0 while stopped), for a
+// test that signals it (SIGSTOP to make it stall, SIGKILL to lose it).
+func (s *Server) PID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pid
 }
 
 // StartServer is Start for a test that needs to stop or restart the server.
@@ -59,9 +68,9 @@ func StartServer(t testing.TB) *Server {
 		if err != nil {
 			t.Fatalf("testredis: find a free port: %v", err)
 		}
-		addr, stop, err := run(port)
+		addr, stop, pid, err := run(port)
 		if err == nil {
-			s := &Server{Addr: addr, t: t, port: port, stop: stop}
+			s := &Server{Addr: addr, t: t, port: port, stop: stop, pid: pid}
 			t.Cleanup(s.Stop)
 			return s
 		}
@@ -78,7 +87,7 @@ func (s *Server) Stop() {
 	defer s.mu.Unlock()
 	if s.stop != nil {
 		s.stop()
-		s.stop = nil
+		s.stop, s.pid = nil, 0
 	}
 }
 
@@ -91,11 +100,11 @@ func (s *Server) Restart() {
 	if s.stop != nil {
 		s.t.Fatalf("testredis: restart %s: still running", s.Addr)
 	}
-	_, stop, err := run(s.port)
+	_, stop, pid, err := run(s.port)
 	if err != nil {
 		s.t.Fatalf("testredis: restart: %v", err)
 	}
-	s.stop = stop
+	s.stop, s.pid = stop, pid
 }
 
 func freePort() (int, error) {
@@ -108,37 +117,37 @@ func freePort() (int, error) {
 }
 
 // run starts redis-server on port, waits until it answers PING and returns
-// its address and the function that stops it. On failure the process is
-// stopped before run returns.
-func run(port int) (string, func(), error) {
+// its address, the function that stops it and its pid. On failure the
+// process is stopped before run returns.
+func run(port int) (string, func(), int, error) {
 	p := strconv.Itoa(port)
 	cmd := exec.Command(Binary, "--port", p, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
 	if err := cmd.Start(); err != nil {
-		return "", nil, err
+		return "", nil, 0, err
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	stop := func() {
-		_ = cmd.Process.Kill()
+		_ = cmd.Process.Kill() // SIGKILL ends a stopped (SIGSTOP) process too
 		<-exited
 	}
 	addr := net.JoinHostPort("127.0.0.1", p)
 	deadline := time.Now().Add(startTimeout)
 	for {
 		if ping(addr) {
-			return addr, stop, nil
+			return addr, stop, cmd.Process.Pid, nil
 		}
 		select {
 		case err := <-exited:
-			return "", nil, &startError{addr: addr, err: err, out: out.String()}
+			return "", nil, 0, &startError{addr: addr, err: err, out: out.String()}
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			stop()
-			return "", nil, &startError{addr: addr, err: errTimeout, out: out.String()}
+			return "", nil, 0, &startError{addr: addr, err: errTimeout, out: out.String()}
 		}
 	}
 }

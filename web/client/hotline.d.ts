@@ -86,8 +86,13 @@ export type TransportName = "websocket" | "longpoll" | "poll";
 export interface HotlineOptions {
   /** The server's http(s) base URL; default: this page's origin. */
   url?: string;
-  /** A JWT; "" in development mode. Never put in a URL unless tokenInURL. */
-  token?: string;
+  /**
+   * A JWT; "" in development mode. Or a function returning one (or a
+   * promise of one), called before each connection so that a reconnect
+   * after the token expired uses a fresh one. Never put in a URL unless
+   * tokenInURL.
+   */
+  token?: string | (() => string | Promise<string>);
   /** "auto" (default): WebSocket, then long polling, then ajax polling. */
   transport?: "auto" | TransportName;
   /** ms between ajax polls (default 1000). */

@@ -41,7 +41,10 @@ const POLL_TIMEOUT = 90000; // ms; a long poll is held 25 s by default
 export class Hotline extends EventTarget {
   // options:
   //   url           the server's http(s) base; default this page's origin
-  //   token         a JWT, or "" in development mode
+  //   token         a JWT, or "" in development mode; or a function that
+  //                 returns one (or a promise of one), called before each
+  //                 connection, so a reconnect after the token expired
+  //                 uses a fresh one
   //   transport     "auto", or one of websocket, longpoll, poll
   //   pollInterval  ms between ajax polls
   //   upgradeAfter  ms before a fallback tries WebSocket again
@@ -61,7 +64,8 @@ export class Hotline extends EventTarget {
   constructor(options = {}) {
     super();
     this.url = (options.url || location.origin).replace(/\/$/, "");
-    this.token = options.token || "";
+    this._tokenSource = options.token || "";
+    this.token = typeof this._tokenSource === "function" ? "" : this._tokenSource;
     this.preference = options.transport || "auto";
     this.pollInterval = options.pollInterval || 1000;
     this.upgradeAfter = options.upgradeAfter || 30000;
@@ -170,10 +174,14 @@ export class Hotline extends EventTarget {
     if (this.state === "closed") return;
     this._setState("connecting");
     let wait = 0; // the longest Retry-After a server asked for
+    if (!(await this._freshToken())) {
+      if (this.state !== "closed") this._retry();
+      return;
+    }
     for (const name of this._order()) {
       try {
         const conn = await this._open(name);
-        if (this.state === "closed") { conn.close(); return; }
+        if (this.state === "closed" || this._conn) { conn.close(); return; } // closed, or adopted meanwhile
         this._adopt(conn, name);
         return;
       } catch (err) {
@@ -191,7 +199,7 @@ export class Hotline extends EventTarget {
       lost: (why) => this._onLost(why),
     };
     if (name === "websocket") return openWebSocket(this.url, this.token, this.tokenInURL, handlers);
-    return openPolling(this.url, this.token, name, this.pollInterval, handlers);
+    return openPolling(this.url, () => this.token, name, this.pollInterval, handlers);
   }
 
   _adopt(conn, name) {
@@ -215,12 +223,30 @@ export class Hotline extends EventTarget {
     }
   }
 
+  // _freshToken asks the token function, if there is one, for the token
+  // of the next connection. It reports false if that failed (the
+  // application hears of it through the "error" event) or the client was
+  // closed meanwhile.
+  async _freshToken() {
+    if (typeof this._tokenSource !== "function") return true;
+    try {
+      this.token = (await this._tokenSource()) || "";
+    } catch (err) {
+      this._error(Object.assign(new Error(`token: ${err.message || err}`), { cause: err }));
+      return false;
+    }
+    return this.state !== "closed";
+  }
+
   // _tryUpgrade moves a polling client back to WebSocket when it works.
   async _tryUpgrade() {
     if (this.state !== "connected" || this.transport === "websocket") return;
     try {
+      if (!(await this._freshToken())) throw new Error("no token");
       const conn = await this._open("websocket");
-      if (this.state === "closed") { conn.close(); return; }
+      // Meanwhile the polling connection may have died (a reconnect is
+      // under way) or the client was closed: never keep two connections.
+      if (this.state !== "connected" || this.transport === "websocket") { conn.close(); return; }
       const old = this._conn;
       this._conn = null;
       if (old) old.close();
@@ -493,6 +519,11 @@ function setTokenCookie(token, secure) {
   if (!/^[A-Za-z0-9._~+/=-]+$/.test(token)) throw new Error("token has characters a cookie cannot carry");
   const age = Math.ceil(HANDSHAKE_TIMEOUT / 1000);
   document.cookie = `${TOKEN_COOKIE}=${token}; Path=/; Max-Age=${age}; SameSite=Strict${secure ? "; Secure" : ""}`;
+  // Read it back: the browser may apply the write asynchronously, and a
+  // handshake started before it would go without the cookie (seen in
+  // Chromium as a sporadic 401 on a reconnect). The read is answered by
+  // the cookie store after the write.
+  if (!document.cookie.split("; ").includes(`${TOKEN_COOKIE}=${token}`)) throw new Error("cannot set the token cookie");
 }
 
 function clearTokenCookie(token, secure) {
@@ -549,13 +580,13 @@ function openWebSocket(base, token, tokenInURL, h) {
 }
 
 // openPolling opens a long-polling or ajax-polling session. Every request
-// carries the token as Authorization: Bearer. Each GET says the last seq it
+// carries the current token (token()) as Authorization: Bearer. Each GET says the last seq it
 // got (ack), so a lost response is sent again and a retried one brings no
 // duplicates. Requests go out one POST at a time (batched), so the server
 // handles them in the order they were made.
 async function openPolling(base, token, transport, interval, h) {
-  const auth = token ? { Authorization: "Bearer " + token } : {};
-  const res = await fetch(base + "/poll/open", { method: "POST", headers: auth, body: JSON.stringify({ transport }) });
+  const authz = () => (token() ? { Authorization: "Bearer " + token() } : {});
+  const res = await fetch(base + "/poll/open", { method: "POST", headers: authz(), body: JSON.stringify({ transport }) });
   if (!res.ok) throw Object.assign(new Error(`poll open: ${res.status} ${await res.text()}`), { retryAfter: retryAfter(res) });
   const { session } = await res.json();
   const url = base + "/poll/" + encodeURIComponent(session);
@@ -566,7 +597,7 @@ async function openPolling(base, token, transport, interval, h) {
       try {
         // A poll that outlives any sensible hold went into a black hole.
         const signal = AbortSignal.any([ctrl.signal, AbortSignal.timeout(POLL_TIMEOUT)]);
-        const r = await fetch(`${url}?ack=${ack}`, { headers: auth, signal, cache: "no-store" });
+        const r = await fetch(`${url}?ack=${ack}`, { headers: authz(), signal, cache: "no-store" });
         if (r.status === 404 || r.status === 401 || r.status === 403) { closed = true; h.lost(`session gone (${r.status})`); return; }
         if (r.status === 503) {
           // Too many held polls: wait what the server says, then ask again.
@@ -604,7 +635,7 @@ async function openPolling(base, token, transport, interval, h) {
       try {
         const r = await fetch(url, {
           method: "POST",
-          headers: { ...auth, "Content-Type": "application/json" },
+          headers: { ...authz(), "Content-Type": "application/json" },
           body: JSON.stringify(msgs.length === 1 ? msgs[0] : msgs),
         });
         if (!r.ok) throw Object.assign(new Error(`send: ${r.status}`), { code: r.status });
@@ -625,7 +656,7 @@ async function openPolling(base, token, transport, interval, h) {
     close: () => {
       closed = true;
       ctrl.abort();
-      fetch(url, { method: "DELETE", headers: auth }).catch(() => {});
+      fetch(url, { method: "DELETE", headers: authz() }).catch(() => {});
     },
   };
 }
