@@ -3,8 +3,10 @@ package faulttest
 import (
 	"fmt"
 	"math"
+	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -389,11 +391,10 @@ func (rep *report) table() string {
 		kinds = append(kinds, k)
 	}
 	sort.Strings(kinds)
-	b.WriteString("what the subscribers saw:")
+	b.WriteString("what the subscribers saw:\n")
 	for _, k := range kinds {
-		fmt.Fprintf(&b, " %s %d;", k, rep.seen[k])
+		fmt.Fprintf(&b, "  %7d  %s\n", rep.seen[k], k)
 	}
-	b.WriteString("\n")
 	return b.String()
 }
 
@@ -414,7 +415,24 @@ func (k evKind) describe(reason string) string {
 	case evDiscard:
 		return "pushes dropped while recovering from a gap"
 	case evDisconnect:
-		return "disconnects"
+		return "disconnect " + strconv.Quote(normalize(reason))
 	}
 	return "?"
+}
+
+var (
+	reAddr = regexp.MustCompile(`127\.0\.0\.1:[0-9]+|\[::1\]:[0-9]+`)
+	rePoll = regexp.MustCompile(`/poll/[A-Za-z0-9_-]+(\?[^"]*)?`)
+	reNum  = regexp.MustCompile(`[0-9]+(\.[0-9]+)?(ms|s)\b`)
+)
+
+// normalize makes disconnect reasons countable: no addresses, no durations.
+func normalize(reason string) string {
+	reason = reAddr.ReplaceAllString(reason, "ADDR")
+	reason = rePoll.ReplaceAllString(reason, "/poll/ID")
+	reason = reNum.ReplaceAllString(reason, "N")
+	if len(reason) > 100 {
+		reason = reason[:100] + "…"
+	}
+	return reason
 }

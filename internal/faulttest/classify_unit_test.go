@@ -152,3 +152,11 @@ func TestClassifyUnacked(t *testing.T) {
 		t.Errorf("table without total:\n%s", tab)
 	}
 }
+
+func TestNormalize(t *testing.T) {
+	got := normalize(`Get "http://127.0.0.1:23456/poll/B3h6Cvm09GqaC1DnRfoWig?ack=127&wait=1": dial tcp 127.0.0.1:23456: connect: connection refused`)
+	want := `Get "http://ADDR/poll/ID": dial tcp ADDR: connect: connection refused`
+	if got != want {
+		t.Errorf("normalize:\n got %s\nwant %s", got, want)
+	}
+}

@@ -143,7 +143,7 @@ func (w *wsConn) read() {
 func (w *wsConn) send(ctx context.Context, env []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, sendTimeout)
 	defer cancel()
-	return w.c.WriteMessage(ctx, ws.OpText, env)
+	return w.c.WriteMessage(ctx, ws.MessageText, env)
 }
 
 func (w *wsConn) batches() <-chan [][]byte { return w.ch }
