@@ -20,7 +20,7 @@ cd "$(dirname "$0")"
 # Pinned tools. staticcheck 2026.2.2 (v0.8.2) is the first release known to
 # work with Go 1.26 here.
 STATICCHECK=honnef.co/go/tools/cmd/staticcheck@v0.8.2
-APT_PACKAGES=(redis-server chromium python3-websockets)
+APT_PACKAGES=(redis-server chromium python3-websockets nginx-light apache2)
 NODE_DIR=internal/interop/node
 FUZZTIME=${FUZZTIME:-20000x}
 export CI=${CI:-true}

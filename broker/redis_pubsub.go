@@ -494,7 +494,7 @@ func (ps *pubsub) unsubscribe(ctx context.Context, channel string) error {
 	delete(ps.subs, channel)
 	st := ps.chans[channel]
 	conn := ps.conn
-	if n == 0 || conn == nil || st == nil {
+	if n == 0 || conn == nil {
 		ps.mu.Unlock()
 		return nil
 	}
@@ -507,21 +507,22 @@ func (ps *pubsub) unsubscribe(ctx context.Context, channel string) error {
 	} else {
 		ps.forget("unsubscribe", ws, pc, ec)
 	}
-	if err == nil {
+	if err == nil && st != nil {
 		// What was received before the confirmation is queued ahead
-		// of this: it is still handed over, and nothing after it.
+		// of this: it is still handed over, and nothing after it. A
+		// full queue is not waited for (the handler may be the
+		// caller): the state goes at once.
 		select {
 		case ps.queue <- item{channel: channel, drop: st}:
 			return nil
-		case <-ctx.Done():
-			err = ctx.Err()
-		case <-ps.r.done:
-			return ErrClosed
+		default:
 		}
 	}
-	ps.mu.Lock()
-	ps.dropStateLocked(channel, st)
-	ps.mu.Unlock()
+	if st != nil {
+		ps.mu.Lock()
+		ps.dropStateLocked(channel, st)
+		ps.mu.Unlock()
+	}
 	if err != nil && !errors.Is(err, ErrClosed) {
 		return fmt.Errorf("broker: redis unsubscribe %s: %w", channel, err)
 	}

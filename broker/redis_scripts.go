@@ -13,7 +13,7 @@ import (
 //
 // A stream is two keys: meta (a hash: epoch, offset, ttl = the history TTL
 // in ms set by the latest publication, bytes = the total size of the
-// history list) and history (a list of publications, oldest first). The
+// history list while a byte bound is in use) and history (a list of publications, oldest first). The
 // list always ends at the stream's top and its offsets are contiguous, so
 // the offset of item i is top-len+1+i: a read fetches only the range it
 // needs. Publications older than the history TTL are a prefix of the list;
@@ -44,7 +44,7 @@ local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
 	epoch = ARGV[1]
 	redis.call('DEL', KEYS[2])
-	redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0, 'bytes', 0)
+	redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local t = redis.call('TIME')
@@ -56,27 +56,41 @@ local empty = tonumber(ARGV[5])
 redis.call('HSET', KEYS[1], 'ttl', ARGV[3])
 local msg = '{"epoch":' .. cjson.encode(epoch) .. ',"offset":' .. string.format('%d', offset) .. ',"time":' .. us .. ',' .. ARGV[8]
 if size > 0 then
-	if redis.call('LLEN', KEYS[2]) == 0 then
-		redis.call('HSET', KEYS[1], 'bytes', 0)
-	end
 	local n = redis.call('RPUSH', KEYS[2], msg)
-	local bytes = redis.call('HINCRBY', KEYS[1], 'bytes', #msg)
-	local cutoff = tonumber(t[1]) * 1000000 + tonumber(t[2]) - ttl * 1000
-	while n > 1 do
-		local drop = n > size or (maxbytes > 0 and bytes > maxbytes)
-		if not drop and ttl > 0 then
-			local head = redis.call('LINDEX', KEYS[2], 0)
-			local tm = tonumber(string.match(head, '"time":(%d+)'))
-			drop = tm ~= nil and tm <= cutoff
+	if maxbytes > 0 then
+		-- bytes is the size of the list, kept only while a byte bound
+		-- is in use: counted afresh when missing or the list is new.
+		local bytes = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '-1')
+		if bytes < 0 or n == 1 then
+			bytes = 0
+			for _, it in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+				bytes = bytes + #it
+			end
+		else
+			bytes = bytes + #msg
 		end
-		if not drop then
-			break
+		local cutoff = tonumber(t[1]) * 1000000 + tonumber(t[2]) - ttl * 1000
+		while n > 1 do
+			local drop = n > size or bytes > maxbytes
+			if not drop and ttl > 0 then
+				local head = redis.call('LINDEX', KEYS[2], 0)
+				local tm = tonumber(string.match(head, '"time":(%d+)'))
+				drop = tm ~= nil and tm <= cutoff
+			end
+			if not drop then
+				break
+			end
+			local old = redis.call('LPOP', KEYS[2])
+			bytes = bytes - #old
+			n = n - 1
 		end
-		local old = redis.call('LPOP', KEYS[2])
-		bytes = bytes - #old
-		n = n - 1
+		redis.call('HSET', KEYS[1], 'bytes', bytes)
+	else
+		if n > size then
+			redis.call('LTRIM', KEYS[2], -size, -1)
+		end
+		redis.call('HDEL', KEYS[1], 'bytes')
 	end
-	redis.call('HSET', KEYS[1], 'bytes', bytes)
 	if ttl > 0 then
 		redis.call('PEXPIRE', KEYS[2], ttl)
 		redis.call('PEXPIRE', KEYS[1], ttl + empty)
@@ -86,7 +100,7 @@ if size > 0 then
 	end
 else
 	redis.call('DEL', KEYS[2])
-	redis.call('HSET', KEYS[1], 'bytes', 0)
+	redis.call('HDEL', KEYS[1], 'bytes')
 	redis.call('PEXPIRE', KEYS[1], empty)
 end
 if #KEYS >= 3 then

@@ -218,7 +218,7 @@ func (e *Engine) History(ctx context.Context, channel string, req broker.History
 	if _, err := e.namespace(channel); err != nil {
 		return broker.HistoryResult{}, err
 	}
-	return e.broker.History(ctx, channel, req)
+	return e.history(ctx, channel, req)
 }
 
 // Shutdown ends every session with Disconnect{1001, "server shutting

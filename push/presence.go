@@ -37,20 +37,36 @@ const presenceWorkers = 8
 // so a refresh takes a few round trips per channel, not one per session:
 // with tens of thousands of sessions a serial refresh outlasted the TTL and
 // presence flapped.
+//
+// A subscription dropped while its channel is being refreshed may have
+// had its entry removed before the refresh wrote it back: such entries are
+// removed again once the refresh has returned, so no ghost is left.
 func (e *Engine) refreshPresence() {
 	byChannel := e.presenceEntries()
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.PresenceTTL/3)
 	defer cancel()
 	sem := make(chan struct{}, presenceWorkers)
 	var wg sync.WaitGroup
-	for ch, entries := range byChannel {
+	for ch, b := range byChannel {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
 			bctx, cancel := e.brokerCtx(ctx)
-			defer cancel()
-			if err := e.broker.RefreshPresence(bctx, ch, entries, e.cfg.PresenceTTL); err != nil {
-				e.log.Warn("refresh presence failed", slog.String("channel", ch), slog.Int("entries", len(entries)), slog.Any("err", err))
+			err := e.broker.RefreshPresence(bctx, ch, b.entries, e.cfg.PresenceTTL)
+			cancel()
+			if err != nil {
+				e.log.Warn("refresh presence failed", slog.String("channel", ch), slog.Int("entries", len(b.entries)), slog.Any("err", err))
+			}
+			for _, sub := range b.subs {
+				if !sub.isDropped() {
+					continue
+				}
+				bctx, cancel := e.brokerCtx(ctx)
+				err := e.broker.RemovePresence(bctx, ch, sub.s.id)
+				cancel()
+				if err != nil {
+					e.log.Warn("remove presence failed", slog.String("channel", ch), slog.Any("err", err))
+				}
 			}
 		})
 	}
@@ -63,9 +79,16 @@ func (e *Engine) refreshPresence() {
 	e.mu.Unlock()
 }
 
+// presenceBatch is what one channel's refresh writes: entries by session
+// id, and the subscriptions they belong to.
+type presenceBatch struct {
+	entries map[string]broker.ClientInfo
+	subs    []*subscription
+}
+
 // presenceEntries returns the presence entries this node keeps alive, by
-// channel and session id: the subscriptions announced and not dropped.
-func (e *Engine) presenceEntries() map[string]map[string]broker.ClientInfo {
+// channel: those of the subscriptions announced and not dropped.
+func (e *Engine) presenceEntries() map[string]*presenceBatch {
 	e.mu.RLock()
 	list := make([]*Session, 0, len(e.sessions))
 	for _, s := range e.sessions {
@@ -73,7 +96,7 @@ func (e *Engine) presenceEntries() map[string]map[string]broker.ClientInfo {
 	}
 	e.mu.RUnlock()
 
-	out := make(map[string]map[string]broker.ClientInfo)
+	out := make(map[string]*presenceBatch)
 	var subs []*subscription
 	for _, s := range list {
 		subs = subs[:0]
@@ -90,14 +113,15 @@ func (e *Engine) presenceEntries() map[string]map[string]broker.ClientInfo {
 			live := sub.announced && !sub.dropped
 			h.mu.Unlock()
 			if !live {
-				continue // not added yet, or removed: adding it back would leave a ghost
+				continue // not added yet, or removed
 			}
-			m := out[sub.channel]
-			if m == nil {
-				m = make(map[string]broker.ClientInfo)
-				out[sub.channel] = m
+			b := out[sub.channel]
+			if b == nil {
+				b = &presenceBatch{entries: make(map[string]broker.ClientInfo)}
+				out[sub.channel] = b
 			}
-			m[s.id] = s.info
+			b.entries[s.id] = s.info
+			b.subs = append(b.subs, sub)
 		}
 	}
 	return out

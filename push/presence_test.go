@@ -19,7 +19,7 @@ type slowPresence struct {
 	calls atomic.Int64
 }
 
-const presenceRTT = time.Millisecond
+const presenceRTT = 2 * time.Millisecond
 
 func (b *slowPresence) AddPresence(ctx context.Context, channel, client string, info broker.ClientInfo, ttl time.Duration) error {
 	if b.slow.Load() {
@@ -37,8 +37,8 @@ func (b *slowPresence) RefreshPresence(ctx context.Context, channel string, entr
 	return b.Memory.RefreshPresence(ctx, channel, entries, ttl)
 }
 
-// TestPresenceDoesNotFlap: with 3,000 sessions in 3 channels and a broker
-// round trip of 1ms, one call per session would take 3s, as long as the
+// TestPresenceDoesNotFlap: with 1,500 sessions in 3 channels and a broker
+// round trip of 2ms, one call per session would take 3s, as long as the
 // TTL, and entries would expire between refreshes. Refreshing one batch
 // per channel keeps every entry present all the time.
 func TestPresenceDoesNotFlap(t *testing.T) {
@@ -51,7 +51,7 @@ func TestPresenceDoesNotFlap(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer e.Shutdown(ctx)
-		const sessions, channels = 3000, 3
+		const sessions, channels = 1500, 3
 		for i := range sessions {
 			c := connect(t, e, ProtocolSuperchat, fmt.Sprint("u", i))
 			c.request(fmt.Sprintf(`{"id":1,"op":"subscribe","channel":"p:%d"}`, i%channels))
@@ -72,6 +72,53 @@ func TestPresenceDoesNotFlap(t *testing.T) {
 		// A few refreshes of one call per channel each.
 		if n := b.calls.Load(); n > 20*channels {
 			t.Fatalf("%d presence calls for %d sessions in %d channels", n, sessions, channels)
+		}
+	})
+}
+
+// hookPresence runs inRefresh inside RefreshPresence, before the memory
+// broker writes the entries.
+type hookPresence struct {
+	*broker.Memory
+	inRefresh atomic.Pointer[func(channel string)]
+}
+
+func (b *hookPresence) RefreshPresence(ctx context.Context, channel string, entries map[string]broker.ClientInfo, ttl time.Duration) error {
+	if f := b.inRefresh.Swap(nil); f != nil {
+		(*f)(channel)
+	}
+	return b.Memory.RefreshPresence(ctx, channel, entries, ttl)
+}
+
+// TestRefreshLeavesNoGhost: a session that leaves while the refresh of its
+// channel is in flight (its entry removed before the refresh writes it
+// back) is not left present until the TTL runs out.
+func TestRefreshLeavesNoGhost(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		b := &hookPresence{Memory: broker.NewMemory()}
+		const ttl = 30 * time.Second
+		e, err := New(Config{Broker: b, PresenceTTL: ttl, Namespaces: map[string]NamespaceOptions{"p": {Presence: true}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer e.Shutdown(ctx)
+		stay := connect(t, e, ProtocolSuperchat, "stay")
+		stay.request(`{"id":1,"op":"subscribe","channel":"p:x"}`)
+		leave := connect(t, e, ProtocolSuperchat, "leave")
+		leave.request(`{"id":1,"op":"subscribe","channel":"p:x"}`)
+		hook := func(string) {
+			leave.s.Close(CodeNormal, "") // removes its entry now
+		}
+		b.inRefresh.Store(&hook)
+		time.Sleep(ttl/3 + time.Second) // one refresh
+		synctest.Wait()
+		m, err := b.Presence(ctx, "p:x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := m[leave.s.ID()]; ok || len(m) != 1 {
+			t.Fatalf("after the refresh: %v", m)
 		}
 	})
 }

@@ -126,3 +126,20 @@ func TestAllowedHosts(t *testing.T) {
 		t.Fatalf("rebinding handshake: %d, want 421", resp.StatusCode)
 	}
 }
+
+// TestLimitMetrics: the gauges of the limits this package adds are
+// exported.
+func TestLimitMetrics(t *testing.T) {
+	_, base := start(t, Config{})
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, name := range []string{"hotline_diagnostic_connections 0", "hotline_polling_ended_sessions 0"} {
+		if !strings.Contains(string(b), name) {
+			t.Errorf("/metrics lacks %q", name)
+		}
+	}
+}

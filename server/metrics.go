@@ -29,7 +29,9 @@ type metrics struct {
 	recent    latencyBuckets // for the dashboard's per-interval quantiles
 }
 
-func newMetrics(e *push.Engine, limit *connLimit) *metrics {
+// endedPolls reports the polling table's tombstones; it is called at
+// scrape time only.
+func newMetrics(e *push.Engine, limit *connLimit, endedPolls func() int) *metrics {
 	m := &metrics{engine: e, registry: prometheus.NewRegistry()}
 	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "hotline_deliver_latency_seconds",
@@ -48,8 +50,12 @@ func newMetrics(e *push.Engine, limit *connLimit) *metrics {
 		Name: "hotline_diagnostic_connections",
 		Help: "Connections to /echo and /broadcast, counted against -max-conns with the sessions.",
 	}, func() float64 { return float64(limit.diag.Load()) })
+	ended := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "hotline_polling_ended_sessions",
+		Help: "Ended polling sessions remembered (tombstones, no queue) so that a late poll learns why; bounded by -max-ended-polls.",
+	}, func() float64 { return float64(endedPolls()) })
 	m.registry.MustRegister(
-		m.latency, m.apiPubs, diag, engineCollector{e},
+		m.latency, m.apiPubs, diag, ended, engineCollector{e},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

@@ -85,9 +85,28 @@ type Config struct {
 	// QueueMessages and QueueBytes bound each session's outbound
 	// queue; 0 means push's defaults.
 	QueueMessages, QueueBytes int
-	// PublishRate limits each client's publications per second; 0
-	// means no limit.
+	// PublishRate limits each user's publications per second, over all
+	// of the user's sessions; 0 means no limit.
 	PublishRate float64
+	// Engine limits, passed to push.Config (each: 0 means push's
+	// default): sessions of one user (20; negative: no limit), channels
+	// of one session (128), requests in one polling POST (32),
+	// publications of one history reply (100), users of one presence
+	// reply (1000), how long an idempotency key is remembered (2m), the
+	// bound of each broker call (5s), and how long a session outlives
+	// its transport (30s; negative: not at all).
+	MaxUserSessions  int
+	MaxSubscriptions int
+	MaxBatch         int
+	MaxHistoryReply  int
+	MaxPresenceReply int
+	IdempotencyTTL   time.Duration
+	BrokerTimeout    time.Duration
+	SessionGrace     time.Duration
+	// MaxEndedPolls bounds the ended polling sessions remembered (a few
+	// hundred bytes each, for a minute) so that a late poll learns why its
+	// session ended; 0 means 10,000.
+	MaxEndedPolls int
 	// StatsInterval is how often the stats:server channel gets a
 	// snapshot for the dashboard; 0 means 1s, negative disables.
 	StatsInterval time.Duration
@@ -266,6 +285,15 @@ func New(cfg Config) (*Server, error) {
 		QueueBytes:    cfg.QueueBytes,
 		PublishRate:   cfg.PublishRate,
 		Verifier:      cfg.Auth,
+
+		MaxUserSessions:  cfg.MaxUserSessions,
+		MaxSubscriptions: cfg.MaxSubscriptions,
+		MaxBatch:         cfg.MaxBatch,
+		MaxHistoryReply:  cfg.MaxHistoryReply,
+		MaxPresenceReply: cfg.MaxPresenceReply,
+		IdempotencyTTL:   cfg.IdempotencyTTL,
+		BrokerTimeout:    cfg.BrokerTimeout,
+		SessionGrace:     cfg.SessionGrace,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
@@ -279,7 +307,8 @@ func New(cfg Config) (*Server, error) {
 		stopped: make(chan struct{}),
 	}
 	s.limit = &connLimit{max: int64(cfg.MaxConns), engine: engine}
-	s.metrics = newMetrics(engine, s.limit)
+	s.metrics = newMetrics(engine, s.limit, func() int { _, n := s.polling.Sessions(); return n })
+
 	opts := s.acceptOptions()
 	s.websocket = &transport.WebSocket{
 		Engine:    engine,
@@ -296,6 +325,7 @@ func New(cfg Config) (*Server, error) {
 		MaxWaiting:      cfg.MaxWaiting,
 		MaxBody:         cfg.MaxBody,
 		BodyTimeout:     max(cfg.ReadTimeout, 0),
+		MaxEnded:        cfg.MaxEndedPolls,
 		Log:             cfg.Logger,
 		OnDeliver:       s.metrics.delivered,
 	}

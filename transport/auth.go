@@ -68,6 +68,11 @@ func connectError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, push.ErrTooManySessions):
 		Overloaded(w, "server is at its connection limit, retry later")
+	case errors.Is(err, push.ErrTooManyUserSessions):
+		// The user's other sessions (some perhaps in their grace period)
+		// hold every place; one ending makes room.
+		w.Header().Set("Retry-After", strconv.Itoa(int(RetryAfter/time.Second)))
+		http.Error(w, "too many sessions of this user: close one, or retry later", http.StatusTooManyRequests)
 	case errors.Is(err, push.ErrClosed):
 		Overloaded(w, "server is shutting down")
 	case errors.Is(err, push.ErrForbidden):

@@ -193,6 +193,15 @@ func (p *Polling) Close() {
 	p.wg.Wait()
 }
 
+// Sessions reports the polling table: live sessions opened here, and
+// tombstones of ended ones. For metrics.
+func (p *Polling) Sessions() (live, ended int) {
+	p.init()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.polls), len(p.tombs)
+}
+
 // Waiting reports the long polls held now.
 func (p *Polling) Waiting() int { return int(p.waiting.Load()) }
 
@@ -396,6 +405,7 @@ func (p *Polling) bury(id string, ps *pollSession) {
 	delete(p.polls, id)
 	p.tombs[id] = t
 	t.elem = p.order.PushBack(t)
+	p.log.Debug("poll: session ended, queue freed", "session", LogID(id), "code", d.Code, "reason", d.Reason)
 	for len(p.tombs) > p.maxEnded() {
 		p.dropLocked(p.order.Front().Value.(*tombstone))
 	}
@@ -643,12 +653,16 @@ func (p *Polling) send(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body = bytes.TrimSpace(body)
-	msgs := []json.RawMessage{body}
+	msgs := [][]byte{body}
 	if len(body) > 0 && body[0] == '[' {
-		msgs = nil
-		if err := json.Unmarshal(body, &msgs); err != nil {
+		var raw []json.RawMessage
+		if err := json.Unmarshal(body, &raw); err != nil {
 			http.Error(w, "body must be a request envelope or a JSON array of them", http.StatusBadRequest)
 			return
+		}
+		msgs = msgs[:0]
+		for _, m := range raw {
+			msgs = append(msgs, m)
 		}
 	}
 	if err := s.Attach(s.Transport()); err != nil {
@@ -656,10 +670,12 @@ func (p *Polling) send(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.Detach()
-	for _, m := range msgs {
-		if err := s.Handle(r.Context(), m); err != nil {
-			break // the session ended; the stream says why
-		}
+	// In order, with no other request of the session between them. An
+	// error past the batch check means the session ended or the client
+	// went away: the stream says why.
+	if err := s.HandleBatch(r.Context(), msgs); errors.Is(err, push.ErrBatchTooLarge) {
+		http.Error(w, err.Error()+": send fewer requests per POST", http.StatusRequestEntityTooLarge)
+		return
 	}
 	w.WriteHeader(http.StatusAccepted)
 }

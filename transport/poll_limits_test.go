@@ -3,10 +3,12 @@ package transport
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,12 +17,7 @@ import (
 	"github.com/hotline-rt/hotline/ws"
 )
 
-// counts returns the live sessions and the tombstones of p's table.
-func (p *Polling) counts() (live, ended int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.polls), len(p.tombs)
-}
+func (p *Polling) counts() (live, ended int) { return p.Sessions() }
 
 func heapAfterGC() uint64 {
 	var ms runtime.MemStats
@@ -244,4 +241,67 @@ func TestPollDevModeNeedsNoToken(t *testing.T) {
 	if code, body, _ := ps.do(t, "GET", "/poll/"+id+"?ack=0", "", ""); code != 200 {
 		t.Fatalf("dev-mode poll without a token: %d %s", code, body)
 	}
+}
+
+// TestPollEngineLimits: the engine's per-user session limit answers 429
+// with Retry-After; a batch past MaxBatch answers 413 and handles nothing.
+func TestPollEngineLimits(t *testing.T) {
+	ps := newPollServer(t, push.Config{MaxUserSessions: 1, MaxBatch: 2}, &Polling{})
+	id := ps.open(t, "ann", "poll")
+	code, body, hdr := ps.do(t, "POST", "/poll/open", pollToken(t, "ann"), `{"transport":"poll"}`)
+	if code != http.StatusTooManyRequests || hdr.Get("Retry-After") == "" {
+		t.Fatalf("second session of one user: %d %s Retry-After %q, want 429", code, body, hdr.Get("Retry-After"))
+	}
+	ps.open(t, "bob", "poll") // another user is not limited by ann
+	code, body, _ = ps.do(t, "POST", "/poll/"+id, ps.token(id),
+		`[{"id":1,"op":"subscribe","channel":"news"},{"id":2,"op":"subscribe","channel":"news"},{"id":3,"op":"connect"}]`)
+	if code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("batch of 3 past MaxBatch 2: %d %s, want 413", code, body)
+	}
+	if r := ps.get(t, id, "ack=0"); len(r.Messages) != 0 {
+		t.Fatalf("a refused batch was handled: %+v", r.Messages)
+	}
+	ps.send(t, id, `[{"id":1,"op":"subscribe","channel":"news"},{"id":2,"op":"connect"}]`)
+	if r := ps.get(t, id, "ack=0"); len(r.Messages) != 2 {
+		t.Fatalf("batch of 2: %d replies, want 2", len(r.Messages))
+	}
+}
+
+// TestPollLogsNoSessionID: the session id is a credential; the logs of a
+// polling session's whole life show its LogID, never the id.
+func TestPollLogsNoSessionID(t *testing.T) {
+	var buf syncBuffer
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ps := newPollServer(t, push.Config{Logger: log}, &Polling{Log: log})
+	id := ps.open(t, "ann", "poll")
+	ps.send(t, id, `{"id":1,"op":"subscribe","channel":"news"}`)
+	ps.get(t, id, "ack=0")
+	s, _ := ps.engine.Session(id)
+	s.Close(push.CodeGoingAway, "bye")
+	waitFor(t, func() bool { live, _ := ps.poll.counts(); return live == 0 })
+	ps.get(t, id, "ack=0")
+	logs := buf.String()
+	if strings.Contains(logs, id) {
+		t.Fatalf("the session id is in the logs:\n%s", logs)
+	}
+	if !strings.Contains(logs, LogID(id)) {
+		t.Fatalf("the session's LogID is not in the logs:\n%s", logs)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

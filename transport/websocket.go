@@ -6,8 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/hotline-rt/hotline/auth"
@@ -39,7 +38,14 @@ type WebSocket struct {
 	// the time the broker accepted it (for latency metrics).
 	OnDeliver func(transport string, published time.Time)
 
-	active atomic.Int64 // connections being served
+	// The connections being served: each one's goroutine is counted in
+	// before it starts and out when it has finished, and Wait waits for
+	// idle to close. Not a sync.WaitGroup: ServeHTTP may still be adding
+	// connections while Wait waits (hijacked connections outlive
+	// http.Server.Shutdown), which a WaitGroup forbids at zero.
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to 0
 }
 
 func (t *WebSocket) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -79,25 +85,37 @@ func (t *WebSocket) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		t.log().Debug("websocket: upgrade refused", "err", err, "remote", r.RemoteAddr)
 		return
 	}
-	t.active.Add(1)
+	t.add()
 	go t.serve(c, s)
 }
 
-// pickProtocol chooses the push protocol as ws.Upgrade will: the first
-// offered subprotocol that the endpoint supports, chat if none is offered.
+func (t *WebSocket) add() {
+	t.mu.Lock()
+	t.n++
+	if t.n == 1 {
+		t.idle = make(chan struct{})
+	}
+	t.mu.Unlock()
+}
+
+func (t *WebSocket) done() {
+	t.mu.Lock()
+	t.n--
+	if t.n == 0 {
+		close(t.idle)
+	}
+	t.mu.Unlock()
+}
+
+// pickProtocol chooses the push protocol with ws.SelectSubprotocol, the
+// choice ws.Upgrade makes, so that the session and the connection agree:
+// chat if the client offers no subprotocol, refused if it offers only
+// others.
 func pickProtocol(r *http.Request) (push.Protocol, bool) {
-	offered := r.Header.Values("Sec-WebSocket-Protocol")
-	if len(offered) == 0 {
+	if len(r.Header.Values("Sec-WebSocket-Protocol")) == 0 {
 		return push.ProtocolChat, true
 	}
-	for _, v := range offered {
-		for p := range strings.SplitSeq(v, ",") {
-			if proto, ok := push.ParseProtocol(strings.TrimSpace(p)); ok {
-				return proto, true
-			}
-		}
-	}
-	return 0, false
+	return push.ParseProtocol(ws.SelectSubprotocol(r, Subprotocols))
 }
 
 // resume attaches to the session named by ?session= if it is live, the
@@ -127,7 +145,7 @@ func (t *WebSocket) log() *slog.Logger {
 // serve runs one connection: the reader here, the writer on its own
 // goroutine, which serve waits for.
 func (t *WebSocket) serve(c *ws.Conn, s *push.Session) {
-	defer t.active.Add(-1)
+	defer t.done()
 	ctx, cancel := context.WithCancel(context.Background())
 	writerDone := make(chan struct{})
 	go func() {
@@ -136,18 +154,33 @@ func (t *WebSocket) serve(c *ws.Conn, s *push.Session) {
 	}()
 	err := t.readLoop(c, s)
 	var d *push.Disconnect
-	if errors.As(err, &d) {
-		// The engine ended the session: the writer flushes what is
-		// queued and closes with its code.
+	switch {
+	case errors.As(err, &d):
+		// The engine ended the session: the writer sends the close.
 		s.Close(d.Code, d.Reason)
-	} else {
-		// The client went away: keep the session for its grace period.
+	case closedCleanly(err):
+		// The client said goodbye: nothing to resume, so the session
+		// ends now instead of holding its place (and a -max-conns
+		// slot) for the grace period.
+		s.Close(push.CodeNormal, "closed by the client")
+	default:
+		// The client dropped: keep the session for its grace period,
+		// so that it can resume.
 		cancel()
 	}
 	<-writerDone
 	cancel()
 	s.Detach()
 	c.CloseNow()
+}
+
+// closedCleanly reports whether err is the client's own close frame with
+// 1000 (normal closure) or 1001 (going away, as a browser leaving the
+// page sends).
+func closedCleanly(err error) bool {
+	var ce *ws.CloseError
+	return errors.As(err, &ce) && !ce.Local &&
+		(ce.Code == ws.StatusNormalClosure || ce.Code == ws.StatusGoingAway)
 }
 
 func (t *WebSocket) readLoop(c *ws.Conn, s *push.Session) error {
@@ -174,8 +207,13 @@ func (t *WebSocket) readLoop(c *ws.Conn, s *push.Session) error {
 }
 
 // writeLoop sends the session's queue in order and acknowledges what was
-// written. When the session ends it flushes the rest and closes the
-// connection with the session's close code.
+// written. When the session ends, the queued data not yet written is
+// dropped and the close goes next: the superchat disconnect notice (the
+// queue's last item) and the close frame with the session's code, so that
+// a slow consumer learns why it is cut instead of waiting behind the
+// queue it is cut for. A message already being written when the session
+// ends is finished first (a frame cannot be cut); ws bounds it by
+// WriteTimeout, and the close frame by 5 s.
 func (t *WebSocket) writeLoop(ctx context.Context, c *ws.Conn, s *push.Session) {
 	var last uint64
 	var batch []push.Outbound
@@ -189,12 +227,14 @@ func (t *WebSocket) writeLoop(ctx context.Context, c *ws.Conn, s *push.Session) 
 			// a ctx per batch: context.WithTimeout and its watch cost
 			// about 9 allocations per message per recipient, and the
 			// fan-out must allocate nothing.
-			werr := t.writeBatch(context.Background(), c, batch, &last)
+			werr := t.writeBatch(context.Background(), c, s, batch, &last)
 			if last > 0 {
 				s.Ack(last)
 			}
 			clear(batch) // drop references to shared payloads
-			if werr != nil {
+			if werr == errSessionEnded {
+				err = s.Err()
+			} else if werr != nil {
 				c.CloseNow()
 				return
 			}
@@ -202,7 +242,7 @@ func (t *WebSocket) writeLoop(ctx context.Context, c *ws.Conn, s *push.Session) 
 		if err != nil {
 			var d *push.Disconnect
 			if errors.As(err, &d) {
-				c.Close(ws.StatusCode(d.Code), d.Reason) // bounded by ws
+				t.closeEnded(c, s, d, last, batch[:0])
 			}
 			return
 		}
@@ -216,9 +256,33 @@ func (t *WebSocket) writeTimeout() time.Duration {
 	return t.WriteTimeout
 }
 
+// errSessionEnded stops a batch whose session has ended.
+var errSessionEnded = errors.New("session ended")
+
+// closeEnded closes the connection of an ended session: the superchat
+// disconnect notice if it is still queued (it is the last item), then
+// the close frame.
+func (t *WebSocket) closeEnded(c *ws.Conn, s *push.Session, d *push.Disconnect, last uint64, buf []push.Outbound) {
+	if s.Protocol() == push.ProtocolSuperchat {
+		if rest := s.Pending(last, buf); len(rest) > 0 {
+			c.WriteMessage(context.Background(), ws.MessageText, rest[len(rest)-1].Data)
+			clear(rest)
+		}
+	}
+	c.Close(ws.StatusCode(d.Code), d.Reason) // bounded by ws
+}
+
 // writeBatch writes batch in order, moving *last to each message written.
-func (t *WebSocket) writeBatch(ctx context.Context, c *ws.Conn, batch []push.Outbound, last *uint64) error {
+// It stops with errSessionEnded before a message if the session has
+// ended meanwhile.
+func (t *WebSocket) writeBatch(ctx context.Context, c *ws.Conn, s *push.Session, batch []push.Outbound, last *uint64) error {
+	done := s.Done()
 	for i := range batch {
+		select {
+		case <-done:
+			return errSessionEnded
+		default:
+		}
 		o := &batch[i]
 		if err := c.WriteMessage(ctx, ws.MessageText, o.Data); err != nil {
 			return err
@@ -231,20 +295,28 @@ func (t *WebSocket) writeBatch(ctx context.Context, c *ws.Conn, batch []push.Out
 	return nil
 }
 
-// Wait blocks until every connection has finished, or ctx ends. It is
-// for shutdown, after the engine has ended the sessions, so it polls.
+// Wait blocks until every connection has finished (its goroutines have
+// returned), or ctx ends. It is for shutdown, after the engine has ended
+// the sessions.
 func (t *WebSocket) Wait(ctx context.Context) error {
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for t.active.Load() > 0 {
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			return fmt.Errorf("transport: %d WebSocket connections still open: %w", t.active.Load(), ctx.Err())
-		}
+	t.mu.Lock()
+	idle := t.idle
+	n := t.n
+	t.mu.Unlock()
+	if n == 0 {
+		return nil
 	}
-	return nil
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("transport: %d WebSocket connections still open: %w", t.Len(), ctx.Err())
+	}
 }
 
 // Len returns the number of connections being served.
-func (t *WebSocket) Len() int { return int(t.active.Load()) }
+func (t *WebSocket) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.n
+}

@@ -136,13 +136,13 @@ func prepareResponse(r *http.Request, opts *AcceptOptions) (*acceptResponse, *Ha
 	if status, reason := checkRequest(r); status != 0 {
 		return nil, &HandshakeError{StatusCode: status, Reason: reason}
 	}
-	if !checkOrigin(r, opts.AllowedOrigins) {
+	if !OriginAllowed(r, opts.AllowedOrigins) {
 		return nil, &HandshakeError{StatusCode: http.StatusForbidden, Reason: "origin " + r.Header.Get("Origin") + " is not allowed"}
 	}
 	resp := &acceptResponse{
 		opts:        opts,
 		accept:      AcceptKey(r.Header.Get("Sec-WebSocket-Key")),
-		subprotocol: selectSubprotocol(r, opts.Subprotocols),
+		subprotocol: SelectSubprotocol(r, opts.Subprotocols),
 	}
 	if opts.Compression != nil {
 		// A malformed extension list only means no compression.

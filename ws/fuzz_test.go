@@ -217,7 +217,8 @@ func validHandshake(r *http.Request) bool {
 	key, err := base64.StdEncoding.DecodeString(r.Header.Get("Sec-WebSocket-Key"))
 	return r.Method == "GET" && (r.ProtoMajor > 1 || r.ProtoMajor == 1 && r.ProtoMinor >= 1) &&
 		hasToken("Upgrade", "websocket") && hasToken("Connection", "upgrade") &&
-		r.Header.Get("Sec-WebSocket-Version") == "13" && err == nil && len(key) == 16
+		r.Header.Get("Sec-WebSocket-Version") == "13" && err == nil && len(key) == 16 &&
+		len(r.Header["Sec-Websocket-Key"]) == 1
 }
 
 // FuzzReadFrames: arbitrary bytes after the handshake, read as a server

@@ -78,19 +78,24 @@ func checkRequest(r *http.Request) (int, string) {
 	case r.Header.Get("Sec-WebSocket-Version") != "13":
 		return http.StatusUpgradeRequired, "unsupported Sec-WebSocket-Version " + fmt.Sprintf("%q", r.Header.Get("Sec-WebSocket-Version")) + ": this server speaks version 13"
 	}
-	key := r.Header.Get("Sec-WebSocket-Key")
-	if b, err := base64.StdEncoding.DecodeString(key); err != nil || len(b) != 16 {
+	keys := r.Header.Values("Sec-WebSocket-Key")
+	if len(keys) != 1 {
+		return http.StatusBadRequest, "exactly one Sec-WebSocket-Key is required"
+	}
+	if b, err := base64.StdEncoding.DecodeString(keys[0]); err != nil || len(b) != 16 {
 		return http.StatusBadRequest, "Sec-WebSocket-Key must be 16 bytes in base64"
 	}
 	return 0, ""
 }
 
-// checkOrigin allows a request with no Origin, one whose Origin host is
-// the request's Host, and one that matches a pattern of allowed. Patterns
-// are matched with path.Match, without regard to case, against the whole
-// origin ("https://*.example.com") and against its host ("*.example.com");
-// "*" allows every origin.
-func checkOrigin(r *http.Request, allowed []string) bool {
+// OriginAllowed reports whether Upgrade accepts r's origin: a request with
+// no Origin, one whose Origin host is the request's Host, and one that
+// matches a pattern of allowed. Patterns are matched with path.Match,
+// without regard to case, against the whole origin
+// ("https://*.example.com") and against its host ("*.example.com"); "*"
+// allows every origin. Handlers that serve the same clients without
+// WebSocket (long polling) use it to apply the same rule.
+func OriginAllowed(r *http.Request, allowed []string) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
 		return true
@@ -118,9 +123,12 @@ func checkOrigin(r *http.Request, allowed []string) bool {
 	return false
 }
 
-// selectSubprotocol picks the first subprotocol that the client offered
-// and the server supports.
-func selectSubprotocol(r *http.Request, supported []string) string {
+// SelectSubprotocol returns the subprotocol that Upgrade chooses for r:
+// the first one the client offered (in Sec-WebSocket-Protocol, tokens
+// trimmed of spaces and tabs only) that is in supported, or "" for none.
+// A handler that must know the subprotocol before upgrading (to set up
+// the session that speaks it) calls this, and so agrees with Upgrade.
+func SelectSubprotocol(r *http.Request, supported []string) string {
 	for _, offered := range headerTokens(r.Header, "Sec-WebSocket-Protocol") {
 		for _, s := range supported {
 			if offered == s {

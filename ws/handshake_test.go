@@ -123,6 +123,9 @@ func TestHandshakeRefusals(t *testing.T) {
 		{"key of 15 bytes", "GET", "HTTP/1.1", map[string]string{"Sec-WebSocket-Key": "AAAAAAAAAAAAAAAAAAAA"}, 400, ""},
 		{"key of 17 bytes", "GET", "HTTP/1.1", map[string]string{"Sec-WebSocket-Key": "AAAAAAAAAAAAAAAAAAAAAAA="}, 400, ""},
 		{"key not base64", "GET", "HTTP/1.1", map[string]string{"Sec-WebSocket-Key": "!!!!!!!!!!!!!!!!!!!!!!=="}, 400, ""},
+		// A second header line (the edit value carries it).
+		{"key twice", "GET", "HTTP/1.1", map[string]string{"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="}, 400, ""},
+		{"two keys", "GET", "HTTP/1.1", map[string]string{"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA=="}, 400, ""},
 		{"foreign origin", "GET", "HTTP/1.1", map[string]string{"Origin": "https://evil.example"}, 403, ""},
 		{"origin pattern is not a suffix match", "GET", "HTTP/1.1", map[string]string{"Origin": "https://friend.example.evil"}, 403, ""},
 		{"origin null", "GET", "HTTP/1.1", map[string]string{"Origin": "null"}, 403, ""},

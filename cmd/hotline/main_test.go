@@ -188,7 +188,9 @@ func TestDialCommand(t *testing.T) {
 func TestHelpListsEveryFlag(t *testing.T) {
 	out, _ := exec.Command(hotlineBin, "serve", "-h").CombinedOutput()
 	for _, want := range []string{"-addr", "HOTLINE_ADDR", "-jwt-secret", "-max-conns", "-allowed-origins", "-api-key",
-		"-diagnostics", "-read-timeout", "-idle-timeout", "-max-header-bytes", "-max-body"} {
+		"-diagnostics", "-read-timeout", "-idle-timeout", "-max-header-bytes", "-max-body", "-allowed-hosts",
+		"-max-user-sessions", "-max-subscriptions", "-max-batch", "-max-history-reply", "-max-presence-reply",
+		"-idempotency-ttl", "-broker-timeout", "-session-grace", "-max-ended-polls"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("serve -h lacks %s", want)
 		}

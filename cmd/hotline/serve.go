@@ -22,7 +22,10 @@ const serveSynopsis = `Usage: hotline serve [flags]
 Runs the hotline server: the chat page at /, the push endpoint /chat
 (WebSocket subprotocols chat and superchat), long polling and ajax polling
 fallbacks, the publish API under /api/, /metrics, /healthz, and the
-diagnostic endpoints /echo and /broadcast.`
+diagnostic endpoints /echo and /broadcast (see -diagnostics).
+
+Every limit below has a flag and a default; a client past one is told
+(503 or 429 with Retry-After, 413, 431, 408, or a close code).`
 
 func serve(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -38,7 +41,16 @@ func serve(ctx context.Context, args []string) error {
 	idleTimeout := fs.Duration("idle-timeout", 30*time.Second, "how long an idle keep-alive HTTP connection is kept between requests")
 	maxHeaderBytes := fs.Int("max-header-bytes", 16<<10, "largest request line and headers, handshakes included; past it 431")
 	maxBody := fs.Int64("max-body", 0, "largest request body (POST /poll/{id}, /api/publish), in bytes; past\nit 413 (0: -read-limit + 64 KiB)")
-	publishRate := fs.Float64("publish-rate", 0, "publications per second each client may make (0: no limit)")
+	publishRate := fs.Float64("publish-rate", 0, "publications per second each user may make, over all of the user's\nsessions (0: no limit)")
+	maxUserSessions := fs.Int("max-user-sessions", 20, "most sessions of one user (a session in its grace period counts); past\nit 429 with Retry-After (negative: no limit)")
+	maxSubscriptions := fs.Int("max-subscriptions", 128, "most channels one session subscribes to; past it a subscribe gets 429")
+	maxBatch := fs.Int("max-batch", 32, "most requests in one POST /poll/{id}; past it 413")
+	maxHistoryReply := fs.Int("max-history-reply", 100, "most publications in one history reply (also at most a quarter of\n-queue-bytes); a longer one is paged (\"more\":true)")
+	maxPresenceReply := fs.Int("max-presence-reply", 1000, "most users in one presence reply (also at most a quarter of\n-queue-bytes); past it \"truncated\":true with the total")
+	idempotencyTTL := fs.Duration("idempotency-ttl", 2*time.Minute, "how long a publish's idempotency key is remembered: a retry within it\nreturns the first position and publishes nothing")
+	brokerTimeout := fs.Duration("broker-timeout", 5*time.Second, "bound of each broker call the engine makes (subscribe, history,\npresence, ...)")
+	sessionGrace := fs.Duration("session-grace", 30*time.Second, "how long a session outlives its transport so that a client can come\nback to it (a clean close 1000 ends it at once); negative: not at all")
+	maxEndedPolls := fs.Int("max-ended-polls", 10000, "most ended polling sessions remembered (a few hundred bytes each, for a\nminute) so that a late poll learns why; past it the oldest is forgotten")
 	queueMessages := fs.Int("queue-messages", 1024, "outbound queue bound per client, in messages; a client past it\nis disconnected as a slow consumer (1008)")
 	queueBytes := fs.Int("queue-bytes", 1<<20, "outbound queue bound per client, in bytes")
 	longPoll := fs.Duration("longpoll-timeout", 25*time.Second, "how long a long poll is held when there is nothing to send")
@@ -50,7 +62,7 @@ func serve(ctx context.Context, args []string) error {
 	redisPassword := fs.String("redis-password", "", "Redis password for -broker redis")
 	redisPrefix := fs.String("redis-prefix", "hotline:", "prefix of hotline's Redis keys and channels")
 	var nsFlags stringList
-	fs.Var(&nsFlags, "namespace", "channel namespace options, repeatable: NAME:history=N,ttl=D,presence,joinleave,publish\n(e.g. news:history=100,ttl=10m,presence); chat, stats and bench exist\nby default, and channels in other namespaces are refused")
+	fs.Var(&nsFlags, "namespace", "channel namespace options, repeatable:\nNAME:history=N,ttl=D,bytes=SIZE,presence,joinleave,publish (e.g.\nnews:history=100,ttl=10m,presence); history keeps at most bytes=\n(default 1MiB; 0: no bound); chat, stats and bench exist by default,\nand channels in other namespaces are refused")
 	apiKey := fs.String("api-key", "", "key for the server API (/api/publish, /api/presence, /api/history),\nsent as 'Authorization: apikey KEY'; empty disables the API")
 	keepAlive := fs.Duration("keepalive", 30*time.Second, "WebSocket ping period when a client is silent; 0 disables")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for queued messages to flush")
@@ -118,11 +130,21 @@ func serve(ctx context.Context, args []string) error {
 		Web:             web.Handler(),
 		MaxWaiting:      *maxWaiting,
 		Diagnostics:     diagnostics.mode(),
-		ReadTimeout:     *readTimeout,
-		IdleTimeout:     *idleTimeout,
-		MaxHeaderBytes:  *maxHeaderBytes,
-		MaxBody:         *maxBody,
-		Logger:          log,
+
+		MaxUserSessions:  *maxUserSessions,
+		MaxSubscriptions: *maxSubscriptions,
+		MaxBatch:         *maxBatch,
+		MaxHistoryReply:  *maxHistoryReply,
+		MaxPresenceReply: *maxPresenceReply,
+		IdempotencyTTL:   *idempotencyTTL,
+		BrokerTimeout:    *brokerTimeout,
+		SessionGrace:     *sessionGrace,
+		MaxEndedPolls:    *maxEndedPolls,
+		ReadTimeout:      *readTimeout,
+		IdleTimeout:      *idleTimeout,
+		MaxHeaderBytes:   *maxHeaderBytes,
+		MaxBody:          *maxBody,
+		Logger:           log,
 	})
 	if err != nil {
 		return err

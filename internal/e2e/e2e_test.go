@@ -356,8 +356,16 @@ func TestScreenshots(t *testing.T) {
 	d := page(t, b, ts.url("/dashboard"))
 	waitFor(t, d, `document.body.dataset.updated !== undefined && document.getElementById("out").textContent !== "–"`)
 
-	// The run writes them to build/screenshots (ignored by git), or to
-	// $HOTLINE_SCREENSHOTS; docs/screenshots holds copies for the README.
+	for name, ctx := range map[string]context.Context{"chat.png": a, "dashboard.png": d} {
+		screenshot(t, ctx, name)
+	}
+}
+
+// screenshot saves the page as a PNG in build/screenshots (ignored by
+// git), or in $HOTLINE_SCREENSHOTS; docs/screenshots holds copies for the
+// README.
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
 	dir := os.Getenv("HOTLINE_SCREENSHOTS")
 	if dir == "" {
 		dir = filepath.Join("..", "..", "build", "screenshots")
@@ -365,13 +373,11 @@ func TestScreenshots(t *testing.T) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for name, ctx := range map[string]context.Context{"chat.png": a, "dashboard.png": d} {
-		png := run(t, ctx, chromedp.FullScreenshot(100)) // quality 100 gives PNG, below it JPEG
-		if len(png) < 1000 {
-			t.Fatalf("%s: screenshot of %d bytes", name, len(png))
-		}
-		if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
-			t.Fatal(err)
-		}
+	png := run(t, ctx, chromedp.FullScreenshot(100)) // quality 100 gives PNG, below it JPEG
+	if len(png) < 1000 {
+		t.Fatalf("%s: screenshot of %d bytes", name, len(png))
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -35,6 +35,9 @@ func startNginx(t *testing.T, target string) (addr, accessLog string) {
 	t.Helper()
 	exe, err := exec.LookPath("nginx")
 	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("nginx not found (test.sh installs nginx-light): %v", err)
+		}
 		t.Skip("nginx not found (apt-get install nginx-light)")
 	}
 	src, err := os.ReadFile(filepath.Join("..", "..", "docs", "nginx.conf"))
@@ -169,6 +172,9 @@ func startApache(t *testing.T, target string) (addr, accessLog string) {
 	t.Helper()
 	exe, err := exec.LookPath("apache2")
 	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("apache2 not found (test.sh installs apache2): %v", err)
+		}
 		t.Skip("apache2 not found (apt-get install apache2)")
 	}
 	const modules = "/usr/lib/apache2/modules"

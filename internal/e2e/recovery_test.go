@@ -162,6 +162,7 @@ func TestHistoryTrimmedWhileAway(t *testing.T) {
 	if n := count(t, p, "while away"); n != 0 {
 		t.Errorf("%d trimmed messages shown", n)
 	}
+	screenshot(t, p, "history-lost.png")
 }
 
 // requestLog records what reached the server: each request's URL, its
@@ -320,4 +321,111 @@ func TestTokenRefreshedOnReconnect(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTokenRefreshedInBand: tokens live three seconds; the client renews
+// its session's token before it expires (op refresh), so the session is
+// never ended with 4001 and the client never reconnects.
+func TestTokenRefreshedInBand(t *testing.T) {
+	secret := []byte("e2e-secret-e2e-secret-e2e-secret")
+	v, err := auth.New(auth.Config{Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var minted atomic.Int32
+	ts := startServerWith(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/test/page":
+				w.Header().Set("Content-Type", "text/html")
+				fmt.Fprint(w, refreshPage)
+			case "/test/token":
+				tok, err := auth.Sign(secret, auth.Identity{UserID: "dee"}, 3*time.Second)
+				if err != nil {
+					http.Error(w, err.Error(), 500)
+					return
+				}
+				minted.Add(1)
+				fmt.Fprint(w, tok)
+			default:
+				h.ServeHTTP(w, r)
+			}
+		})
+	}, func(c *server.Config) { c.Auth = v })
+	b := browser(t)
+	for _, tr := range []string{"websocket", "longpoll"} {
+		t.Run(tr, func(t *testing.T) {
+			ch := "chat:refresh-" + tr
+			p := page(t, b, ts.url("/test/page?transport="+tr))
+			eval[bool](t, p, `window.disconnects = []; window.hotline.addEventListener("disconnect", (e) => window.disconnects.push(e.detail)); true`)
+			waitFor(t, p, `window.hotline.info !== null && window.hotline.info.exp > 0`)
+			session := eval[string](t, p, `window.hotline.info.session`)
+			start := minted.Load()
+			// Past two whole token lifetimes: without a refresh the session
+			// would have been ended twice.
+			waitFor(t, p, fmt.Sprintf(`window.hotline.info.exp > %d`, time.Now().Add(6*time.Second).Unix()))
+			if minted.Load()-start < 2 {
+				t.Fatalf("%d tokens fetched, want at least 2 refreshes", minted.Load()-start)
+			}
+			if got := eval[string](t, p, `window.hotline.info.session`); got != session {
+				t.Fatalf("session changed from %s to %s: the client reconnected", session, got)
+			}
+			if d := eval[string](t, p, `JSON.stringify(window.disconnects)`); d != "[]" {
+				t.Fatalf("disconnect notices: %s", d)
+			}
+			ts.publish(ch, "still here")
+			waitFor(t, p, `window.got.includes("still here")`)
+		})
+	}
+}
+
+// TestRefusedSubscribeReachesPage: a token that may not read a room; the
+// refusal reaches the page (onError), not only the console.
+func TestRefusedSubscribeReachesPage(t *testing.T) {
+	secret := []byte("e2e-secret-e2e-secret-e2e-secret")
+	v, err := auth.New(auth.Config{Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := auth.Sign(secret, auth.Identity{UserID: "eve", Subscribe: []string{"chat:lobby"}}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := startServerWith(t, nil, func(c *server.Config) { c.Auth = v })
+	b := browser(t)
+	p := page(t, b, ts.url("/?transport=websocket&room=secret#token="+token))
+	connected(t, p)
+	sees(t, p, "cannot join chat:secret")
+	text := eval[string](t, p, `[...document.querySelectorAll("#messages li.err")].map(li => li.textContent).join("|")`)
+	if !strings.Contains(text, "not allowed") {
+		t.Fatalf("error line %q, want the server's reason", text)
+	}
+}
+
+// TestDashboardNeedsStatsGrant: with tokens verified, the stats feed is
+// for identities granted stats:*; the dashboard says so instead of
+// staying blank, and works with such a token.
+func TestDashboardNeedsStatsGrant(t *testing.T) {
+	secret := []byte("e2e-secret-e2e-secret-e2e-secret")
+	v, err := auth.New(auth.Config{Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := auth.Sign(secret, auth.Identity{UserID: "fay"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops, err := auth.Sign(secret, auth.Identity{UserID: "ops", Subscribe: []string{"stats:*"}}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := startServerWith(t, nil, func(c *server.Config) { c.Auth = v })
+	b := browser(t)
+	p := page(t, b, ts.url("/dashboard#token="+plain))
+	waitFor(t, p, `document.body.dataset.error === "403"`)
+	if msg := eval[string](t, p, `document.getElementById("error").textContent`); !strings.Contains(msg, "stats:server") {
+		t.Fatalf("dashboard says %q", msg)
+	}
+	p = page(t, b, ts.url("/dashboard#token="+ops))
+	waitFor(t, p, `document.body.dataset.updated !== undefined`)
 }

@@ -89,8 +89,9 @@ export interface HotlineOptions {
   /**
    * A JWT; "" in development mode. Or a function returning one (or a
    * promise of one), called before each connection so that a reconnect
-   * after the token expired uses a fresh one. Never put in a URL unless
-   * tokenInURL.
+   * after the token expired uses a fresh one, and shortly before the
+   * session's token expires, to renew it in band (op refresh) so the
+   * session stays. Never put in a URL unless tokenInURL.
    */
   token?: string | (() => string | Promise<string>);
   /** "auto" (default): WebSocket, then long polling, then ajax polling. */
@@ -141,6 +142,8 @@ export interface ConnectInfo {
   user: string;
   name?: string;
   protocol: string;
+  /** When the session's token expires (Unix seconds); absent if it does not. */
+  exp?: number;
 }
 
 /**

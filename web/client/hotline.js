@@ -44,7 +44,9 @@ export class Hotline extends EventTarget {
   //   token         a JWT, or "" in development mode; or a function that
   //                 returns one (or a promise of one), called before each
   //                 connection, so a reconnect after the token expired
-  //                 uses a fresh one
+  //                 uses a fresh one, and shortly before the session's
+  //                 token expires, to renew it in band (op refresh) and
+  //                 stay connected
   //   transport     "auto", or one of websocket, longpoll, poll
   //   pollInterval  ms between ajax polls
   //   upgradeAfter  ms before a fallback tries WebSocket again
@@ -83,6 +85,7 @@ export class Hotline extends EventTarget {
     this._attempt = 0;
     this._timer = null;
     this._upgradeTimer = null;
+    this._refreshTimer = null;
     this._lastRecv = 0; // when the connection last brought anything
     this._probing = false;
     this._liveTimer = this.idleTimeout > 0 ? setInterval(() => this._checkAlive(), Math.max(250, this.idleTimeout / 4)) : null;
@@ -157,6 +160,7 @@ export class Hotline extends EventTarget {
     clearTimeout(this._timer);
     clearTimeout(this._upgradeTimer);
     clearInterval(this._liveTimer);
+    clearTimeout(this._refreshTimer);
     for (const sub of this._subs.values()) clearTimeout(sub.timer);
     if (this._conn) this._conn.close();
     this._conn = null;
@@ -210,7 +214,12 @@ export class Hotline extends EventTarget {
     this._probing = false;
     this._onServer.clear();
     this._setState("connected");
-    this._request({ op: "connect" }).then((r) => { this.info = r; this._emit(); }).catch(() => {});
+    this._request({ op: "connect" }).then((r) => {
+      if (this._conn !== conn) return;
+      this.info = r;
+      this._scheduleRefresh(conn, r.exp);
+      this._emit();
+    }).catch(() => {});
     for (const sub of this._subs.values()) {
       sub.gen++;
       clearTimeout(sub.timer);
@@ -236,6 +245,36 @@ export class Hotline extends EventTarget {
       return false;
     }
     return this.state !== "closed";
+  }
+
+  // _scheduleRefresh plans an in-band token refresh (op refresh) shortly
+  // before exp (Unix seconds, from the connect or refresh result): the
+  // server ends a session whose token expired (4001). Only with a token
+  // function: a fixed token cannot be renewed.
+  _scheduleRefresh(conn, exp) {
+    clearTimeout(this._refreshTimer);
+    if (!exp || typeof this._tokenSource !== "function") return;
+    const left = exp * 1000 - Date.now();
+    const margin = Math.max(1000, Math.min(30000, left / 10));
+    const at = Math.max(0, left - margin);
+    const max = 2 ** 31 - 1; // setTimeout's limit: look again then
+    this._refreshTimer = setTimeout(() => {
+      if (at > max) this._scheduleRefresh(conn, exp);
+      else this._refresh(conn);
+    }, Math.min(at, max));
+  }
+
+  async _refresh(conn) {
+    if (this._conn !== conn || !(await this._freshToken()) || this._conn !== conn) return;
+    this._call({ op: "refresh", token: this.token }, (r) => {
+      if (this._conn !== conn) return;
+      if (this.info) this.info.exp = r.exp;
+      this._scheduleRefresh(conn, r.exp);
+    }, (err) => {
+      // The session ends at exp (disconnect 4001); the reconnect asks
+      // the token function again.
+      if (this._conn === conn) this._error(Object.assign(err, { op: "refresh" }));
+    });
   }
 
   // _tryUpgrade moves a polling client back to WebSocket when it works.
@@ -291,7 +330,7 @@ export class Hotline extends EventTarget {
     if (!conn || this._probing || Date.now() - this._lastRecv < this.idleTimeout) return;
     this._probing = true;
     this._call({ op: "connect" }, (r) => {
-      if (this._conn === conn) { this._probing = false; this.info = r; }
+      if (this._conn === conn) { this._probing = false; this.info = r; this._scheduleRefresh(conn, r.exp); }
     }, (err) => {
       if (this._conn !== conn) return;
       this._probing = false;
@@ -408,10 +447,11 @@ export class Hotline extends EventTarget {
     if (!this._current(sub, gen)) return;
     sub.state = "idle";
     if (this._conn !== conn) return; // connection lost: the next one subscribes
-    // Refused by the server (403, 400, 404): tell the application. A send
-    // that failed, an overloaded or failing server: try again.
+    // Refused by the server (403, 400, 404, 429 too many subscriptions):
+    // tell the application. A send that failed, a timeout, a failing
+    // server: try again.
     const code = err.code || 0;
-    const retry = !err.reply || code >= 500 || code === 429 || (code === 400 && /already subscribed/.test(err.message));
+    const retry = !err.reply || code >= 500 || (code === 400 && /already subscribed/.test(err.message));
     if (!retry) {
       this._onServer.delete(sub.channel);
       this._error(Object.assign(err, { channel: sub.channel }), sub.handlers);

@@ -102,6 +102,13 @@ async function refreshPresence() {
     people.clear();
     for (const c of res.clients || []) people.set(c.user, c);
     renderPeople();
+    if (res.truncated) {
+      // The server caps presence replies; say how many there are.
+      const li = document.createElement("li");
+      li.className = "muted";
+      li.textContent = `and ${res.total - people.size} more`;
+      $("people").append(li);
+    }
   } catch { /* presence is best effort */ }
 }
 

@@ -59,4 +59,15 @@ h.subscribe("stats:server", {
     last = s;
     document.body.dataset.updated = String(s.time);
   },
+  // Snapshots are cumulative: after lost ones, start the rates afresh
+  // rather than spread a long interval over one point.
+  onRecovery: (r) => { if (!r.recovered) last = null; },
+  onError: (err) => {
+    const why = err.code === 403
+      ? "this token may not read the server's stats: its subscribe claim must name stats:server (or stats:*)"
+      : err.message;
+    $("error").textContent = `No stats: ${why}.`;
+    $("error").hidden = false;
+    document.body.dataset.error = String(err.code || "error");
+  },
 });
