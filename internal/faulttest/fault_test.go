@@ -25,8 +25,8 @@ var (
 	flagDuration = flag.Duration("fault.duration", 30*time.Second, "how long the random schedule injects faults (0: skip TestFaultRandom)")
 	flagRate     = flag.Float64("fault.rate", 100, "publications per second")
 	flagSubs     = flag.Int("fault.subs", 50, "subscribers, spread over the three transports and both nodes")
-	flagFsync    = flag.String("fault.fsync", "always", "Redis appendfsync policy while the append-only file is on: always or everysec\n"+
-		"(everysec may lose acknowledged writes when Redis is killed, and then positions are reused)")
+	flagFsync    = flag.String("fault.fsync", "always", "Redis appendfsync policy while the append-only file is on: always, or\n"+
+		"everysec (Redis's default; one run with it saw acknowledged positions reused after an AOF restart)")
 )
 
 // Test parameters.

@@ -215,9 +215,9 @@ type redisServer struct {
 	port int
 	dir  string
 	aof  bool // the current run writes an append-only file
-	// fsync is the appendfsync policy: "always" loses no acknowledged
-	// write when Redis is killed; "everysec" (Redis's default) may lose
-	// the last second or so.
+	// fsync is the appendfsync policy: "always" writes and syncs each
+	// write before answering it; "everysec" (Redis's default) syncs once a
+	// second and documents that a crash may lose about that much.
 	fsync string
 }
 
