@@ -27,7 +27,8 @@ import (
 
 // Config is the whole configuration of a server. The zero value is a
 // development server: anonymous users, memory broker, same-origin clients,
-// no limits.
+// diagnostics on, no connection limit, and the HTTP and engine limits at
+// their defaults.
 type Config struct {
 	// AllowedOrigins are origin patterns allowed besides the same
 	// origin, for WebSocket and the CORS of the polling endpoints.
@@ -71,7 +72,9 @@ type Config struct {
 	MaxBody int64
 
 	// Auth verifies client tokens; nil means development mode
-	// (auth.Anonymous).
+	// (auth.Anonymous). Unless in development mode, the server lets only
+	// tokens whose subscribe patterns name the stats namespace subscribe
+	// to stats:server.
 	Auth auth.Verifier
 	// APIKey protects /api/ ("Authorization: apikey KEY"); empty
 	// disables the API.
@@ -118,8 +121,8 @@ type Config struct {
 	// 503 with Retry-After. 0 means no limit.
 	MaxWaiting int
 
-	// Web serves the pages (chat, dashboard, hotline.js) at "/"; nil
-	// serves none.
+	// Web serves the pages (chat, dashboard, hotline.js) for GET
+	// requests under "/"; nil serves none.
 	Web http.Handler
 
 	Logger *slog.Logger

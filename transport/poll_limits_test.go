@@ -305,3 +305,29 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestPollCORSFollowsWebSocket: polling allows exactly the origins the
+// WebSocket handshake allows (one rule, ws.OriginAllowed), and an origin
+// allowed only by "*" gets no credentials.
+func TestPollCORSFollowsWebSocket(t *testing.T) {
+	patterns := []string{"https://*.example.com", "*"}
+	ps := newPollServer(t, push.Config{}, &Polling{AllowedOrigins: patterns})
+	tok := pollToken(t, "ann")
+	for _, tc := range []struct {
+		origin string
+		creds  bool
+	}{
+		{"https://app.example.com", true},
+		{"https://evil.test", false},
+	} {
+		code, _, hdr := ps.do(t, "POST", "/poll/open", tok, `{"transport":"poll"}`, "Origin", tc.origin)
+		r, _ := http.NewRequest("GET", ps.URL, nil)
+		r.Header.Set("Origin", tc.origin)
+		if want := ws.OriginAllowed(r, patterns); (code == 200) != want {
+			t.Fatalf("%s: polling %d, WebSocket allows %v", tc.origin, code, want)
+		}
+		if hdr.Get("Access-Control-Allow-Origin") != tc.origin || (hdr.Get("Access-Control-Allow-Credentials") == "true") != tc.creds {
+			t.Fatalf("%s: CORS headers %v, want credentials %v", tc.origin, hdr, tc.creds)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -257,13 +258,26 @@ func TestWaitFollowsConnections(t *testing.T) {
 }
 
 // TestSlowConsumerGetsCloseFirst: a client that stops reading under a
-// steady stream is ended as a slow consumer (1008). Its close frame goes
-// out ahead of the data still queued for it, as soon as the message being
-// written when the session ended is through: when the client reads again
-// it finds the messages already on the wire, then the close 1008, and not
-// the whole queue (1 MiB) first. The client is raw TCP with a small
-// receive buffer that reads nothing until the session has ended.
+// steady stream is ended as a slow consumer (1008). Its close frame (and,
+// in superchat, the disconnect notice) goes out ahead of the data still
+// queued for it, as soon as the message being written when the session
+// ended is through: when the client reads again it finds the messages
+// already on the wire, the notice, then the close 1008, and not the whole
+// queue (1 MiB) first. The client is raw TCP with a small receive buffer
+// that reads nothing until the session has ended.
 func TestSlowConsumerGetsCloseFirst(t *testing.T) {
+	for _, proto := range []string{"chat", "superchat"} {
+		t.Run(proto, func(t *testing.T) { testSlowConsumerGetsCloseFirst(t, proto) })
+	}
+}
+
+// clientText is a masked text frame (key 0: the payload reads as is).
+func clientText(p string) []byte {
+	b := []byte{0x81, 0x80 | 126, byte(len(p) >> 8), byte(len(p)), 0, 0, 0, 0}
+	return append(b, p...)
+}
+
+func testSlowConsumerGetsCloseFirst(t *testing.T, proto string) {
 	srv, e := newWSServer(t, &WebSocket{})
 	nc, err := net.Dial("tcp", srv.Listener.Addr().String())
 	if err != nil {
@@ -272,11 +286,44 @@ func TestSlowConsumerGetsCloseFirst(t *testing.T) {
 	defer nc.Close()
 	nc.(*net.TCPConn).SetReadBuffer(32 << 10)
 	fmt.Fprintf(nc, "GET /chat/flood?token=%s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", pollToken(t, "slow"))
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: %s\r\n\r\n",
+		pollToken(t, "slow"), proto)
 	br := bufio.NewReader(nc)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	// readFrame returns the next frame's opcode and payload.
+	readFrame := func() (byte, []byte) {
+		t.Helper()
+		var h [10]byte
+		if _, err := io.ReadFull(br, h[:2]); err != nil {
+			t.Fatalf("read: %v (no close frame)", err)
+		}
+		n := int64(h[1] & 0x7f)
+		switch n {
+		case 126:
+			io.ReadFull(br, h[2:4])
+			n = int64(binary.BigEndian.Uint16(h[2:4]))
+		case 127:
+			io.ReadFull(br, h[2:10])
+			n = int64(binary.BigEndian.Uint64(h[2:10]))
+		}
+		p := make([]byte, n)
+		if _, err := io.ReadFull(br, p); err != nil {
+			t.Fatal(err)
+		}
+		return h[0] & 0x0f, p
+	}
+	if proto == "superchat" {
+		nc.Write(clientText(`{"id":1,"op":"connect"}`))
+		nc.Write(clientText(`{"id":2,"op":"subscribe","channel":"chat:flood"}`))
+		for {
+			if _, p := readFrame(); strings.HasPrefix(string(p), `{"id":2,`) {
+				break
+			}
+		}
 	}
 
 	// Publish 16 KiB messages until the session is ended as slow.
@@ -296,30 +343,14 @@ func TestSlowConsumerGetsCloseFirst(t *testing.T) {
 	}
 
 	// Now read: data frames, then the close frame.
-	nc.SetReadDeadline(time.Now().Add(20 * time.Second))
-	last, code := 0, 0
+	index := regexp.MustCompile(`(\d+)\|x`)
+	last, code, lastText := 0, 0, ""
 	for code == 0 {
-		var h [10]byte
-		if _, err := io.ReadFull(br, h[:2]); err != nil {
-			t.Fatalf("after message %d of %d: %v (no close frame)", last, published, err)
-		}
-		n := int64(h[1] & 0x7f)
-		switch n {
-		case 126:
-			io.ReadFull(br, h[2:4])
-			n = int64(binary.BigEndian.Uint16(h[2:4]))
-		case 127:
-			io.ReadFull(br, h[2:10])
-			n = int64(binary.BigEndian.Uint64(h[2:10]))
-		}
-		p := make([]byte, n)
-		if _, err := io.ReadFull(br, p); err != nil {
-			t.Fatal(err)
-		}
-		switch h[0] & 0x0f {
+		switch op, p := readFrame(); op {
 		case 0x1:
-			if i, _, ok := strings.Cut(string(p), "|"); ok {
-				last, _ = strconv.Atoi(strings.TrimLeft(i, "\" "))
+			lastText = string(p)
+			if m := index.FindStringSubmatch(lastText); m != nil {
+				last, _ = strconv.Atoi(m[1])
 			}
 		case 0x8:
 			code = int(binary.BigEndian.Uint16(p))
@@ -333,5 +364,8 @@ func TestSlowConsumerGetsCloseFirst(t *testing.T) {
 	// must not all have been written ahead of the close.
 	if last > published-32 {
 		t.Errorf("got message %d of %d before the close: the queue was flushed first", last, published)
+	}
+	if proto == "superchat" && !strings.Contains(lastText, `"disconnect"`) {
+		t.Errorf("last text before the close is not the disconnect notice: %.80s", lastText)
 	}
 }

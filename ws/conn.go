@@ -34,8 +34,9 @@ const closeTimeout = 5 * time.Second
 // Every blocking call takes a ctx, which bounds that call and nothing
 // after it. If the ctx ends before the call is done, the connection is
 // closed (a frame may be half written or half read, so it cannot go on)
-// and the call returns ctx.Err(). A call that returns nil leaves nothing
-// behind for the next one. The frames that the connection writes on its
+// and the call returns ctx.Err(); a ctx that had ended before the call
+// fails it at once and leaves the connection open. A call that returns
+// nil leaves nothing behind for the next one. The frames that the connection writes on its
 // own (pong replies, keepalive pings, the close frame and its echo) are
 // bounded by 5 s each; one that cannot go out in that time closes the
 // connection.
@@ -221,6 +222,19 @@ func (c *Conn) watch(ctx context.Context) (stop func() bool) {
 		return nil
 	}
 	return context.AfterFunc(ctx, c.expire)
+}
+
+// begin starts a caller's call: a ctx that has already ended fails it
+// before it does anything, and leaves the connection as it is (its state
+// is known); otherwise it is watch.
+func (c *Conn) begin(ctx context.Context) (stop func() bool, err error) {
+	if ctx.Done() == nil {
+		return nil, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return c.watch(ctx), nil
 }
 
 // unwatch ends a call started with watch and returns its result. If the

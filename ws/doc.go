@@ -41,8 +41,9 @@
 // Every blocking call takes a ctx, the only time limit of a Conn: it
 // bounds that call and nothing after it. A ctx that ends during a call
 // closes the connection (a frame may be half written or half read) and
-// the call returns ctx.Err(); a call that returns nil leaves the
-// connection as it was, whatever its ctx does afterwards. There are no
+// the call returns ctx.Err() (a ctx that had ended before the call fails
+// it at once, without closing anything); a call that returns nil leaves
+// the connection as it was, whatever its ctx does afterwards. There are no
 // socket deadlines to set or to forget (NetConn keeps net.Conn's, mapped
 // onto the same rule). Frames that the connection writes on its own
 // (pong replies, keepalive pings, the close frame and its echo) are

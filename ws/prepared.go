@@ -70,7 +70,10 @@ func (c *Conn) WritePrepared(ctx context.Context, pm *PreparedMessage) error {
 	if err != nil {
 		return err
 	}
-	stop := c.watch(ctx)
+	stop, err := c.begin(ctx)
+	if err != nil {
+		return err
+	}
 	c.msgMu.Lock()
 	c.armWrite()
 	err = c.disarmWrite(c.writeRaw(frame))

@@ -18,7 +18,10 @@ import (
 // closed and ctx.Err() returned: a read cut in the middle of a frame
 // cannot resume.
 func (c *Conn) ReadMessage(ctx context.Context, buf []byte) (MessageType, []byte, error) {
-	stop := c.watch(ctx)
+	stop, err := c.begin(ctx)
+	if err != nil {
+		return 0, buf, err
+	}
 	c.readMu.Lock()
 	op, buf, err := c.readMessage(buf)
 	c.readMu.Unlock()
@@ -94,9 +97,12 @@ func grow(buf []byte, n int) []byte {
 // ctx bounds the wait for the message and every read from the returned
 // reader, as it bounds ReadMessage.
 func (c *Conn) NextReader(ctx context.Context) (MessageType, io.Reader, error) {
-	stop := c.watch(ctx)
+	stop, err := c.begin(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
 	c.readMu.Lock()
-	err := c.nextReader()
+	err = c.nextReader()
 	c.reader.ctx = ctx
 	op := c.msgOp
 	c.readMu.Unlock()

@@ -197,3 +197,33 @@ func TestWriteTimeout(t *testing.T) {
 		<-c.Done()
 	})
 }
+
+// TestCtxEndedBeforeCall: a ctx that has already ended fails the call
+// before it does anything; the connection, whose state is known, stays
+// open.
+func TestCtxEndedBeforeCall(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := net.Pipe()
+		defer b.Close()
+		go io.Copy(io.Discard, b)
+		c := newConn(a, true, 0)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := c.WriteMessage(ctx, MessageText, []byte("x")); !errors.Is(err, context.Canceled) {
+			t.Errorf("write: %v", err)
+		}
+		if _, _, err := c.ReadMessage(ctx, nil); !errors.Is(err, context.Canceled) {
+			t.Errorf("read: %v", err)
+		}
+		synctest.Wait()
+		select {
+		case <-c.Done():
+			t.Fatal("a ctx that had ended before the call closed the connection")
+		default:
+		}
+		if err := c.WriteMessage(context.Background(), MessageText, []byte("y")); err != nil {
+			t.Fatal(err)
+		}
+		c.CloseNow()
+	})
+}

@@ -15,10 +15,12 @@ func (c *Conn) WriteMessage(ctx context.Context, typ MessageType, p []byte) erro
 		return errors.New("ws: WriteMessage of " + typ.String())
 	}
 	op := opcode(typ)
-	stop := c.watch(ctx)
+	stop, err := c.begin(ctx)
+	if err != nil {
+		return err
+	}
 	c.msgMu.Lock()
 	c.armWrite()
-	var err error
 	if c.deflate != nil && c.deflate.compressWrite(len(p)) {
 		err = c.writeCompressed(op, p)
 	} else {
@@ -35,7 +37,10 @@ func (c *Conn) Ping(ctx context.Context, p []byte) error {
 	if len(p) > maxControlPayload {
 		return errors.New("ws: ping payload longer than 125 bytes")
 	}
-	stop := c.watch(ctx)
+	stop, err := c.begin(ctx)
+	if err != nil {
+		return err
+	}
 	return c.unwatch(ctx, stop, c.writeControl(opPing, p, false))
 }
 
@@ -165,7 +170,10 @@ func (c *Conn) NextWriter(ctx context.Context, typ MessageType) (io.WriteCloser,
 		return nil, errors.New("ws: NextWriter of " + typ.String())
 	}
 	op := opcode(typ)
-	stop := c.watch(ctx)
+	stop, err := c.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
 	c.msgMu.Lock()
 	if err := c.unwatch(ctx, stop, nil); err != nil {
 		c.msgMu.Unlock()

@@ -46,9 +46,11 @@ func (h *droppingHandler) HandlePublication(pub *broker.Publication) {
 }
 
 // TestLiveJumpRecovered: a publication never reaches the node (history
-// still holds it). The page must notice the jump in the live stream (or the
-// server's gap notice, once the engine sends one), recover from history,
-// and show every message once, in order, with onRecovery saying so.
+// still holds it). The engine sees the jump and sends a gap notice
+// ("offset gap") before the next push; the page must recover from
+// history and show every message once, in order, with onRecovery saying
+// so. (The client's own detection of a jump that comes without a notice
+// is held by TestClientScripted.)
 func TestLiveJumpRecovered(t *testing.T) {
 	for _, tr := range []string{"websocket", "longpoll"} {
 		t.Run(tr, func(t *testing.T) {
@@ -99,8 +101,8 @@ func TestLiveJumpRecovered(t *testing.T) {
 					continue
 				}
 				n++
-				if !r.Recovered || (r.Cause != "jump" && r.Cause != "gap") || r.Replayed < 1 {
-					t.Errorf("recovery report %+v: want recovered after a jump or gap, with m5 replayed", r)
+				if !r.Recovered || r.Cause != "gap" || r.Gap["reason"] != "offset gap" || r.Replayed < 1 {
+					t.Errorf("recovery report %+v: want recovered after the server's gap notice (offset gap), with m5 replayed", r)
 				}
 			}
 			if n != 1 {
