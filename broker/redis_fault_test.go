@@ -313,8 +313,9 @@ func TestRedisPublishOutcome(t *testing.T) {
 
 // TestRedisFaults is the broker's fault test: one node publishes steadily
 // to three channels (long history, short history, none) while the other
-// node's Pub/Sub link is killed (CLIENT KILL TYPE pubsub) several times
-// and redis-server is killed and started again without persistence. The
+// node's Pub/Sub link is killed (CLIENT KILL TYPE pubsub) several times,
+// redis-server is stopped for a moment (SIGSTOP) and then killed (SIGKILL)
+// and started again without persistence. The
 // subscribing node must see every publication in order or a HandleGap
 // before each jump: no silent jump, no duplicate.
 //
@@ -407,7 +408,21 @@ func testRedisFaults(t *testing.T, queueSize int, delay time.Duration) {
 		killPubSub()
 		pause()
 	}
-	srv.Stop() // no persistence: every stream is lost
+	// A stall: Redis stopped for a moment, everything waits.
+	if err := syscall.Kill(srv.PID(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	pause()
+	if err := syscall.Kill(srv.PID(), syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	pause()
+	// A crash: killed by PID and started again on the same port, without
+	// persistence, so every stream is lost.
+	if err := syscall.Kill(srv.PID(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop() // reaps it
 	pause()
 	srv.Restart()
 	pause()
