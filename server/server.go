@@ -67,8 +67,10 @@ type Config struct {
 	// MaxHeaderBytes bounds the request line and headers, handshakes
 	// included (431 past it). 0 means 16 KiB.
 	MaxHeaderBytes int
-	// MaxBody bounds a request body (POST /poll/{id}, /api/publish): 413
-	// past it. 0 means ReadLimit + 64 KiB.
+	// MaxBody bounds the body of a polling request (POST /poll/open,
+	// /poll/{id}, which may carry a batch of envelopes): 413 past it. 0
+	// means ReadLimit + 64 KiB. (POST /api/publish carries one message
+	// and takes ReadLimit + 1 KiB.)
 	MaxBody int64
 
 	// Auth verifies client tokens; nil means development mode

@@ -40,7 +40,7 @@ func serve(ctx context.Context, args []string) error {
 	readTimeout := fs.Duration("read-timeout", 10*time.Second, "how long a client may take to send a request's headers and body\n(a held long poll and WebSocket connections are not bound by it)")
 	idleTimeout := fs.Duration("idle-timeout", 30*time.Second, "how long an idle keep-alive HTTP connection is kept between requests")
 	maxHeaderBytes := fs.Int("max-header-bytes", 16<<10, "largest request line and headers, handshakes included; past it 431")
-	maxBody := fs.Int64("max-body", 0, "largest request body (POST /poll/{id}, /api/publish), in bytes; past\nit 413 (0: -read-limit + 64 KiB)")
+	maxBody := fs.Int64("max-body", 0, "largest polling request body (POST /poll/open, /poll/{id}), in bytes;\npast it 413 (0: -read-limit + 64 KiB; POST /api/publish takes one\nmessage: -read-limit + 1 KiB)")
 	publishRate := fs.Float64("publish-rate", 0, "publications per second each user may make, over all of the user's\nsessions (0: no limit)")
 	maxUserSessions := fs.Int("max-user-sessions", 20, "most sessions of one user (a session in its grace period counts); past\nit 429 with Retry-After (negative: no limit)")
 	maxSubscriptions := fs.Int("max-subscriptions", 128, "most channels one session subscribes to; past it a subscribe gets 429")
