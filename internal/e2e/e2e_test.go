@@ -157,7 +157,26 @@ func (ts *testServer) tryPublish(channel, text string) error {
 	return nil
 }
 
-// browser starts headless Chromium for one test.
+// chromium is the one headless Chromium the tests share: starting it is
+// the slowest part of a test. Each test gets its own browser context (as
+// an incognito window: its own cookies, cache and storage), disposed when
+// the test ends.
+var chromium struct {
+	once sync.Once
+	ctx  context.Context
+	stop func()
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if chromium.stop != nil {
+		chromium.stop()
+	}
+	os.Exit(code)
+}
+
+// browser returns a fresh browser context of the shared Chromium.
 func browser(t *testing.T) context.Context {
 	t.Helper()
 	exe, err := exec.LookPath("chromium")
@@ -167,22 +186,36 @@ func browser(t *testing.T) context.Context {
 		}
 		t.Skip("chromium not found; ./test.sh installs it")
 	}
-	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		append(chromedp.DefaultExecAllocatorOptions[:],
-			chromedp.ExecPath(exe),
-			chromedp.NoSandbox,
-			chromedp.Flag("disable-gpu", true),
-			chromedp.Flag("disable-component-update", true),
-			chromedp.Flag("disable-background-networking", true),
-			chromedp.Flag("disable-sync", true),
-			chromedp.Flag("no-first-run", true),
-			chromedp.WindowSize(1100, 700),
-			chromedp.UserDataDir(t.TempDir()),
-		)...)
-	ctx, cancel := chromedp.NewContext(alloc)
-	t.Cleanup(func() { cancel(); cancelAlloc() })
+	chromium.once.Do(func() {
+		dir, err := os.MkdirTemp("", "hotline-e2e-chromium-")
+		if err != nil {
+			chromium.err = err
+			return
+		}
+		alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+			append(chromedp.DefaultExecAllocatorOptions[:],
+				chromedp.ExecPath(exe),
+				chromedp.NoSandbox,
+				chromedp.Flag("disable-gpu", true),
+				chromedp.Flag("disable-component-update", true),
+				chromedp.Flag("disable-background-networking", true),
+				chromedp.Flag("disable-sync", true),
+				chromedp.Flag("no-first-run", true),
+				chromedp.WindowSize(1100, 700),
+				chromedp.UserDataDir(dir),
+			)...)
+		ctx, cancel := chromedp.NewContext(alloc)
+		chromium.ctx = ctx
+		chromium.stop = func() { cancel(); cancelAlloc(); os.RemoveAll(dir) }
+		chromium.err = chromedp.Do(ctx)
+	})
+	if chromium.err != nil {
+		t.Fatalf("start chromium: %v", chromium.err)
+	}
+	ctx, cancel := chromedp.NewContext(chromium.ctx, chromedp.WithNewBrowserContext())
+	t.Cleanup(cancel)
 	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
+		t.Fatalf("new browser context: %v", err)
 	}
 	return ctx
 }

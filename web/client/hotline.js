@@ -254,8 +254,11 @@ export class Hotline extends EventTarget {
   _scheduleRefresh(conn, exp) {
     clearTimeout(this._refreshTimer);
     if (!exp || typeof this._tokenSource !== "function") return;
+    // Renew a fifth of the lifetime before the end (2..30 s: room for the
+    // token function and a round trip), but never sooner than halfway,
+    // so a very short token does not make a tight loop.
     const left = exp * 1000 - Date.now();
-    const margin = Math.max(1000, Math.min(30000, left / 10));
+    const margin = Math.min(left / 2, Math.max(2000, Math.min(30000, left / 5)));
     const at = Math.max(0, left - margin);
     const max = 2 ** 31 - 1; // setTimeout's limit: look again then
     this._refreshTimer = setTimeout(() => {
