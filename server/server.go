@@ -46,6 +46,9 @@ type Config struct {
 	ReadLimit int64
 	// KeepAlive is the WebSocket ping period; 0 disables pings.
 	KeepAlive time.Duration
+	// WriteTimeout bounds the write of one message to a WebSocket client;
+	// past it the client is dropped. 0 means 10s.
+	WriteTimeout time.Duration
 	// MaxConns bounds the connections: live sessions over every
 	// transport (a detached session in its grace period counts) plus
 	// diagnostic connections (/echo, /broadcast). Past it new clients
@@ -316,11 +319,12 @@ func New(cfg Config) (*Server, error) {
 
 	opts := s.acceptOptions()
 	s.websocket = &transport.WebSocket{
-		Engine:    engine,
-		Verifier:  cfg.Auth,
-		Accept:    *opts,
-		Log:       cfg.Logger,
-		OnDeliver: s.metrics.delivered,
+		Engine:       engine,
+		Verifier:     cfg.Auth,
+		Accept:       *opts,
+		Log:          cfg.Logger,
+		OnDeliver:    s.metrics.delivered,
+		WriteTimeout: cfg.WriteTimeout,
 	}
 	s.polling = &transport.Polling{
 		Engine:          engine,

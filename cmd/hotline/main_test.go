@@ -185,12 +185,37 @@ func TestDialCommand(t *testing.T) {
 	}
 }
 
+// TestReadmeNamesEveryFlag: every flag of serve -h is in the README, so
+// that no limit goes undocumented.
+func TestReadmeNamesEveryFlag(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := exec.Command(hotlineBin, "serve", "-h").CombinedOutput()
+	n := 0
+	for line := range strings.Lines(string(out)) {
+		if !strings.HasPrefix(line, "  -") { // a flag's own line, not its help
+			continue
+		}
+		f := strings.Fields(line)
+		n++
+		if !strings.Contains(string(readme), "`"+f[0]+"`") && !strings.Contains(string(readme), "`"+f[0]+" ") {
+			t.Errorf("README.md does not name %s (in backquotes)", f[0])
+		}
+	}
+	if n < 30 {
+		t.Fatalf("found only %d flags in serve -h:\n%s", n, out)
+	}
+}
+
 func TestHelpListsEveryFlag(t *testing.T) {
 	out, _ := exec.Command(hotlineBin, "serve", "-h").CombinedOutput()
 	for _, want := range []string{"-addr", "HOTLINE_ADDR", "-jwt-secret", "-max-conns", "-allowed-origins", "-api-key",
 		"-diagnostics", "-read-timeout", "-idle-timeout", "-max-header-bytes", "-max-body", "-allowed-hosts",
 		"-max-user-sessions", "-max-subscriptions", "-max-batch", "-max-history-reply", "-max-presence-reply",
-		"-idempotency-ttl", "-broker-timeout", "-session-grace", "-max-ended-polls"} {
+		"-idempotency-ttl", "-broker-timeout", "-session-grace", "-max-ended-polls", "-write-timeout",
+		"-redis-queue-size", "-redis-catchups", "-empty-stream-ttl"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("serve -h lacks %s", want)
 		}

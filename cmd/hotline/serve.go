@@ -61,6 +61,10 @@ func serve(ctx context.Context, args []string) error {
 	redisAddr := fs.String("redis-addr", "127.0.0.1:6379", "Redis server for -broker redis (host:port)")
 	redisPassword := fs.String("redis-password", "", "Redis password for -broker redis")
 	redisPrefix := fs.String("redis-prefix", "hotline:", "prefix of hotline's Redis keys and channels")
+	redisQueue := fs.Int("redis-queue-size", broker.DefaultQueueSize, "Pub/Sub messages a node holds for delivery; past it (or past 64 MiB)\nthey are dropped and their channels repaired from history, or\nreported to clients as a gap")
+	redisCatchUps := fs.Int("redis-catchups", broker.DefaultCatchUps, "history reads that repair delivery gaps at one time")
+	emptyStreamTTL := fs.Duration("empty-stream-ttl", broker.DefaultEmptyStreamTTL, "how long a channel stream with nothing in its history is kept after\nits last publication; its next publication then starts a new epoch")
+	writeTimeout := fs.Duration("write-timeout", 10*time.Second, "how long the write of one message to a WebSocket client may take;\npast it the client is dropped")
 	var nsFlags stringList
 	fs.Var(&nsFlags, "namespace", "channel namespace options, repeatable:\nNAME:history=N,ttl=D,bytes=SIZE,presence,joinleave,publish (e.g.\nnews:history=100,ttl=10m,presence); history keeps at most bytes=\n(default 1MiB; 0: no bound); chat, stats and bench exist by default,\nand channels in other namespaces are refused")
 	apiKey := fs.String("api-key", "", "key for the server API (/api/publish, /api/presence, /api/history),\nsent as 'Authorization: apikey KEY'; empty disables the API")
@@ -83,11 +87,21 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	var b broker.Broker // nil: the server's memory broker
+	var b broker.Broker
 	switch *brokerName {
 	case "memory":
+		m := broker.NewMemoryConfig(broker.MemoryConfig{EmptyStreamTTL: *emptyStreamTTL})
+		defer m.Close(context.Background())
+		b = m
 	case "redis":
-		r, err := broker.NewRedis(broker.RedisConfig{Addr: *redisAddr, Password: *redisPassword, Prefix: *redisPrefix})
+		r, err := broker.NewRedis(broker.RedisConfig{
+			Addr:           *redisAddr,
+			Password:       *redisPassword,
+			Prefix:         *redisPrefix,
+			QueueSize:      *redisQueue,
+			CatchUps:       *redisCatchUps,
+			EmptyStreamTTL: *emptyStreamTTL,
+		})
 		if err != nil {
 			return fmt.Errorf("-broker redis: %w", err)
 		}
@@ -118,6 +132,7 @@ func serve(ctx context.Context, args []string) error {
 		Compress:        *compress,
 		ReadLimit:       *readLimit,
 		KeepAlive:       *keepAlive,
+		WriteTimeout:    *writeTimeout,
 		MaxConns:        *maxConns,
 		Namespaces:      ns,
 		Broker:          b,
