@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -433,4 +435,34 @@ func TestDashboardNeedsStatsGrant(t *testing.T) {
 	}
 	p = page(t, b, ts.url("/dashboard#token="+ops))
 	waitFor(t, p, `document.body.dataset.updated !== undefined`)
+}
+
+// TestJoinEmptyRoomMissesNothing: the chat page reads a room's history,
+// then subscribes. A publication that lands between the two, in a room
+// that had no stream yet ({"",0}), must still be shown: the page
+// subscribes from where the history ended, so it is replayed.
+func TestJoinEmptyRoomMissesNothing(t *testing.T) {
+	var ts *testServer
+	var published atomic.Bool
+	ts = startServerWith(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == "POST" && strings.HasPrefix(r.URL.Path, "/poll/") && r.URL.Path != "/poll/open" && !published.Load() {
+				body, _ := io.ReadAll(r.Body)
+				r.Body = io.NopCloser(bytes.NewReader(body))
+				if bytes.Contains(body, []byte(`"op":"subscribe"`)) && published.CompareAndSwap(false, true) {
+					if err := ts.tryPublish("chat:empty", "in between"); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+			h.ServeHTTP(w, r)
+		})
+	}, nil)
+	b := browser(t)
+	p := page(t, b, ts.url("/?transport=longpoll&room=empty"))
+	connected(t, p)
+	sees(t, p, "in between")
+	if n := count(t, p, "in between"); n != 1 {
+		t.Fatalf("shown %d times, want once", n)
+	}
 }

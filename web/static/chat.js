@@ -130,7 +130,10 @@ async function join(r) {
   try {
     const hist = await h.history(channel, { limit: 50, reverse: true });
     for (const p of (hist.publications || []).reverse()) show(p);
-    if (hist.epoch) since = { epoch: hist.epoch, offset: hist.offset };
+    // Subscribe from exactly where the history ends, even for a room with
+    // no stream yet ({"",0}): what is published in between is replayed,
+    // not missed.
+    since = { epoch: hist.epoch || "", offset: hist.offset || 0 };
   } catch (err) {
     line("sys", "", `history unavailable: ${err.message}`);
   }
