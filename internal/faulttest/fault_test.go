@@ -56,6 +56,7 @@ type harness struct {
 	pubHC  *http.Client
 
 	idempotent bool
+	commit     string // HEAD when the binary was built
 
 	mu     sync.Mutex
 	phases []phase
@@ -85,7 +86,8 @@ func newHarness(t *testing.T, seed uint64, dir string) *harness {
 	tmp := t.TempDir()
 	built := time.Now()
 	bin := buildBinary(t, root, tmp)
-	t.Logf("built cmd/hotline in %.1fs", time.Since(built).Seconds())
+	h.commit = gitHead()
+	t.Logf("built cmd/hotline at %s in %.1fs", h.commit, time.Since(built).Seconds())
 	portRNG := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid())))
 
 	rp, err := freePort(portRNG)
@@ -328,7 +330,7 @@ func (h *harness) run(faults func(ctx context.Context)) {
 	rep := classify(recs, views, phases)
 
 	var out bytes.Buffer
-	fmt.Fprintf(&out, "%s  seed %d  %s  commit %s\n", t.Name(), h.seed, time.Now().UTC().Format(time.RFC3339), gitHead())
+	fmt.Fprintf(&out, "%s  seed %d  %s  commit %s\n", t.Name(), h.seed, time.Now().UTC().Format(time.RFC3339), h.commit)
 	fmt.Fprintf(&out, "%d subscribers (%v over 2 nodes, channels %v), %.0f publications/s, Redis appendfsync %s, idempotency keys honored: %v\n",
 		len(subs), transports, channels, *flagRate, *flagFsync, h.idempotent)
 	fmt.Fprintf(&out, "connections made: %v; all caught up at the end: %v\n", connects, drained)
