@@ -22,18 +22,7 @@ import (
 // hotline serve) on a loopback port and returns the address.
 func serveReal(t *testing.T, cfg Config) (*Server, string) {
 	t.Helper()
-	cfg.StatsInterval = -1
-	if cfg.Auth == nil {
-		v, err := auth.New(auth.Config{Secret: secret})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Auth = v
-	}
-	srv, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := newServer(t, cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -18,8 +18,9 @@ import (
 
 var secret = []byte("0123456789abcdef0123456789abcdef")
 
-// start runs a server for one test and returns its base URL.
-func start(t *testing.T, cfg Config) (*Server, string) {
+// newServer returns a server for one test: no stats ticker, and HS256
+// tokens signed with secret unless cfg says otherwise.
+func newServer(t *testing.T, cfg Config) *Server {
 	t.Helper()
 	cfg.StatsInterval = -1
 	if cfg.Auth == nil {
@@ -33,6 +34,13 @@ func start(t *testing.T, cfg Config) (*Server, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return srv
+}
+
+// start runs a server for one test and returns its base URL.
+func start(t *testing.T, cfg Config) (*Server, string) {
+	t.Helper()
+	srv := newServer(t, cfg)
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
