@@ -1,8 +1,6 @@
 package transport
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"net/http"
 	"strconv"
@@ -82,12 +80,4 @@ func connectError(w http.ResponseWriter, err error) {
 	default:
 		http.Error(w, "cannot open a session", http.StatusInternalServerError)
 	}
-}
-
-// LogID is what logs show of a session id: the id is a bearer credential
-// for polling, so logs carry the first 48 bits of its SHA-256 instead,
-// enough to follow one session through a log and useless to continue it.
-func LogID(id string) string {
-	h := sha256.Sum256([]byte(id))
-	return hex.EncodeToString(h[:6])
 }

@@ -343,7 +343,7 @@ func (p *Polling) open(w http.ResponseWriter, r *http.Request) {
 		}
 	})
 	p.mu.Unlock()
-	p.log.Debug("poll: session opened", "session", LogID(s.ID()), "transport", req.Transport, "remote", r.RemoteAddr)
+	p.log.Debug("poll: session opened", "session", push.LogID(s.ID()), "transport", req.Transport, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, map[string]string{"session": s.ID(), "protocol": "superchat"})
 }
 
@@ -382,7 +382,7 @@ func (p *Polling) bury(id string, ps *pollSession) {
 	delete(p.polls, id)
 	p.tombs[id] = t
 	t.elem = p.order.PushBack(t)
-	p.log.Debug("poll: session ended, queue freed", "session", LogID(id), "code", d.Code, "reason", d.Reason)
+	p.log.Debug("poll: session ended, queue freed", "session", push.LogID(id), "code", d.Code, "reason", d.Reason)
 	for len(p.tombs) > p.maxEnded() {
 		p.dropLocked(p.order.Front().Value.(*tombstone))
 	}

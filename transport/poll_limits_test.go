@@ -284,7 +284,7 @@ func TestPollLogsNoSessionID(t *testing.T) {
 	if strings.Contains(logs, id) {
 		t.Fatalf("the session id is in the logs:\n%s", logs)
 	}
-	if !strings.Contains(logs, LogID(id)) {
+	if !strings.Contains(logs, push.LogID(id)) {
 		t.Fatalf("the session's LogID is not in the logs:\n%s", logs)
 	}
 }
