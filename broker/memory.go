@@ -152,7 +152,7 @@ func (m *Memory) stream(channel string, create bool) (*stream, Handler, bool, er
 		return nil, nil, false, ErrClosed
 	}
 	if st, ok = m.streams[channel]; !ok {
-		st = &stream{epoch: newEpoch(), last: time.Now()}
+		st = &stream{epoch: NewEpoch(), last: time.Now()}
 		m.streams[channel] = st
 	}
 	return st, m.handler, m.subs[channel] > 0, nil
@@ -238,7 +238,7 @@ func (m *Memory) Publish(ctx context.Context, channel string, data json.RawMessa
 	now := time.Now()
 	idem := ""
 	if opts.IdempotencyKey != "" {
-		idem = idemID(opts.IdempotencyKey)
+		idem = IdempotencyID(opts.IdempotencyKey)
 		st.trimIdem(now, 0)
 		if e, ok := st.idem[idem]; ok && now.Before(e.expires) {
 			return e.pos, nil
@@ -523,8 +523,8 @@ func (m *Memory) Close(ctx context.Context) error {
 	return nil
 }
 
-// newEpoch returns a short random stream name.
-func newEpoch() string {
+// NewEpoch returns a short random stream name.
+func NewEpoch() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:]) // never fails (crypto/rand docs)
 	return base64.RawURLEncoding.EncodeToString(b[:])

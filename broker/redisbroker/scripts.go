@@ -1,15 +1,17 @@
-package broker
+package redisbroker
 
 import (
 	"encoding/json"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/hotline-rt/hotline/broker"
 )
 
 // This file holds what the Redis broker stores and how: the Lua scripts
 // that run each operation atomically on the server, and the JSON codecs of
-// what they store. The Pub/Sub state machine is in redis_pubsub.go.
+// what they store. The Pub/Sub state machine is in pubsub.go.
 //
 // A stream is two keys: meta (a hash: epoch, offset, ttl = the history TTL
 // in ms set by the latest publication, bytes = the total size of the
@@ -231,22 +233,22 @@ return out
 // wirePublication is a publication as stored and sent: JSON, with the time
 // in Unix microseconds.
 type wirePublication struct {
-	Epoch   string          `json:"epoch"`
-	Offset  uint64          `json:"offset"`
-	Time    int64           `json:"time"`
-	Channel string          `json:"channel"`
-	Data    json.RawMessage `json:"data"`
-	Info    *ClientInfo     `json:"info"`
+	Epoch   string             `json:"epoch"`
+	Offset  uint64             `json:"offset"`
+	Time    int64              `json:"time"`
+	Channel string             `json:"channel"`
+	Data    json.RawMessage    `json:"data"`
+	Info    *broker.ClientInfo `json:"info"`
 }
 
-func decodePublication(b []byte) (*Publication, error) {
+func decodePublication(b []byte) (*broker.Publication, error) {
 	var w wirePublication
 	if err := json.Unmarshal(b, &w); err != nil {
 		return nil, err
 	}
-	return &Publication{
+	return &broker.Publication{
 		Channel:  w.Channel,
-		Position: Position{Epoch: w.Epoch, Offset: w.Offset},
+		Position: broker.Position{Epoch: w.Epoch, Offset: w.Offset},
 		Data:     w.Data,
 		Info:     w.Info,
 		Time:     time.UnixMicro(w.Time),
@@ -255,15 +257,15 @@ func decodePublication(b []byte) (*Publication, error) {
 
 // wireEvent is a join or leave on the ev: Pub/Sub channel.
 type wireEvent struct {
-	Join bool       `json:"join"`
-	Info ClientInfo `json:"info"`
+	Join bool              `json:"join"`
+	Info broker.ClientInfo `json:"info"`
 }
 
 // wirePresence is a presence entry as stored: expires is Unix milliseconds
 // by the Redis server's clock.
 type wirePresence struct {
-	Info    ClientInfo `json:"info"`
-	Expires int64      `json:"expires"`
+	Info    broker.ClientInfo `json:"info"`
+	Expires int64             `json:"expires"`
 }
 
 func ms(d time.Duration) int64 {
