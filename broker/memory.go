@@ -373,53 +373,24 @@ func (m *Memory) History(ctx context.Context, channel string, req HistoryRequest
 		return HistoryResult{}, err
 	}
 	if st == nil {
-		if s := req.Since; s != nil && *s != (Position{}) {
-			return HistoryResult{}, ErrEpochChanged
-		}
-		return HistoryResult{}, nil
+		_, _, err := Window("", 0, 1, req)
+		return HistoryResult{}, err
 	}
 	defer st.mu.Unlock()
 	st.trim(time.Now())
 	res := HistoryResult{Top: Position{Epoch: st.epoch, Offset: st.offset}}
 	first := st.offset - uint64(len(st.pubs)) + 1 // offset of st.pubs[0]
-	lo, hi := 0, len(st.pubs)                     // candidates st.pubs[lo:hi]
-	if s := req.Since; s != nil {
-		since := *s
-		if since == (Position{}) {
-			since.Epoch = st.epoch // before the first publication
-		}
-		if since.Epoch != st.epoch || since.Offset > st.offset {
-			return res, ErrEpochChanged
-		}
+	lo, hi, err := Window(st.epoch, st.offset, first, req)
+	if err != nil || lo > hi {
+		return res, err
+	}
+	out := make([]*Publication, hi-lo+1)
+	for i := range out {
 		if req.Reverse {
-			// Publications before since.Offset: paging back needs
-			// no completeness, what is kept is what there is.
-			if since.Offset <= first {
-				hi = 0
-			} else {
-				hi = int(since.Offset - first)
-			}
+			out[i] = st.pubs[hi-first-uint64(i)]
 		} else {
-			if since.Offset+1 < first {
-				return res, ErrHistoryTrimmed
-			}
-			lo = int(since.Offset + 1 - first)
+			out[i] = st.pubs[lo-first+uint64(i)]
 		}
-	}
-	n := hi - lo
-	if req.Limit >= 0 && req.Limit < n {
-		n = req.Limit
-	}
-	if n <= 0 {
-		return res, nil
-	}
-	out := make([]*Publication, n)
-	if req.Reverse {
-		for i := range out {
-			out[i] = st.pubs[hi-1-i]
-		}
-	} else {
-		copy(out, st.pubs[lo:lo+n])
 	}
 	res.Publications = out
 	return res, nil

@@ -318,69 +318,80 @@ func (r *Broker) event(ctx context.Context, channel string, info broker.ClientIn
 	return nil
 }
 
-// History implements Broker, with the same answers and errors as Memory.
-// The script selects the range; only the publications returned travel. A
-// publication older than the stream's history TTL (as of its latest
-// publication) counts as trimmed.
+// History implements Broker, with the same answers and errors as Memory:
+// both select with broker.Window. It takes two round trips (where the
+// stream is, then the range selected), each a script; only the
+// publications returned travel. A publication older than the stream's
+// history TTL (as of its latest publication) counts as trimmed. If the
+// range was trimmed between the two, the read starts over (a few times).
 func (r *Broker) History(ctx context.Context, channel string, req broker.HistoryRequest) (broker.HistoryResult, error) {
 	if r.isClosed() {
 		return broker.HistoryResult{}, broker.ErrClosed
 	}
-	hasSince, se, so := "0", "", uint64(0)
-	if req.Since != nil {
-		hasSince, se, so = "1", req.Since.Epoch, req.Since.Offset
-	}
-	reverse := "0"
-	if req.Reverse {
-		reverse = "1"
-	}
-	raw, err := historyScript.Run(ctx, r.client,
-		[]string{r.metaKey(channel), r.historyKey(channel)},
-		hasSince, se, so, req.Limit, reverse,
-	).StringSlice()
-	if err != nil {
-		return broker.HistoryResult{}, fmt.Errorf("broker: redis history of %s: %w", channel, err)
-	}
-	if len(raw) < 3 {
-		return broker.HistoryResult{}, fmt.Errorf("broker: redis history of %s: short reply", channel)
-	}
-	top, err := strconv.ParseUint(raw[1], 10, 64)
-	if err != nil {
-		return broker.HistoryResult{}, fmt.Errorf("broker: redis history of %s: %w", channel, err)
-	}
-	res := broker.HistoryResult{Top: broker.Position{Epoch: raw[0], Offset: top}}
-	switch raw[2] {
-	case "ok":
-	case "epoch":
-		return res, broker.ErrEpochChanged
-	case "trimmed":
-		return res, broker.ErrHistoryTrimmed
-	default:
-		return res, fmt.Errorf("broker: redis history of %s: status %q", channel, raw[2])
-	}
-	items := raw[3:]
-	if len(items) == 0 {
-		return res, nil
-	}
-	out := make([]*broker.Publication, len(items))
-	var prev *broker.Publication
-	for i, s := range items {
-		p, err := decodePublication([]byte(s))
+	keys := []string{r.metaKey(channel), r.historyKey(channel)}
+	for range historyTries {
+		meta, err := historyMetaScript.Run(ctx, r.client, keys).Slice()
+		if err != nil {
+			return broker.HistoryResult{}, fmt.Errorf("broker: redis history of %s: %w", channel, err)
+		}
+		epoch, top, first, ok := historyMeta(meta)
+		if !ok {
+			return broker.HistoryResult{}, fmt.Errorf("broker: redis history of %s: unexpected reply %v", channel, meta)
+		}
+		res := broker.HistoryResult{Top: broker.Position{Epoch: epoch, Offset: top}}
+		lo, hi, err := broker.Window(epoch, top, first, req)
+		if err != nil || lo > hi {
+			return res, err
+		}
+		raw, err := historyRangeScript.Run(ctx, r.client, keys, epoch, lo, hi).StringSlice()
 		if err != nil {
 			return res, fmt.Errorf("broker: redis history of %s: %w", channel, err)
 		}
-		if p.Epoch != res.Top.Epoch || p.Channel != channel || (prev != nil && p.Offset != prev.Offset+1) {
-			return res, fmt.Errorf("broker: redis history of %s: inconsistent store at %s/%d", channel, p.Epoch, p.Offset)
+		if len(raw) == 0 || raw[0] != "ok" {
+			continue // trimmed (or a new epoch) meanwhile: read again
 		}
-		prev = p
-		j := i
-		if req.Reverse {
-			j = len(items) - 1 - i
+		items := raw[1:]
+		if uint64(len(items)) != hi-lo+1 {
+			return res, fmt.Errorf("broker: redis history of %s: %d publications for [%d, %d]", channel, len(items), lo, hi)
 		}
-		out[j] = p
+		out := make([]*broker.Publication, len(items))
+		for i, s := range items {
+			p, err := decodePublication([]byte(s))
+			if err != nil {
+				return res, fmt.Errorf("broker: redis history of %s: %w", channel, err)
+			}
+			if p.Epoch != epoch || p.Channel != channel || p.Offset != lo+uint64(i) {
+				return res, fmt.Errorf("broker: redis history of %s: inconsistent store at %s/%d", channel, p.Epoch, p.Offset)
+			}
+			j := i
+			if req.Reverse {
+				j = len(items) - 1 - i
+			}
+			out[j] = p
+		}
+		res.Publications = out
+		return res, nil
 	}
-	res.Publications = out
-	return res, nil
+	return broker.HistoryResult{}, fmt.Errorf("broker: redis history of %s: trimmed while read %d times", channel, historyTries)
+}
+
+// historyTries bounds the reads of History when its range is trimmed
+// between its two round trips (publications arrive faster than a round
+// trip, on a short history).
+const historyTries = 3
+
+// historyMeta decodes historyMetaScript's reply.
+func historyMeta(v []any) (epoch string, top, first uint64, ok bool) {
+	if len(v) != 3 {
+		return "", 0, 0, false
+	}
+	epoch, ok1 := v[0].(string)
+	t, ok2 := v[1].(int64)
+	f, ok3 := v[2].(int64)
+	if !ok1 || !ok2 || !ok3 || t < 0 || f < 1 {
+		return "", 0, 0, false
+	}
+	return epoch, uint64(t), uint64(f), true
 }
 
 // AddPresence implements Broker.
