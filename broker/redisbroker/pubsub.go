@@ -338,7 +338,9 @@ func (ps *pubsub) receive(l *link, conn *redis.PubSub) {
 				continue
 			}
 			// go-redis reconnects and subscribes every channel
-			// again on the next Receive.
+			// again on the next Receive (in a cluster, on the
+			// slot's owner in a freshly loaded slot map).
+			ps.r.reloadOnError(err)
 			retry.Reset(100 * time.Millisecond)
 			select {
 			case <-ps.r.done:

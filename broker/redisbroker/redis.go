@@ -260,6 +260,11 @@ func New(cfg Config) (*Broker, error) {
 				ReadTimeout:  cfg.Timeout,
 				WriteTimeout: cfg.Timeout,
 				MaxRetries:   -1,
+				// go-redis reloads the slot map on MOVED, not when
+				// a master stops answering: a short interval finds
+				// the promoted replica soon (and failed calls ask
+				// for a reload at once, see reloadOnError).
+				ClusterStateReloadInterval: clusterReload,
 			})
 			r.client = r.cluster
 			err = r.cluster.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
@@ -285,6 +290,20 @@ func New(cfg Config) (*Broker, error) {
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.ps.init(r, cfg.QueueSize, cfg.QueueBytes, cfg.CatchUps, cfg.PingInterval)
 	return r, nil
+}
+
+// clusterReload is the cluster client's slot map reload interval.
+const clusterReload = time.Second
+
+// reloadOnError asks a cluster client for a fresh slot map after a call
+// failed without a Redis reply (the master may be gone, and its replica
+// promoted); it returns err.
+func (r *Broker) reloadOnError(err error) error {
+	var rerr redis.Error
+	if err != nil && r.cluster != nil && !errors.As(err, &rerr) {
+		r.cluster.ReloadState(context.Background())
+	}
+	return err
 }
 
 // options are the connection options of one server.
@@ -498,7 +517,7 @@ func (r *Broker) Publish(ctx context.Context, channel string, data json.RawMessa
 		res, err = publishScript.Run(ctx, r.client, keys, args...).Slice()
 	}
 	if err != nil {
-		return broker.Position{}, publishError(channel, err)
+		return broker.Position{}, publishError(channel, r.reloadOnError(err))
 	}
 	if len(res) != 3 {
 		return broker.Position{}, fmt.Errorf("broker: redis publish to %s: unexpected reply %v", channel, res)
@@ -618,6 +637,7 @@ func (r *Broker) History(ctx context.Context, channel string, req broker.History
 	for range historyTries {
 		meta, err := historyMetaScript.Run(ctx, r.client, keys).Slice()
 		if err != nil {
+			r.reloadOnError(err)
 			return broker.HistoryResult{}, fmt.Errorf("broker: redis history of %s: %w", channel, err)
 		}
 		epoch, top, first, ok := historyMeta(meta)
