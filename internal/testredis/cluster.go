@@ -301,4 +301,3 @@ func (s *Sentinel) MasterAddr() string {
 	}
 	return ""
 }
-
