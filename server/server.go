@@ -338,6 +338,7 @@ func New(cfg Config) (*Server, error) {
 		MaxEnded:        cfg.MaxEndedPolls,
 		Log:             cfg.Logger,
 		OnDeliver:       s.metrics.delivered,
+		Takeover:        s.websocket.Takeover, // client: a session moved off a WebSocket
 	}
 	opts.Subprotocols = transport.Subprotocols
 
