@@ -257,7 +257,7 @@ func StartSentinel(t testing.TB) *Sentinel {
 		s.Sentinels = append(s.Sentinels, startProc(t, func(port int) []string {
 			conf := filepath.Join(dir, fmt.Sprintf("sentinel-%d-%d.conf", i, port))
 			text := fmt.Sprintf("port %d\nbind 127.0.0.1\nsentinel monitor %s 127.0.0.1 %d 2\n"+
-				"sentinel down-after-milliseconds %s %d\nsentinel failover-timeout %s 10000\n",
+				"sentinel down-after-milliseconds %s %d\nsentinel failover-timeout %s 3000\n",
 				port, SentinelMaster, s.Master.Port, SentinelMaster, NodeTimeout/time.Millisecond, SentinelMaster)
 			if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 				t.Fatal(err)
