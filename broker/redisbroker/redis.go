@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -175,9 +176,11 @@ const redisDialTimeout = 5 * time.Second
 // fails if the server (every cluster master, or the master Sentinel names)
 // does not answer PING.
 func New(cfg Config) (*Broker, error) {
-	addrs := cfg.Addrs
+	// go-redis appends to the address slice it is given: each client
+	// gets its own copy, so brokers made from one Config share nothing.
+	addrs := slices.Clip(slices.Clone(cfg.Addrs))
 	if cfg.Addr != "" {
-		addrs = append([]string{cfg.Addr}, addrs...)
+		addrs = slices.Clip(append([]string{cfg.Addr}, addrs...))
 	}
 	sentinel := len(cfg.SentinelAddrs) > 0 || cfg.SentinelMaster != ""
 	switch {
@@ -228,7 +231,7 @@ func New(cfg Config) (*Broker, error) {
 		r.mode = "sentinel"
 		r.single = redis.NewFailoverClient(&redis.FailoverOptions{
 			MasterName:       cfg.SentinelMaster,
-			SentinelAddrs:    cfg.SentinelAddrs,
+			SentinelAddrs:    slices.Clip(slices.Clone(cfg.SentinelAddrs)),
 			SentinelPassword: cfg.SentinelPassword,
 			Username:         cfg.Username,
 			Password:         cfg.Password,
