@@ -147,6 +147,19 @@ const (
 // between the Pub/Sub reader and the Handler overflows. Join and leave
 // events lost meanwhile are not repaired; presence itself is stored and
 // refreshed, so a presence read is right again once the server is back.
+//
+// # Failover
+//
+// When a master fails (Sentinel or Cluster promotes its replica), calls to
+// it fail until the new master is found: with a dial error (not published,
+// the API's 503) or, for a command that was sent, ErrOutcomeUnknown (504).
+// A cluster client reloads its slot map every second while in use and at
+// once after such a failure; a Sentinel client asks the Sentinels. The
+// Pub/Sub links reconnect to the new master and every channel is caught up
+// from history, as after any reconnect. Redis replicates asynchronously:
+// a publication acknowledged just before the master died may be missing
+// on the promoted replica, which then gives its offset to the next
+// publication. Set MinReplicas to acknowledge only what a replica has.
 type Broker struct {
 	client   redis.UniversalClient
 	single   *redis.Client        // client when it is one server or Sentinel's master
