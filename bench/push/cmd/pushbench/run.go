@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -242,8 +243,10 @@ func (s *session) phase(rate float64, dur time.Duration) (row, error) {
 	return r, nil
 }
 
+// loadCPU is the CPU time of the load generator: the workers and this
+// process, which publishes.
 func (s *session) loadCPU() time.Duration {
-	var t time.Duration
+	t, _ := procCPU(os.Getpid())
 	for _, pid := range s.wk.pids() {
 		c, _ := procCPU(pid)
 		t += c
