@@ -31,7 +31,7 @@ func (r *results) writeSVG(w io.Writer) error {
 	// fan-out p99 at the highest rate, by size
 	if len(p.FanoutRates) > 0 {
 		rate := p.FanoutRates[len(p.FanoutRates)-1]
-		c := chart{title: fmt.Sprintf("Fan-out p99 at %g msg/s (ms)", rate), format: func(v float64) string { return num(v) }}
+		c := chart{title: fmt.Sprintf("Fan-out p99 at %g msg/s, ms (lower is better)", rate), format: func(v float64) string { return num(v) }}
 		for _, n := range p.FanoutSizes {
 			c.groups = append(c.groups, fmt.Sprintf("%d subs", n))
 		}
@@ -55,9 +55,9 @@ func (r *results) writeSVG(w io.Writer) error {
 		return c
 	}
 	charts = append(charts,
-		single("Saturation: deliveries/s on one core", "saturation", func(x row) (float64, bool) { return x.DeliveriesPerSec, true }, kilo),
-		single("Idle memory per subscribed client (KiB)", "idle", func(x row) (float64, bool) { return x.RSSPerClient / 1024, true }, func(v float64) string { return fmt.Sprintf("%.1f", v) }),
-		single(fmt.Sprintf("Connect storm: %d clients (s)", p.StormClients), "storm", func(x row) (float64, bool) { return x.ConnectSeconds, true }, func(v float64) string { return fmt.Sprintf("%.2f", v) }),
+		single("Saturation: deliveries/s on one core (higher is better)", "saturation", func(x row) (float64, bool) { return x.DeliveriesPerSec, true }, kilo),
+		single("Idle memory per client, KiB (lower is better)", "idle", func(x row) (float64, bool) { return x.RSSPerClient / 1024, true }, func(v float64) string { return fmt.Sprintf("%.1f", v) }),
+		single(fmt.Sprintf("Connect storm, %d clients: s (lower is better)", p.StormClients), "storm", func(x row) (float64, bool) { return x.ConnectSeconds, true }, func(v float64) string { return fmt.Sprintf("%.2f", v) }),
 	)
 	bw := bufio.NewWriter(w)
 	cols := 2
@@ -87,7 +87,7 @@ func drawChart(w io.Writer, x0, y0 int, c chart) {
 	left, top := float64(x0+chartL), float64(y0+chartT)
 	pw, ph := float64(chartW-chartL-chartR), float64(chartH-chartT-chartB)
 	bottom := top + ph
-	fmt.Fprintf(w, `<text x="%g" y="%d" text-anchor="middle" font-size="14" font-weight="bold">%s</text>`+"\n", left+pw/2, y0+30, esc(c.title))
+	fmt.Fprintf(w, `<text x="%g" y="%d" text-anchor="middle" font-size="12" font-weight="bold">%s</text>`+"\n", float64(x0+chartW/2), y0+30, esc(c.title))
 	top0 := 0.0
 	for _, vs := range c.values {
 		for _, v := range vs {
