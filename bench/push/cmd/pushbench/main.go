@@ -49,8 +49,26 @@ func benchMain(args []string) error {
 	readme := fs.String("readme", "push/README.md", "file whose results section (between the pushbench markers) is replaced by a full run's table; empty: none")
 	serverCPU := fs.String("server-cpu", "0", "CPU list the servers are pinned to (taskset -c); empty: not pinned")
 	loadCPU := fs.String("load-cpu", "1", "CPU list of the load generator processes; empty: not pinned")
+	report := fs.String("report", "", "run nothing: write the table, plot and README section again from this results file (MODE.json)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *report != "" {
+		b, err := os.ReadFile(*report)
+		if err != nil {
+			return err
+		}
+		var res results
+		if err := json.Unmarshal(b, &res); err != nil {
+			return fmt.Errorf("%s: %w", *report, err)
+		}
+		if err := res.write(*out); err != nil {
+			return err
+		}
+		if *readme != "" && res.Plan.Mode == "full" {
+			return res.updateReadme(*readme, *out)
+		}
+		return nil
 	}
 	p := fullPlan
 	if *quick {
@@ -84,7 +102,7 @@ func benchMain(args []string) error {
 		return cmd.Run()
 	}
 
-	res := &results{Run: runID(), Started: time.Now(), Plan: p, Machine: machine(),
+	res := &results{Run: runID(), Started: time.Now(), Plan: p, Machine: machine(), LoadAvg: [2]float64{loadAvg(), 0}, CPUs: [2]string{*serverCPU, *loadCPU},
 		Command: "cd bench && go run ./push/cmd/pushbench " + strings.Join(args, " ")}
 	o := &orch{env: e, plan: p, serverCPU: *serverCPU, loadCPU: *loadCPU, run: res.Run,
 		hc:   &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}},
@@ -137,6 +155,7 @@ func benchMain(args []string) error {
 		}
 	}
 	res.Seconds = time.Since(res.Started).Seconds()
+	res.LoadAvg[1] = loadAvg()
 	if err := res.write(*out); err != nil {
 		return err
 	}
@@ -181,6 +200,14 @@ func machine() string {
 		s += ", Linux " + strings.TrimSpace(string(b))
 	}
 	return s
+}
+
+// loadAvg is the 1-minute load average (/proc/loadavg).
+func loadAvg() float64 {
+	b, _ := os.ReadFile("/proc/loadavg")
+	var v float64
+	fmt.Sscan(string(b), &v)
+	return v
 }
 
 func countCPUs() int {

@@ -11,15 +11,20 @@ import (
 
 // results is everything one run measured, as written to results/MODE.json.
 type results struct {
-	Run      string    `json:"run"`
-	Started  time.Time `json:"started"`
-	Seconds  float64   `json:"seconds"`
-	Machine  string    `json:"machine"`
-	Command  string    `json:"command"`
-	Plan     plan      `json:"plan"`
-	Servers  []server  `json:"servers"`
-	Rows     []row     `json:"rows"`
-	Failures []string  `json:"failures,omitempty"`
+	Run     string    `json:"run"`
+	Started time.Time `json:"started"`
+	Seconds float64   `json:"seconds"`
+	Machine string    `json:"machine"`
+	// LoadAvg is the machine's 1-minute load average at the start and
+	// the end of the run: above the CPU count, other work shared the
+	// machine and the figures are not comparable with a quiet run's.
+	LoadAvg  [2]float64 `json:"loadavg"`
+	Command  string     `json:"command"`
+	Plan     plan       `json:"plan"`
+	CPUs     [2]string  `json:"cpus"` // taskset lists: the servers', the load generator's
+	Servers  []server   `json:"servers"`
+	Rows     []row      `json:"rows"`
+	Failures []string   `json:"failures,omitempty"`
 }
 
 type server struct {
@@ -47,7 +52,11 @@ func (r *results) writeMarkdown(w io.Writer) {
 		names[i] = s.Name + " " + s.Version
 	}
 	fmt.Fprintf(bw, "Run `%s` (%s mode), %s, %.0f s. Each server pinned to CPU %s, the load generator to CPU %s.\n\n",
-		r.Run, r.Plan.Mode, r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.Seconds, "0", "1")
+		r.Run, r.Plan.Mode, r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.Seconds, r.CPUs[0], r.CPUs[1])
+	if busy := max(r.LoadAvg[0], r.LoadAvg[1]); busy > float64(countCPUs()) {
+		fmt.Fprintf(bw, "**The machine was busy with other work** (load average %.1f at the start, %.1f at the end, on %d CPUs): the servers and the load generator got only part of their cores, so these figures say that the harness ran, not how fast the servers are.\n\n",
+			r.LoadAvg[0], r.LoadAvg[1], countCPUs())
+	}
 	fmt.Fprintf(bw, "| | %s |\n|---|%s\n", strings.Join(names, " | "), strings.Repeat("---|", len(names)))
 	line := func(label string, cell func(server string) string) {
 		cells := make([]string, len(r.Servers))
