@@ -1,0 +1,264 @@
+// Command wsbench compares hotline's ws package with the other Go
+// WebSocket libraries and raw TCP as whole servers: each library's small
+// echo and broadcast server (../../servers) runs as its own process,
+// pinned to one CPU, under one load generator (this program, pinned to
+// another) that is the same for all of them. See ../../../README.md.
+//
+//	cd bench && go run ./ws/cmd/wsbench -quick    # under 2 minutes, smaller sizes
+//	cd bench && go run ./ws/cmd/wsbench           # the full run, about 5 minutes
+//
+// It prints a markdown table (each figure with its ratio to hotline) and
+// writes the results as JSON (-json), markdown (-md) and an SVG bar
+// chart (-svg).
+package main
+
+import (
+	"bytes"
+	"debug/buildinfo"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// servers, in the order of the table: hotline first, raw TCP last.
+var allServers = []string{"hotline", "gorilla", "coder", "gws", "gobwas", "rawtcp"}
+
+// modules maps a server to the module whose version the table names.
+var modules = map[string]string{
+	"hotline": "github.com/hotline-rt/hotline",
+	"gorilla": "github.com/gorilla/websocket",
+	"coder":   "github.com/coder/websocket",
+	"gws":     "github.com/lxzan/gws",
+	"gobwas":  "github.com/gobwas/ws",
+}
+
+// deflates are the servers that negotiate permessage-deflate.
+var deflates = []string{"hotline", "gorilla", "coder", "gws"}
+
+type params struct {
+	warmup, measure, settle time.Duration
+	idle                    []int
+	conns                   int // the many-connections and broadcast cases
+}
+
+// kase is one row of the table.
+type kase struct {
+	name  string
+	unit  string
+	lower bool // a lower value is better
+	// run measures one server; deflate cases start it with -deflate.
+	deflate bool
+	run     func(srv *server, raw bool, p params, r *result)
+}
+
+func cases(p params) []kase {
+	small := payloadOf(64, false)
+	large := payloadOf(16<<10, false)
+	text := payloadOf(16<<10, true)
+	ks := []kase{
+		{name: "echo, 1 connection, 64 B", unit: "round trips/s", run: func(s *server, raw bool, p params, r *result) {
+			echo(s, raw, 1, 1, small, false, p, r)
+		}},
+		{name: "echo, 1 connection, 16 KiB", unit: "round trips/s", run: func(s *server, raw bool, p params, r *result) {
+			echo(s, raw, 1, 1, large, false, p, r)
+		}},
+		{name: "pipelined echo, 1 connection, 64 B, 64 in flight", unit: "msgs/s", run: func(s *server, raw bool, p params, r *result) {
+			echo(s, raw, 1, 64, small, false, p, r)
+		}},
+		{name: fmt.Sprintf("echo, %s connections, 64 B", thousands(float64(p.conns))), unit: "round trips/s", run: func(s *server, raw bool, p params, r *result) {
+			echo(s, raw, p.conns, 1, small, false, p, r)
+		}},
+		{name: fmt.Sprintf("broadcast to %s connections, 64 B", thousands(float64(p.conns))), unit: "deliveries/s", run: func(s *server, raw bool, p params, r *result) {
+			broadcast(s, raw, p.conns, 16, 64, p, r)
+		}},
+		{name: "permessage-deflate echo, 16 connections, 16 KiB JSON text", unit: "round trips/s", deflate: true, run: func(s *server, raw bool, p params, r *result) {
+			echo(s, raw, 16, 1, text, true, p, r)
+		}},
+	}
+	for _, n := range p.idle {
+		ks = append(ks, kase{name: fmt.Sprintf("idle memory, %s connections", thousands(float64(n))), unit: "KiB/conn", lower: true,
+			run: func(s *server, raw bool, p params, r *result) { idle(s, raw, n, p, r) }})
+	}
+	return ks
+}
+
+// payloadOf returns n bytes: random-looking binary, or JSON-like text
+// that compresses as chat messages do.
+func payloadOf(n int, text bool) []byte {
+	var b bytes.Buffer
+	if !text {
+		for i := range n {
+			b.WriteByte(byte(i*131 + i>>3))
+		}
+		return b.Bytes()
+	}
+	words := []string{"hotline", "channel", "message", "presence", "history", "offset", "epoch", "client", "user", "room"}
+	b.WriteByte('[')
+	for i := 0; b.Len() < n; i++ {
+		fmt.Fprintf(&b, `{"id":%d,"channel":"%s:%d","user":"%s-%d","text":"%s %s %s","ts":%d},`,
+			i, words[i%10], i%7, words[(i*3)%10], i%13, words[(i*7)%10], words[(i+4)%10], words[(i*9)%10], 1764547200000+i*37)
+	}
+	return b.Bytes()[:n]
+}
+
+func main() {
+	quick := flag.Bool("quick", false, "small sizes and short intervals: under 2 minutes (for test.sh)")
+	only := flag.String("servers", strings.Join(allServers, ","), "servers to run, comma-separated")
+	jsonOut := flag.String("json", "", "write the results as JSON to this file")
+	mdOut := flag.String("md", "", "write the markdown tables to this file")
+	svgOut := flag.String("svg", "", "write an SVG bar chart to this file")
+	serverCPU := flag.String("server-cpu", "0", "CPU the servers are pinned to (taskset -c); empty: not pinned")
+	genCPU := flag.String("loadgen-cpu", "1", "CPU the load generator is pinned to; empty: not pinned")
+	caseRE := flag.String("cases", "", "run only the cases whose name matches this regular expression")
+	measure := flag.Duration("measure", 0, "measured interval of each throughput case (default 3s, 500ms with -quick)")
+	flag.Parse()
+
+	pin(*genCPU)
+	match, err := regexp.Compile(*caseRE)
+	if err != nil {
+		fatalf("-cases: %v", err)
+	}
+
+	p := params{warmup: time.Second, measure: 3 * time.Second, settle: time.Second, idle: []int{1000, 10000}, conns: 1000}
+	mode := "full"
+	if *quick {
+		mode = "quick"
+		p = params{warmup: 200 * time.Millisecond, measure: 500 * time.Millisecond, settle: 300 * time.Millisecond, idle: []int{1000}, conns: 1000}
+	}
+	if *measure > 0 {
+		p.measure = *measure
+	}
+	names := strings.Split(*only, ",")
+	for _, n := range names {
+		if !slices.Contains(allServers, n) {
+			fatalf("unknown server %q (have %s)", n, strings.Join(allServers, ", "))
+		}
+	}
+
+	dir, err := os.MkdirTemp("", "wsbench-")
+	if err != nil {
+		fatalf("%v", err)
+	}
+	defer os.RemoveAll(dir)
+	build := exec.Command("go", "build", "-o", dir+"/", "github.com/hotline-rt/hotline/bench/ws/servers/...")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fatalf("building the servers: %v", err)
+	}
+
+	rep := report{Mode: mode, Started: time.Now().UTC(), Servers: names, Versions: map[string]string{},
+		Command: "cd bench && go run ./ws/cmd/wsbench " + strings.Join(os.Args[1:], " "), Pinning: fmt.Sprintf("servers on CPU %q, load generator on CPU %q", *serverCPU, *genCPU)}
+	rep.Machine = machine()
+	for _, n := range names {
+		if bi, err := buildinfo.ReadFile(filepath.Join(dir, n)); err == nil {
+			rep.GoVersion = bi.GoVersion
+			for _, d := range bi.Deps {
+				if d.Path == modules[n] {
+					rep.Versions[n] = d.Version
+				}
+			}
+		}
+	}
+	rep.Versions["hotline"] = "this tree"
+	fmt.Fprintf(os.Stderr, "wsbench %s: %s; %s\n", mode, rep.Machine, rep.Pinning)
+
+	for _, k := range cases(p) {
+		if !match.MatchString(k.name) {
+			continue
+		}
+		rep.Cases = append(rep.Cases, caseInfo{Name: k.name, Unit: k.unit, LowerIsBetter: k.lower})
+		for _, n := range names {
+			r := result{Case: k.name, Server: n, Unit: k.unit}
+			if k.deflate && !slices.Contains(deflates, n) {
+				r.Skipped = "no permessage-deflate"
+				rep.Results = append(rep.Results, r)
+				continue
+			}
+			var args []string
+			if k.deflate {
+				args = append(args, "-deflate")
+			}
+			srv, err := startServer(filepath.Join(dir, n), *serverCPU, args...)
+			if err != nil {
+				r.Failed = err.Error()
+			} else {
+				k.run(srv, n == "rawtcp", p, &r)
+				if !srv.alive() {
+					r.Failed = strings.TrimSpace("server died: " + srv.stderr())
+				}
+				srv.stop()
+				if e := srv.stderr(); e != "" && r.Failed == "" {
+					r.Failed = "server said: " + firstLine(e)
+				}
+			}
+			fmt.Fprintf(os.Stderr, "  %-58s %-8s %10s %-14s server %3.0f%% loadgen %3.0f%% %s\n", k.name, n, thousands(r.Value), k.unit, r.SrvCPUpct, r.GenCPUpct, r.Failed)
+			rep.Results = append(rep.Results, r)
+		}
+	}
+	rep.Seconds = time.Since(rep.Started).Seconds()
+
+	md := rep.markdown()
+	fmt.Print(md)
+	write := func(path string, b []byte) {
+		if path == "" {
+			return
+		}
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			fatalf("%v", err)
+		}
+	}
+	write(*mdOut, []byte(md))
+	write(*jsonOut, rep.json())
+	write(*svgOut, rep.svg())
+	for _, r := range rep.Results {
+		if r.Failed != "" {
+			fmt.Fprintf(os.Stderr, "wsbench: %s failed in %q: %s\n", r.Server, r.Case, r.Failed)
+			defer os.Exit(1)
+		}
+	}
+}
+
+// pin re-executes this program under taskset on cpu, once.
+func pin(cpu string) {
+	if cpu == "" || os.Getenv("WSBENCH_PINNED") != "" {
+		return
+	}
+	ts, err := exec.LookPath("taskset")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "wsbench: no taskset: nothing pinned")
+		return
+	}
+	self, err := os.Executable()
+	if err != nil {
+		fatalf("%v", err)
+	}
+	env := append(os.Environ(), "WSBENCH_PINNED=1")
+	err = syscall.Exec(ts, append([]string{"taskset", "-c", cpu, self}, os.Args[1:]...), env)
+	fatalf("exec taskset: %v", err)
+}
+
+func machine() string {
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	var rl syscall.Rlimit
+	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl)
+	cpus, _ := exec.Command("nproc", "--all").Output()
+	return fmt.Sprintf("%s CPUs, %s, linux %s, nofile %d", strings.TrimSpace(string(cpus)), runtime.Version(), strings.TrimSpace(string(kernel)), rl.Cur)
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
+}
+
+func fatalf(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "wsbench: "+format+"\n", a...)
+	os.Exit(2)
+}
