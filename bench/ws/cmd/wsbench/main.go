@@ -5,16 +5,18 @@
 // another) that is the same for all of them. See ../../../README.md.
 //
 //	cd bench && go run ./ws/cmd/wsbench -quick    # under 2 minutes, smaller sizes
-//	cd bench && go run ./ws/cmd/wsbench           # the full run, about 5 minutes
+//	cd bench && go run ./ws/cmd/wsbench           # the full run, 3 rounds, about 8 minutes
 //
-// It prints a markdown table (each figure with its ratio to hotline) and
+// It prints markdown tables (each figure with its ratio to hotline) and
 // writes the results as JSON (-json), markdown (-md) and an SVG bar
-// chart (-svg).
+// chart (-svg); the full run writes ws/results/wsbench.{json,md,svg}
+// unless told otherwise.
 package main
 
 import (
 	"bytes"
 	"debug/buildinfo"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -47,6 +49,7 @@ type params struct {
 	warmup, measure, settle time.Duration
 	idle                    []int
 	conns                   int // the many-connections and broadcast cases
+	rounds                  int
 }
 
 // kase is one row of the table.
@@ -118,20 +121,37 @@ func main() {
 	serverCPU := flag.String("server-cpu", "0", "CPU the servers are pinned to (taskset -c); empty: not pinned")
 	genCPU := flag.String("loadgen-cpu", "1", "CPU the load generator is pinned to; empty: not pinned")
 	caseRE := flag.String("cases", "", "run only the cases whose name matches this regular expression")
-	measure := flag.Duration("measure", 0, "measured interval of each throughput case (default 3s, 500ms with -quick)")
+	measure := flag.Duration("measure", 0, "measured interval of each throughput case (default 2s, 500ms with -quick)")
+	rounds := flag.Int("rounds", 0, "rounds of every case for every server; the tables show the median (default 3, 1 with -quick)")
+	render := flag.String("render", "", "measure nothing: read the results of an earlier run from this JSON file and write its tables and chart")
 	flag.Parse()
 
+	if *render != "" {
+		b, err := os.ReadFile(*render)
+		if err != nil {
+			fatalf("%v", err)
+		}
+		var rep report
+		if err := json.Unmarshal(b, &rep); err != nil {
+			fatalf("%s: %v", *render, err)
+		}
+		rep.output(*mdOut, "", *svgOut)
+		return
+	}
 	pin(*genCPU)
 	match, err := regexp.Compile(*caseRE)
 	if err != nil {
 		fatalf("-cases: %v", err)
 	}
 
-	p := params{warmup: time.Second, measure: 3 * time.Second, settle: time.Second, idle: []int{1000, 10000}, conns: 1000}
+	p := params{warmup: 500 * time.Millisecond, measure: 2 * time.Second, settle: time.Second, idle: []int{1000, 10000}, conns: 1000, rounds: 3}
 	mode := "full"
 	if *quick {
 		mode = "quick"
-		p = params{warmup: 200 * time.Millisecond, measure: 500 * time.Millisecond, settle: 300 * time.Millisecond, idle: []int{1000}, conns: 1000}
+		p = params{warmup: 200 * time.Millisecond, measure: 500 * time.Millisecond, settle: 300 * time.Millisecond, idle: []int{1000}, conns: 1000, rounds: 1}
+	}
+	if *rounds > 0 {
+		p.rounds = *rounds
 	}
 	if *measure > 0 {
 		p.measure = *measure
@@ -154,7 +174,7 @@ func main() {
 		fatalf("building the servers: %v", err)
 	}
 
-	rep := report{Mode: mode, Started: time.Now().UTC(), Servers: names, Versions: map[string]string{},
+	rep := report{Mode: mode, Rounds: p.rounds, Started: time.Now().UTC(), Servers: names, Versions: map[string]string{},
 		Command: "cd bench && go run ./ws/cmd/wsbench " + strings.Join(os.Args[1:], " "), Pinning: fmt.Sprintf("servers on CPU %q, load generator on CPU %q", *serverCPU, *genCPU)}
 	rep.Machine = machine()
 	for _, n := range names {
@@ -170,43 +190,71 @@ func main() {
 	rep.Versions["hotline"] = "this tree"
 	fmt.Fprintf(os.Stderr, "wsbench %s: %s; %s\n", mode, rep.Machine, rep.Pinning)
 
-	for _, k := range cases(p) {
-		if !match.MatchString(k.name) {
-			continue
+	if mode == "full" && *jsonOut == "" && *mdOut == "" && *svgOut == "" && *caseRE == "" && *rounds == 0 && *measure == 0 && len(names) == len(allServers) {
+		// The full run's results are kept in the repository.
+		out := resultsDir()
+		if err := os.MkdirAll(out, 0o755); err != nil {
+			fatalf("%v", err)
 		}
-		rep.Cases = append(rep.Cases, caseInfo{Name: k.name, Unit: k.unit, LowerIsBetter: k.lower})
-		for _, n := range names {
-			r := result{Case: k.name, Server: n, Unit: k.unit}
-			if k.deflate && !slices.Contains(deflates, n) {
-				r.Skipped = "no permessage-deflate"
-				rep.Results = append(rep.Results, r)
-				continue
-			}
-			var args []string
-			if k.deflate {
-				args = append(args, "-deflate")
-			}
-			srv, err := startServer(filepath.Join(dir, n), *serverCPU, args...)
-			if err != nil {
-				r.Failed = err.Error()
-			} else {
-				k.run(srv, n == "rawtcp", p, &r)
-				if !srv.alive() {
-					r.Failed = strings.TrimSpace("server died: " + srv.stderr())
-				}
-				srv.stop()
-				if e := srv.stderr(); e != "" && r.Failed == "" {
-					r.Failed = "server said: " + firstLine(e)
-				}
-			}
-			fmt.Fprintf(os.Stderr, "  %-58s %-8s %10s %-14s server %3.0f%% loadgen %3.0f%% %s\n", k.name, n, thousands(r.Value), k.unit, r.SrvCPUpct, r.GenCPUpct, r.Failed)
-			rep.Results = append(rep.Results, r)
+		*jsonOut, *mdOut, *svgOut = filepath.Join(out, "wsbench.json"), filepath.Join(out, "wsbench.md"), filepath.Join(out, "wsbench.svg")
+		fmt.Fprintf(os.Stderr, "wsbench: writing %s/wsbench.{json,md,svg}\n", out)
+	}
+	var ks []kase
+	for _, k := range cases(p) {
+		if match.MatchString(k.name) {
+			ks = append(ks, k)
+			rep.Cases = append(rep.Cases, caseInfo{Name: k.name, Unit: k.unit, LowerIsBetter: k.lower})
 		}
 	}
+	// Rounds run every case for every server in turn, so that a burst of
+	// load on the machine hits one round, not one server.
+	for round := 1; round <= p.rounds; round++ {
+		for _, k := range ks {
+			for _, n := range names {
+				r := result{Case: k.name, Server: n, Unit: k.unit, Round: round}
+				if k.deflate && !slices.Contains(deflates, n) {
+					r.Skipped = "no permessage-deflate"
+					rep.Runs = append(rep.Runs, r)
+					continue
+				}
+				var args []string
+				if k.deflate {
+					args = append(args, "-deflate")
+				}
+				srv, err := startServer(filepath.Join(dir, n), *serverCPU, args...)
+				if err != nil {
+					r.Failed = err.Error()
+				} else {
+					k.run(srv, n == "rawtcp", p, &r)
+					if !srv.alive() {
+						r.Failed = strings.TrimSpace("server died: " + srv.stderr())
+					}
+					srv.stop()
+					if e := srv.stderr(); e != "" && r.Failed == "" {
+						r.Failed = "server said: " + firstLine(e)
+					}
+				}
+				fmt.Fprintf(os.Stderr, "  %d  %-58s %-8s %10s %-14s server %3.0f%% loadgen %3.0f%% %s\n", round, k.name, n, thousands(r.Value), k.unit, r.SrvCPUpct, r.GenCPUpct, r.Failed)
+				rep.Runs = append(rep.Runs, r)
+			}
+		}
+	}
+	rep.summarize()
 	rep.Seconds = time.Since(rep.Started).Seconds()
 
-	md := rep.markdown()
-	fmt.Print(md)
+	rep.output(*mdOut, *jsonOut, *svgOut)
+	for _, r := range rep.Results {
+		if r.Failed != "" {
+			fmt.Fprintf(os.Stderr, "wsbench: %s failed in %q: %s\n", r.Server, r.Case, r.Failed)
+			defer os.Exit(1)
+		}
+	}
+}
+
+// output prints the tables and writes the files whose paths are set.
+func (rep *report) output(md, js, svg string) {
+	text := rep.markdown()
+	fmt.Print(text)
 	write := func(path string, b []byte) {
 		if path == "" {
 			return
@@ -215,15 +263,22 @@ func main() {
 			fatalf("%v", err)
 		}
 	}
-	write(*mdOut, []byte(md))
-	write(*jsonOut, rep.json())
-	write(*svgOut, rep.svg())
-	for _, r := range rep.Results {
-		if r.Failed != "" {
-			fmt.Fprintf(os.Stderr, "wsbench: %s failed in %q: %s\n", r.Server, r.Case, r.Failed)
-			defer os.Exit(1)
-		}
+	write(md, []byte(text))
+	write(js, rep.json())
+	write(svg, rep.svg())
+}
+
+// resultsDir is ws/results in the bench module.
+func resultsDir() string {
+	gomod, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		fatalf("go env GOMOD: %v", err)
 	}
+	dir := filepath.Dir(strings.TrimSpace(string(gomod)))
+	if _, err := os.Stat(filepath.Join(dir, "ws", "cmd", "wsbench")); err != nil {
+		fatalf("run from the bench module (cd bench), or name the outputs with -json, -md, -svg")
+	}
+	return filepath.Join(dir, "ws", "results")
 }
 
 // pin re-executes this program under taskset on cpu, once.

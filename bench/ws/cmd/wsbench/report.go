@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 type report struct {
 	Mode      string            `json:"mode"`
+	Rounds    int               `json:"rounds"`
 	Command   string            `json:"command"`
 	Started   time.Time         `json:"started"`
 	Seconds   float64           `json:"seconds"`
@@ -20,7 +22,60 @@ type report struct {
 	Versions  map[string]string `json:"versions"`
 	Servers   []string          `json:"servers"`
 	Cases     []caseInfo        `json:"cases"`
-	Results   []result          `json:"results"`
+	// Results holds the median of the rounds of each case and server;
+	// Runs every round.
+	Results []result `json:"results"`
+	Runs    []result `json:"runs"`
+}
+
+// summarize fills Results from Runs: the median value and the median
+// server CPU of the rounds that did not fail. A round that failed fails
+// the result, with its reason.
+func (rep *report) summarize() {
+	rep.Results = nil
+	for _, k := range rep.Cases {
+		for _, s := range rep.Servers {
+			var rs []result
+			for _, r := range rep.Runs {
+				if r.Case == k.Name && r.Server == s {
+					rs = append(rs, r)
+				}
+			}
+			if len(rs) == 0 || slices.ContainsFunc(rep.Results, func(r result) bool { return r.Case == k.Name && r.Server == s }) {
+				continue
+			}
+			sum := rs[0]
+			sum.Round = 0
+			var vals, cpus, spct, gpct []float64
+			for _, r := range rs {
+				if r.Failed != "" && sum.Failed == "" {
+					sum.Failed = fmt.Sprintf("round %d: %s", r.Round, r.Failed)
+				}
+				if r.Failed == "" && r.Skipped == "" {
+					vals = append(vals, r.Value)
+					cpus = append(cpus, r.SrvCPUus)
+					spct = append(spct, r.SrvCPUpct)
+					gpct = append(gpct, r.GenCPUpct)
+				}
+			}
+			sum.Value, sum.SrvCPUus = median(vals), median(cpus)
+			sum.SrvCPUpct, sum.GenCPUpct = median(spct), median(gpct)
+			sum.Messages, sum.Seconds = 0, 0 // per round, in Runs
+			sum.Rounds = len(vals)
+			rep.Results = append(rep.Results, sum)
+		}
+	}
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
 type caseInfo struct {
@@ -57,7 +112,7 @@ func cell(v, ref float64, ok, refOK bool) string {
 
 func (rep *report) markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "wsbench %s run, %s UTC, %.0f s: %s; %s.\n\n", rep.Mode, rep.Started.Format("2006-01-02 15:04"), rep.Seconds, rep.Machine, rep.Pinning)
+	fmt.Fprintf(&b, "wsbench %s run, %s UTC, %.0f s, medians of %d round(s): %s; %s.\n\n", rep.Mode, rep.Started.Format("2006-01-02 15:04"), rep.Seconds, rep.Rounds, rep.Machine, rep.Pinning)
 	fmt.Fprintf(&b, "    %s\n\n", rep.Command)
 	head := func(first string) {
 		b.WriteString("| " + first + " |")
@@ -152,24 +207,27 @@ func thousands(v float64) string {
 func (rep *report) svg() []byte {
 	const (
 		rowH   = 14
-		gap    = 18
-		left   = 330
-		width  = 360
-		top    = 40
+		headH  = 18
+		gap    = 10
+		left   = 70
+		width  = 480
+		top    = 44
 		maxRel = 2.0
 	)
 	colors := []string{"#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#7f7f7f"}
 	n := len(rep.Servers)
-	height := top + len(rep.Cases)*(n*rowH+gap) + 30
+	height := top + len(rep.Cases)*(headH+n*rowH+gap) + 10
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">`+"\n", left+width+120, height)
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">`+"\n", left+width+230, height)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
-	fmt.Fprintf(&b, `<text x="10" y="18" font-size="13">wsbench %s, %s: relative to hotline (1.0 = hotline; longer is better; bars cut at %.0f×)</text>`+"\n", rep.Mode, rep.Started.Format("2006-01-02"), maxRel)
+	fmt.Fprintf(&b, `<text x="10" y="16" font-size="13">wsbench %s run, %s: each server relative to hotline (dashed line = hotline)</text>`+"\n", rep.Mode, rep.Started.Format("2006-01-02"))
+	fmt.Fprintf(&b, `<text x="10" y="32" fill="#444">longer is better (for memory the bar is hotline's figure over the server's); bars cut at %.0f×</text>`+"\n", maxRel)
 	x1 := left + int(width/maxRel)
-	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black" stroke-dasharray="3,3"/>`+"\n", x1, top-6, x1, height-30)
+	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black" stroke-dasharray="3,3"/>`+"\n", x1, top, x1, height-10)
 	y := top
 	for _, k := range rep.Cases {
-		fmt.Fprintf(&b, `<text x="10" y="%d" font-weight="bold">%s</text>`+"\n", y+rowH*n/2+4, esc(k.Name))
+		fmt.Fprintf(&b, `<text x="10" y="%d" font-weight="bold">%s: %s</text>`+"\n", y+headH-5, esc(k.Name), esc(k.Unit))
+		y += headH
 		ref := rep.get(k.Name, "hotline")
 		for i, s := range rep.Servers {
 			r := rep.get(k.Name, s)
@@ -185,7 +243,7 @@ func (rep *report) svg() []byte {
 			}
 			w := int(math.Min(rel, maxRel) / maxRel * width)
 			fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%d" height="%d" fill="%s"/>`+"\n", left, y+1, w, rowH-2, colors[i%len(colors)])
-			fmt.Fprintf(&b, `<text x="%d" y="%d">%.2f (%s %s)</text>`+"\n", left+w+4, y+rowH-3, rel, thousands(r.Value), esc(k.Unit))
+			fmt.Fprintf(&b, `<text x="%d" y="%d">%.2f (%s)</text>`+"\n", left+w+4, y+rowH-3, rel, thousands(r.Value))
 			y += rowH
 		}
 		y += gap

@@ -15,7 +15,9 @@ import (
 type result struct {
 	Case   string  `json:"case"`
 	Server string  `json:"server"`
-	Value  float64 `json:"value"` // the case's figure, in Unit
+	Round  int     `json:"round,omitempty"`  // in Runs: which round
+	Rounds int     `json:"rounds,omitempty"` // in Results: the rounds in the medians
+	Value  float64 `json:"value"`            // the case's figure, in Unit
 	Unit   string  `json:"unit"`
 	// SrvCPUus is the server's CPU time per message (per delivery for
 	// broadcast, per connection for idle), in microseconds.
