@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -148,17 +149,18 @@ func compress(p []byte) []byte {
 var errClosed = errors.New("peer closed")
 
 // read returns the next data message's payload (inflated if it was
-// compressed), valid until the next read. It answers nothing: the
-// servers under test never ping.
+// compressed, its fragments joined), valid until the next read. It
+// answers nothing: the servers under test never ping.
 func (c *conn) read() ([]byte, error) {
 	if c.raw {
 		var h [4]byte
 		if _, err := io.ReadFull(c.br, h[:]); err != nil {
 			return nil, err
 		}
-		n := int(binary.BigEndian.Uint32(h[:]))
-		return c.payload(n)
+		return c.appendPayload(c.buf[:0], int(binary.BigEndian.Uint32(h[:])))
 	}
+	msg := c.buf[:0]
+	compressed, started := false, false
 	for {
 		b0, err := c.br.ReadByte()
 		if err != nil {
@@ -184,32 +186,42 @@ func (c *conn) read() ([]byte, error) {
 			}
 			n = int(binary.BigEndian.Uint64(c.hdr[:8]))
 		}
-		if b0&0x80 == 0 {
-			return nil, errors.New("fragmented server message: not supported by this client")
+		op := b0 & 0x0f
+		if op >= opClose { // a control frame, maybe between fragments
+			if _, err := c.br.Discard(n); err != nil {
+				return nil, err
+			}
+			if op == opClose {
+				return nil, errClosed
+			}
+			continue
 		}
-		p, err := c.payload(n)
-		if err != nil {
+		if started != (op == 0) {
+			return nil, fmt.Errorf("unexpected frame: opcode %d", op)
+		}
+		if !started {
+			started, compressed = true, b0&0x40 != 0
+		}
+		if msg, err = c.appendPayload(msg, n); err != nil {
 			return nil, err
 		}
-		switch b0 & 0x0f {
-		case opText, opBinary:
-			if b0&0x40 != 0 {
-				return c.inflate(p)
+		c.buf = msg
+		if b0&0x80 != 0 {
+			if compressed {
+				return c.inflate(msg)
 			}
-			return p, nil
-		case opClose:
-			return nil, errClosed
+			return msg, nil
 		}
 	}
 }
 
-func (c *conn) payload(n int) ([]byte, error) {
-	if cap(c.buf) < n {
-		c.buf = make([]byte, n)
-	}
-	p := c.buf[:n]
-	_, err := io.ReadFull(c.br, p)
-	return p, err
+// appendPayload reads n bytes onto msg.
+func (c *conn) appendPayload(msg []byte, n int) ([]byte, error) {
+	msg = slices.Grow(msg, n)
+	_, err := io.ReadFull(c.br, msg[len(msg):len(msg)+n])
+	msg = msg[:len(msg)+n]
+	c.buf = msg
+	return msg, err
 }
 
 // inflate decompresses one message without context takeover.
