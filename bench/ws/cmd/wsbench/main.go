@@ -5,7 +5,7 @@
 // another) that is the same for all of them. See ../../../README.md.
 //
 //	cd bench && go run ./ws/cmd/wsbench -quick    # under 2 minutes, smaller sizes
-//	cd bench && go run ./ws/cmd/wsbench           # the full run, 3 rounds, about 8 minutes
+//	cd bench && go run ./ws/cmd/wsbench           # the full run, 3 rounds, about 7 minutes
 //
 // It prints markdown tables (each figure with its ratio to hotline) and
 // writes the results as JSON (-json), markdown (-md) and an SVG bar
@@ -57,6 +57,7 @@ type kase struct {
 	name  string
 	unit  string
 	lower bool // a lower value is better
+	once  bool // measured in the first round only: not a rate, and slow
 	// run measures one server; deflate cases start it with -deflate.
 	deflate bool
 	run     func(srv *server, raw bool, p params, r *result)
@@ -87,7 +88,7 @@ func cases(p params) []kase {
 		}},
 	}
 	for _, n := range p.idle {
-		ks = append(ks, kase{name: fmt.Sprintf("idle memory, %s connections", thousands(float64(n))), unit: "KiB/conn", lower: true,
+		ks = append(ks, kase{name: fmt.Sprintf("idle memory, %s connections", thousands(float64(n))), unit: "KiB/conn", lower: true, once: true,
 			run: func(s *server, raw bool, p params, r *result) { idle(s, raw, n, p, r) }})
 	}
 	return ks
@@ -210,6 +211,9 @@ func main() {
 	// load on the machine hits one round, not one server.
 	for round := 1; round <= p.rounds; round++ {
 		for _, k := range ks {
+			if k.once && round > 1 {
+				continue
+			}
 			for _, n := range names {
 				r := result{Case: k.name, Server: n, Unit: k.unit, Round: round}
 				if k.deflate && !slices.Contains(deflates, n) {
@@ -221,6 +225,7 @@ func main() {
 				if k.deflate {
 					args = append(args, "-deflate")
 				}
+				t0 := time.Now()
 				srv, err := startServer(filepath.Join(dir, n), *serverCPU, args...)
 				if err != nil {
 					r.Failed = err.Error()
@@ -234,7 +239,7 @@ func main() {
 						r.Failed = "server said: " + firstLine(e)
 					}
 				}
-				fmt.Fprintf(os.Stderr, "  %d  %-58s %-8s %10s %-14s server %3.0f%% loadgen %3.0f%% %s\n", round, k.name, n, thousands(r.Value), k.unit, r.SrvCPUpct, r.GenCPUpct, r.Failed)
+				fmt.Fprintf(os.Stderr, "  %d  %-58s %-8s %10s %-14s server %3.0f%% loadgen %3.0f%%  %4.1f s %s\n", round, k.name, n, thousands(r.Value), k.unit, r.SrvCPUpct, r.GenCPUpct, time.Since(t0).Seconds(), r.Failed)
 				rep.Runs = append(rep.Runs, r)
 			}
 		}
