@@ -48,7 +48,8 @@ var deflates = []string{"hotline", "gorilla", "coder", "gws"}
 type params struct {
 	warmup, measure, settle time.Duration
 	idle                    []int
-	conns                   int // the many-connections and broadcast cases
+	idleFresh               []int // idle with -fresh
+	conns                   int   // the many-connections and broadcast cases
 	rounds                  int
 }
 
@@ -58,8 +59,9 @@ type kase struct {
 	unit  string
 	lower bool // a lower value is better
 	once  bool // measured in the first round only: not a rate, and slow
-	// run measures one server; deflate cases start it with -deflate.
+	// deflate cases run only for the servers that have compression.
 	deflate bool
+	args    []string // the server's flags
 	run     func(srv *server, raw bool, p params, r *result)
 }
 
@@ -83,13 +85,18 @@ func cases(p params) []kase {
 		{name: fmt.Sprintf("broadcast to %s connections, 64 B", thousands(float64(p.conns))), unit: "deliveries/s", run: func(s *server, raw bool, p params, r *result) {
 			broadcast(s, raw, p.conns, 64, 64, p, r)
 		}},
-		{name: "permessage-deflate echo, 16 connections, 16 KiB JSON text", unit: "round trips/s", deflate: true, run: func(s *server, raw bool, p params, r *result) {
+		{name: "permessage-deflate echo, 16 connections, 16 KiB JSON text", unit: "round trips/s", deflate: true, args: []string{"-deflate"}, run: func(s *server, raw bool, p params, r *result) {
 			echo(s, raw, 16, 1, text, true, p, r)
 		}},
 	}
 	for _, n := range p.idle {
 		ks = append(ks, kase{name: fmt.Sprintf("idle memory, %s connections", thousands(float64(n))), unit: "KiB/conn", lower: true, once: true,
 			run: func(s *server, raw bool, p params, r *result) { idle(s, raw, n, p, r) }})
+	}
+	for _, n := range p.idleFresh {
+		ks = append(ks, kase{name: fmt.Sprintf("idle memory, %s connections, echo on a fresh goroutine", thousands(float64(n))), unit: "KiB/conn", lower: true, once: true,
+			args: []string{"-fresh"},
+			run:  func(s *server, raw bool, p params, r *result) { idle(s, raw, n, p, r) }})
 	}
 	return ks
 }
@@ -145,11 +152,11 @@ func main() {
 		fatalf("-cases: %v", err)
 	}
 
-	p := params{warmup: 500 * time.Millisecond, measure: 2 * time.Second, settle: 500 * time.Millisecond, idle: []int{1000, 10000}, conns: 1000, rounds: 3}
+	p := params{warmup: 500 * time.Millisecond, measure: 2 * time.Second, settle: 500 * time.Millisecond, idle: []int{1000, 10000}, idleFresh: []int{10000}, conns: 1000, rounds: 3}
 	mode := "full"
 	if *quick {
 		mode = "quick"
-		p = params{warmup: 200 * time.Millisecond, measure: 500 * time.Millisecond, settle: 300 * time.Millisecond, idle: []int{1000}, conns: 1000, rounds: 1}
+		p = params{warmup: 200 * time.Millisecond, measure: 500 * time.Millisecond, settle: 300 * time.Millisecond, idle: []int{1000}, idleFresh: []int{1000}, conns: 1000, rounds: 1}
 	}
 	if *rounds > 0 {
 		p.rounds = *rounds
@@ -221,12 +228,8 @@ func main() {
 					rep.Runs = append(rep.Runs, r)
 					continue
 				}
-				var args []string
-				if k.deflate {
-					args = append(args, "-deflate")
-				}
 				t0 := time.Now()
-				srv, err := startServer(filepath.Join(dir, n), *serverCPU, args...)
+				srv, err := startServer(filepath.Join(dir, n), *serverCPU, k.args...)
 				if err != nil {
 					r.Failed = err.Error()
 				} else {

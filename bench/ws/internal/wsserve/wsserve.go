@@ -31,6 +31,11 @@ type Config struct {
 	// Deflate turns on permessage-deflate without context takeover
 	// where the library has it.
 	Deflate bool
+	// Fresh has the net/http servers (hotline, gorilla, coder) serve
+	// each /echo connection on a goroutine of its own after the upgrade,
+	// so that the handler's goroutine, and the stack it grew while
+	// net/http parsed the request, ends. The others already do.
+	Fresh bool
 	// Queue is the capacity of each connection's outgoing queue in the
 	// broadcast hubs that keep one.
 	Queue int
@@ -42,6 +47,7 @@ func Flags() Config {
 	flag.StringVar(&c.Addr, "addr", "127.0.0.1:0", "listen address")
 	flag.Int64Var(&c.ReadLimit, "read-limit", 1<<20, "largest message accepted, bytes")
 	flag.BoolVar(&c.Deflate, "deflate", false, "negotiate permessage-deflate (no context takeover)")
+	flag.BoolVar(&c.Fresh, "fresh", false, "serve /echo connections on a fresh goroutine after the upgrade (net/http servers)")
 	flag.IntVar(&c.Queue, "queue", 1024, "outgoing messages queued per broadcast connection")
 	flag.Parse()
 	return c
@@ -77,6 +83,16 @@ func Listen(c Config) net.Listener {
 	}()
 	say("listening " + ln.Addr().String())
 	return ln
+}
+
+// Go runs serve(c) on the handler's goroutine, or on a fresh one with
+// c.Fresh.
+func Go[C any](cfg Config, serve func(C), c C) {
+	if cfg.Fresh {
+		go serve(c)
+		return
+	}
+	serve(c)
 }
 
 // ServeHTTP serves h on c.Addr until the process ends. The http.Server

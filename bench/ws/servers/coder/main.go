@@ -5,6 +5,7 @@
 //	            goroutine writes it with Write (coder has no prepared message, so each
 //	            connection encodes it), as coder's chat example does.
 //
+// With -fresh, /echo runs on a goroutine of its own after the upgrade.
 // Configured: SetReadLimit, and CompressionMode: CompressionNoContextTakeover
 // with -deflate, CompressionDisabled without. AcceptOptions are otherwise
 // zero: same-origin check.
@@ -35,13 +36,8 @@ func main() {
 	ctx := context.Background()
 
 	mux := http.NewServeMux()
-	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, opts)
-		if err != nil {
-			return
-		}
+	echo := func(c *websocket.Conn) {
 		defer c.CloseNow()
-		c.SetReadLimit(cfg.ReadLimit)
 		var buf []byte
 		for {
 			typ, rd, err := c.Reader(ctx)
@@ -55,6 +51,14 @@ func main() {
 				return
 			}
 		}
+	}
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, opts)
+		if err != nil {
+			return
+		}
+		c.SetReadLimit(cfg.ReadLimit)
+		wsserve.Go(cfg, echo, c)
 	})
 	mux.HandleFunc("/broadcast", func(w http.ResponseWriter, r *http.Request) {
 		c, err := websocket.Accept(w, r, opts)

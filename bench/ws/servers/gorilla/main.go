@@ -5,7 +5,8 @@
 //	            PreparedMessage once and queued on every connection, whose write pump
 //	            goroutine writes it with WritePreparedMessage.
 //
-// Configured: SetReadLimit, and Upgrader.EnableCompression with -deflate
+// With -fresh, /echo runs on a goroutine of its own after the upgrade, as
+// gorilla's chat example runs its pumps. Configured: SetReadLimit, and Upgrader.EnableCompression with -deflate
 // (gorilla negotiates no context takeover only). The Upgrader is otherwise
 // its zero value: default buffers, same-origin check.
 package main
@@ -25,13 +26,8 @@ func main() {
 	hub := wsserve.NewHub[*websocket.PreparedMessage](cfg.Queue)
 
 	mux := http.NewServeMux()
-	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
-		c, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
+	echo := func(c *websocket.Conn) {
 		defer c.Close()
-		c.SetReadLimit(cfg.ReadLimit)
 		var buf []byte
 		for {
 			typ, rd, err := c.NextReader()
@@ -45,6 +41,14 @@ func main() {
 				return
 			}
 		}
+	}
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		c.SetReadLimit(cfg.ReadLimit)
+		wsserve.Go(cfg, echo, c)
 	})
 	mux.HandleFunc("/broadcast", func(w http.ResponseWriter, r *http.Request) {
 		c, err := up.Upgrade(w, r, nil)

@@ -4,6 +4,7 @@
 //	/broadcast  every message received is made a PreparedMessage once and queued on
 //	            every connection of the hub, whose writer goroutine WritePrepared it.
 //
+// With -fresh, /echo runs on a goroutine of its own after the upgrade.
 // Configured: AcceptOptions.ReadLimit, and Compression (no context
 // takeover, the library's default level and threshold) with -deflate.
 // Everything else is the library's default.
@@ -27,11 +28,7 @@ func main() {
 	ctx := context.Background()
 
 	mux := http.NewServeMux()
-	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
-		c, err := ws.Upgrade(w, r, opts)
-		if err != nil {
-			return
-		}
+	echo := func(c *ws.Conn) {
 		defer c.CloseNow()
 		var buf []byte
 		for {
@@ -44,6 +41,13 @@ func main() {
 				return
 			}
 		}
+	}
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		c, err := ws.Upgrade(w, r, opts)
+		if err != nil {
+			return
+		}
+		wsserve.Go(cfg, echo, c)
 	})
 	mux.HandleFunc("/broadcast", func(w http.ResponseWriter, r *http.Request) {
 		c, err := ws.Upgrade(w, r, opts)
