@@ -32,8 +32,10 @@ type conn struct {
 	buf     []byte // payload read, reused
 	hdr     [14]byte
 
+	inflated int64 // messages read compressed
+
 	inflater io.ReadCloser
-	inflated bytes.Buffer
+	out      bytes.Buffer
 	src      bytes.Reader
 }
 
@@ -238,11 +240,12 @@ func (c *conn) inflate(p []byte) ([]byte, error) {
 	} else {
 		_ = c.inflater.(flate.Resetter).Reset(&c.src, nil)
 	}
-	c.inflated.Reset()
-	if _, err := c.inflated.ReadFrom(c.inflater); err != nil {
+	c.out.Reset()
+	if _, err := c.out.ReadFrom(c.inflater); err != nil {
 		return nil, err
 	}
-	return c.inflated.Bytes(), nil
+	c.inflated++
+	return c.out.Bytes(), nil
 }
 
 func (c *conn) close() { _ = c.nc.Close() }

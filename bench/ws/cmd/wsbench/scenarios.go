@@ -236,6 +236,17 @@ func echo(srv *server, raw bool, conns, window int, payload []byte, deflate bool
 	if err := errs.get(); err != nil {
 		r.Failed = err.Error()
 	}
+	if deflate {
+		var n int64
+		for _, c := range cs {
+			n += c.inflated
+		}
+		if n == 0 && r.Failed == "" {
+			// Allowed by RFC 7692, but then the case does not measure
+			// compression.
+			r.Failed = "permessage-deflate negotiated, but no reply was compressed"
+		}
+	}
 }
 
 // broadcast opens conns connections to /broadcast; the first one
