@@ -185,6 +185,7 @@ func main() {
 	rep := report{Mode: mode, Rounds: p.rounds, Started: time.Now().UTC(), Servers: names, Versions: map[string]string{},
 		Command: "cd bench && go run ./ws/cmd/wsbench " + strings.Join(os.Args[1:], " "), Pinning: fmt.Sprintf("servers on CPU %q, load generator on CPU %q", *serverCPU, *genCPU)}
 	rep.Machine = machine()
+	rep.LoadBefore = loadavg()
 	for _, n := range names {
 		if bi, err := buildinfo.ReadFile(filepath.Join(dir, n)); err == nil {
 			rep.GoVersion = bi.GoVersion
@@ -248,6 +249,7 @@ func main() {
 		}
 	}
 	rep.summarize()
+	rep.LoadAfter = loadavg()
 	rep.Seconds = time.Since(rep.Started).Seconds()
 
 	rep.output(*mdOut, *jsonOut, *svgOut)
@@ -314,6 +316,17 @@ func machine() string {
 	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl)
 	cpus, _ := exec.Command("nproc", "--all").Output()
 	return fmt.Sprintf("%s CPUs, %s, linux %s, nofile %d", strings.TrimSpace(string(cpus)), runtime.Version(), strings.TrimSpace(string(kernel)), rl.Cur)
+}
+
+// loadavg is the machine's 1-minute load average: the other processes
+// that the pinned ones share their CPU with.
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }
 
 func firstLine(s string) string {

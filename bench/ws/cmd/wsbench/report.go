@@ -11,17 +11,21 @@ import (
 )
 
 type report struct {
-	Mode      string            `json:"mode"`
-	Rounds    int               `json:"rounds"`
-	Command   string            `json:"command"`
-	Started   time.Time         `json:"started"`
-	Seconds   float64           `json:"seconds"`
-	Machine   string            `json:"machine"`
-	Pinning   string            `json:"pinning"`
-	GoVersion string            `json:"go_version"`
-	Versions  map[string]string `json:"versions"`
-	Servers   []string          `json:"servers"`
-	Cases     []caseInfo        `json:"cases"`
+	Mode    string    `json:"mode"`
+	Rounds  int       `json:"rounds"`
+	Command string    `json:"command"`
+	Started time.Time `json:"started"`
+	Seconds float64   `json:"seconds"`
+	Machine string    `json:"machine"`
+	Pinning string    `json:"pinning"`
+	// LoadBefore and LoadAfter are the 1-minute load averages when the
+	// run started and ended: the machine may be shared.
+	LoadBefore string            `json:"load_before"`
+	LoadAfter  string            `json:"load_after"`
+	GoVersion  string            `json:"go_version"`
+	Versions   map[string]string `json:"versions"`
+	Servers    []string          `json:"servers"`
+	Cases      []caseInfo        `json:"cases"`
 	// Results holds the median of the rounds of each case and server;
 	// Runs every round.
 	Results []result `json:"results"`
@@ -113,6 +117,7 @@ func cell(v, ref float64, ok, refOK bool) string {
 func (rep *report) markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "wsbench %s run, %s UTC, %.0f s, medians of %d round(s): %s; %s.\n\n", rep.Mode, rep.Started.Format("2006-01-02 15:04"), rep.Seconds, rep.Rounds, rep.Machine, rep.Pinning)
+	fmt.Fprintf(&b, "Load average (1 min) at the start %s, at the end %s.\n\n", rep.LoadBefore, rep.LoadAfter)
 	fmt.Fprintf(&b, "    %s\n\n", rep.Command)
 	head := func(first string) {
 		b.WriteString("| " + first + " |")
