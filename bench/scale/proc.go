@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// procs is every process the coordinator started. stopAll stops them by
+// PID, in reverse order of start (clients, then nodes, then Redis): a
+// SIGTERM, then a SIGKILL for one that has not ended in time.
+type procs struct {
+	mu   sync.Mutex
+	list []*proc
+}
+
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has been waited for
+	err  error         // Wait's result, valid after done
+}
+
+func (ps *procs) start(name string, cmd *exec.Cmd) (*proc, error) {
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	ps.mu.Lock()
+	ps.list = append(ps.list, p)
+	ps.mu.Unlock()
+	return p, nil
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop ends p by its PID: SIGTERM, then SIGKILL after grace.
+func (p *proc) stop(grace time.Duration) {
+	if p.exited() {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return
+	case <-time.After(grace):
+	}
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
+func (ps *procs) stopAll() {
+	ps.mu.Lock()
+	list := ps.list
+	ps.list = nil
+	ps.mu.Unlock()
+	for i := len(list) - 1; i >= 0; i-- {
+		list[i].stop(5 * time.Second)
+	}
+}
+
+// usage is what /proc says of one process.
+type usage struct {
+	CPU   float64 // user + system seconds so far
+	RSS   int64   // resident bytes now
+	HWM   int64   // peak resident bytes
+	Valid bool
+}
+
+func procUsage(pid int) usage {
+	var u usage
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return u
+	}
+	// The fields after the command name, which is in parentheses and may
+	// hold spaces: utime and stime are fields 14 and 15 of the whole line.
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return u
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 13 {
+		return u
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	u.CPU = (ut + st) / 100 // USER_HZ is 100 on Linux
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return u
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		v = strings.TrimSuffix(strings.TrimSpace(v), " kB")
+		switch k {
+		case "VmRSS":
+			n, _ := strconv.ParseInt(v, 10, 64)
+			u.RSS = n << 10
+		case "VmHWM":
+			n, _ := strconv.ParseInt(v, 10, 64)
+			u.HWM = n << 10
+		}
+	}
+	u.Valid = true
+	return u
+}
+
+func selfCPU() float64 { return procUsage(os.Getpid()).CPU }
+
+// freePort returns a TCP port free on ip now (another process may take it
+// before it is used: the start then fails plainly).
+func freePort(ip string) (int, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+func noProxy(*http.Request) (*url.URL, error) { return nil, nil }
+
+// waitRedis waits until redis-server at addr answers PING.
+func waitRedis(addr string, p *proc, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if p.exited() {
+			return fmt.Errorf("redis-server exited: %v", p.err)
+		}
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.SetDeadline(time.Now().Add(time.Second))
+			_, err = c.Write([]byte("PING\r\n"))
+			var b [7]byte
+			if err == nil {
+				_, err = io.ReadFull(c, b[:])
+			}
+			c.Close()
+			if err == nil && string(b[:]) == "+PONG\r\n" {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return errors.New("redis-server did not answer PING in time")
+}
+
+// waitHealthy waits until a node answers GET /healthz with 200.
+func waitHealthy(base string, p *proc, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	cl := &http.Client{Timeout: time.Second, Transport: &http.Transport{Proxy: noProxy}}
+	defer cl.CloseIdleConnections()
+	for time.Now().Before(deadline) {
+		if p.exited() {
+			return fmt.Errorf("%s exited: %v", p.name, p.err)
+		}
+		resp, err := cl.Get(base + "/healthz")
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s: /healthz not 200 in time", p.name)
+}
