@@ -66,6 +66,7 @@ type config struct {
 	concurrency            int
 	nodeArgs               []string
 	clientProfile          bool
+	setsid                 bool
 }
 
 func parseConfig() (config, error) {
@@ -75,7 +76,7 @@ func parseConfig() (config, error) {
 	flag.IntVar(&c.perClient, "per-client", 16000, "most subscribers per client process (the open-files limit is per process)")
 	rates := flag.String("rates", "1,10", "publication rates to run, per second, comma-separated")
 	flag.DurationVar(&c.duration, "duration", 20*time.Second, "how long each rate runs")
-	flag.DurationVar(&c.drain, "drain", 15*time.Second, "how long to wait after a rate's last publication for every delivery")
+	flag.DurationVar(&c.drain, "drain", 5*time.Second, "after a rate's last publication, how long the delivery count may stand still\nbefore the missing ones are taken as lost (the wait is at most 2 minutes)")
 	flag.DurationVar(&c.connectTimeout, "connect-timeout", 5*time.Minute, "how long all subscribers may take to connect and subscribe")
 	flag.IntVar(&c.size, "size", 100, "bytes of each publication's data (JSON, at least 32)")
 	flag.StringVar(&c.hotline, "hotline", "", "hotline binary to run (default: build it from this tree)")
@@ -85,6 +86,7 @@ func parseConfig() (config, error) {
 	flag.IntVar(&c.concurrency, "concurrency", 32, "dials in flight per client process")
 	nodeArgs := flag.String("node-args", "", "extra flags for every hotline serve, space-separated")
 	flag.BoolVar(&c.clientProfile, "client-cpuprofile", false, "write a CPU profile of every client process into -dir")
+	flag.BoolVar(&c.setsid, "setsid", false, "start every process in a session of its own: with autogroup scheduling,\neach then gets a share of the CPU like another user's session, instead\nof all sharing one (the full run: it takes the machine)")
 	flag.Parse()
 	for _, r := range strings.Split(*rates, ",") {
 		v, err := strconv.ParseFloat(strings.TrimSpace(r), 64)
@@ -122,7 +124,10 @@ type coordinator struct {
 	apiKey  string
 	channel string
 	pub     *http.Client
-	log     io.Writer // the run's log: stdout and results.txt
+	// published counts the publications started, to spread them over
+	// the nodes' APIs in turn.
+	published int
+	log       io.Writer // the run's log: stdout and results.txt
 }
 
 type clientProc struct {
@@ -158,9 +163,10 @@ func run() error {
 		channel: fmt.Sprintf("scale:run%d", time.Now().Unix()),
 		log:     io.MultiWriter(os.Stdout, out),
 		pub: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-			Proxy: noProxy, MaxIdleConnsPerHost: 4,
+			Proxy: noProxy, MaxIdleConnsPerHost: 16,
 		}},
 	}
+	co.ps.setsid = cfg.setsid
 	defer co.ps.stopAll()
 	err = co.run(ctx)
 	if ctx.Err() != nil {
@@ -178,7 +184,7 @@ func (co *coordinator) run(ctx context.Context) error {
 	cfg := co.cfg
 	co.logf("scale: %d nodes (broker %s), %d subscribers, rates %v/s for %s, %d-byte messages; dir %s",
 		cfg.nodes, cfg.broker, cfg.subs, cfg.rates, cfg.duration, cfg.size, cfg.dir)
-	co.logf("machine: %d CPUs, load average %s", numCPU(), loadAvg())
+	co.logf("machine: %d CPUs, load average %s, autogroup scheduling %v, -setsid %v", numCPU(), loadAvg(), autogroup(), cfg.setsid)
 	if err := co.build(ctx); err != nil {
 		return err
 	}
@@ -458,17 +464,24 @@ func (co *coordinator) waitSubscribed(ctx context.Context, start time.Time) (int
 	}
 }
 
-// waitDelivered waits until the clients have counted want deliveries, or
-// -drain passes; it says how long it took.
+// waitDelivered waits until the clients have counted want deliveries,
+// or their count has not moved for -drain, or two minutes pass; it says
+// how long that took. A backlog still draining would be counted into the
+// next phase, so it is waited for while it moves.
 func (co *coordinator) waitDelivered(ctx context.Context, want int64) (string, int64) {
 	start := time.Now()
+	var last int64 = -1
+	moved := start
 	for {
 		p, _ := co.sum()
 		if p.Delivered >= want {
 			return fmt.Sprintf("(all in %.1fs after the last publication)", time.Since(start).Seconds()), p.Delivered
 		}
-		if time.Since(start) > co.cfg.drain || ctx.Err() != nil {
-			return fmt.Sprintf("(NOT ALL after %s)", co.cfg.drain), p.Delivered
+		if p.Delivered != last {
+			last, moved = p.Delivered, time.Now()
+		}
+		if time.Since(moved) > co.cfg.drain || time.Since(start) > 2*time.Minute || ctx.Err() != nil {
+			return fmt.Sprintf("(NOT ALL: %d missing %.1fs after the last publication)", want-p.Delivered, time.Since(start).Seconds()), p.Delivered
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -490,36 +503,57 @@ type phase struct {
 	usage        []procCPU
 }
 
+// publishPhase publishes ph.count messages at ph.rate, each on time
+// whether or not the previous one has been answered (a backend does not
+// wait for one publication before the next), with at most maxInFlight
+// unanswered. It returns once every publication has been answered.
 func (co *coordinator) publishPhase(ctx context.Context, ph *phase) error {
+	const maxInFlight = 16
 	interval := time.Duration(float64(time.Second) / ph.rate)
+	sem := make(chan struct{}, maxInFlight)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
 	start := time.Now()
 	for k := range ph.count {
 		if d := time.Until(start.Add(time.Duration(k) * interval)); d > 0 {
 			select {
 			case <-ctx.Done():
-				return ctx.Err()
 			case <-time.After(d):
 			}
 		}
-		node := (int(ph.lastOffset) + k) % len(co.bases)
-		off, lat, err := co.publish(ctx, co.bases[node])
-		if err != nil {
-			ph.failed++
-			co.logf("%s: publish through node%d: %v", ph.name, node, err)
-			if ph.failed > 10 {
-				return fmt.Errorf("%s: more than 10 publications failed", ph.name)
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		node := co.published % len(co.bases)
+		co.published++
+		wg.Go(func() {
+			defer func() { <-sem }()
+			off, lat, err := co.publish(ctx, co.bases[node])
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				ph.failed++
+				co.logf("%s: publish through node%d: %v", ph.name, node, err)
+				return
 			}
-			continue
-		}
-		ph.published++
-		ph.apiLatencies = append(ph.apiLatencies, lat)
-		if ph.firstOffset == 0 {
-			ph.firstOffset = off
-		}
-		ph.lastOffset = off
+			ph.published++
+			ph.apiLatencies = append(ph.apiLatencies, lat)
+			if ph.firstOffset == 0 || off < ph.firstOffset {
+				ph.firstOffset = off
+			}
+			ph.lastOffset = max(ph.lastOffset, off)
+		})
 	}
 	// The last publication takes its interval too.
-	ph.achieved = float64(ph.published) / (time.Since(start) + interval).Seconds()
+	ph.achieved = float64(ph.count) / (time.Since(start) + interval).Seconds()
+	wg.Wait()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
 	if ph.published > 0 && ph.lastOffset-ph.firstOffset+1 != uint64(ph.published) {
 		return fmt.Errorf("%s: offsets %d to %d for %d publications: someone else publishes", ph.name, ph.firstOffset, ph.lastOffset, ph.published)
 	}
@@ -590,6 +624,8 @@ type procCPU struct {
 	PID   int     `json:"pid"`
 	CPU   float64 `json:"cpu_seconds"`
 	Cores float64 `json:"cores"` // CPU seconds per second of the phase
+	Wait  float64 `json:"wait_seconds"`
+	Waits float64 `json:"waiting"` // seconds waiting for a CPU per second of the phase
 	RSS   int64   `json:"rss"`
 	HWM   int64   `json:"rss_peak"`
 }
@@ -599,7 +635,7 @@ func (co *coordinator) usageAll() []procCPU {
 	add := func(name string, pid int) {
 		u := procUsage(pid)
 		if u.Valid {
-			out = append(out, procCPU{Name: name, PID: pid, CPU: u.CPU, RSS: u.RSS, HWM: u.HWM})
+			out = append(out, procCPU{Name: name, PID: pid, CPU: u.CPU, Wait: u.Wait, RSS: u.RSS, HWM: u.HWM})
 		}
 	}
 	if co.redis != nil {
@@ -612,6 +648,7 @@ func (co *coordinator) usageAll() []procCPU {
 		add(c.name, c.pid())
 	}
 	add("coordinator", os.Getpid())
+	out = append(out, procCPU{Name: "whole machine", PID: -1, CPU: machineCPU()})
 	return out
 }
 
@@ -623,6 +660,8 @@ func usageDelta(before, after []procCPU, wall time.Duration) []procCPU {
 				d := a
 				d.CPU = a.CPU - b.CPU
 				d.Cores = d.CPU / wall.Seconds()
+				d.Wait = a.Wait - b.Wait
+				d.Waits = d.Wait / wall.Seconds()
 				out = append(out, d)
 			}
 		}

@@ -23,6 +23,11 @@ import (
 type procs struct {
 	mu   sync.Mutex
 	list []*proc
+	// setsid starts each process in a session of its own. Where the
+	// kernel schedules by autogroup (one per session), the harness's
+	// processes then each weigh as much as another user's session
+	// instead of sharing one group's slice of the CPU.
+	setsid bool
 }
 
 type proc struct {
@@ -33,6 +38,9 @@ type proc struct {
 }
 
 func (ps *procs) start(name string, cmd *exec.Cmd) (*proc, error) {
+	// SIGTERM if the coordinator dies without stopping it (SIGKILL,
+	// a crash): nothing outlives the run.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setsid: ps.setsid}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
@@ -86,6 +94,7 @@ func (ps *procs) stopAll() {
 // usage is what /proc says of one process.
 type usage struct {
 	CPU   float64 // user + system seconds so far
+	Wait  float64 // seconds its live threads waited for a CPU while runnable
 	RSS   int64   // resident bytes now
 	HWM   int64   // peak resident bytes
 	Valid bool
@@ -126,8 +135,29 @@ func procUsage(pid int) usage {
 			u.HWM = n << 10
 		}
 	}
+	u.Wait = runDelay(pid)
 	u.Valid = true
 	return u
+}
+
+// runDelay sums the time the threads of pid spent runnable but waiting
+// for a CPU (schedstat's second field, ns): on a shared machine it says
+// how much of a latency was the scheduler's, not the program's.
+func runDelay(pid int) float64 {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	var ns int64
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b))
+		if len(f) >= 2 {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			ns += n
+		}
+	}
+	return float64(ns) / 1e9
 }
 
 func selfCPU() float64 { return procUsage(os.Getpid()).CPU }
@@ -190,4 +220,36 @@ func waitHealthy(base string, p *proc, timeout time.Duration) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("%s: /healthz not 200 in time", p.name)
+}
+
+// machineCPU returns the CPU seconds the whole machine has spent busy
+// (every process, ours and others'), from /proc/stat.
+func machineCPU() float64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0
+	}
+	var busy float64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		if i >= 8 { // guest time is already in user
+			break
+		}
+		n, _ := strconv.ParseFloat(v, 64)
+		busy += n
+	}
+	return busy / 100
+}
+
+// autogroup says whether the kernel schedules by session (autogroup).
+func autogroup() bool {
+	b, err := os.ReadFile("/proc/sys/kernel/sched_autogroup_enabled")
+	return err == nil && strings.TrimSpace(string(b)) == "1"
 }

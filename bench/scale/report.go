@@ -185,9 +185,11 @@ func (co *coordinator) printResults(r Results) {
 		}
 	}
 	fmt.Fprintln(w)
+	fmt.Fprintln(w, "per phase, CPU: cores used (CPU seconds per second); wait: seconds its threads were runnable but waited for a CPU, per second")
+	fmt.Fprintln(w)
 	fmt.Fprint(w, "| process | RSS after connect, MiB | peak RSS, MiB |")
 	for _, p := range r.Phases {
-		fmt.Fprintf(w, " CPU cores at %s |", p.Name)
+		fmt.Fprintf(w, " %s: CPU / wait |", p.Name)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprint(w, "| --- | --- | --- |"+strings.Repeat(" --- |", len(r.Phases))+"\n")
@@ -200,13 +202,13 @@ func (co *coordinator) printResults(r Results) {
 		}
 		fmt.Fprintf(w, "| %s | %s | %s |", f.Name, mib(idle), mib(f.HWM))
 		for _, p := range r.Phases {
-			c := 0.0
+			c, wt := 0.0, 0.0
 			for _, u := range p.Usage {
 				if u.PID == f.PID {
-					c = u.Cores
+					c, wt = u.Cores, u.Waits
 				}
 			}
-			fmt.Fprintf(w, " %.2f |", c)
+			fmt.Fprintf(w, " %.2f / %.2f |", c, wt)
 		}
 		fmt.Fprintln(w)
 	}
