@@ -241,7 +241,7 @@ func (c *client) dialAll(ctx context.Context, conc int) {
 				}
 				return
 			}
-			c.read(ctx, i, wc)
+			c.read(i, wc)
 		})
 	}
 	wg.Wait()
@@ -282,6 +282,10 @@ func (c *client) open(ctx context.Context, i int, release func()) (*ws.Conn, err
 	c.connsMu.Lock()
 	c.conns[i] = wc
 	c.connsMu.Unlock()
+	if c.quitting.Load() { // stop may have passed this one by
+		wc.CloseNow()
+		return nil, errors.New("quitting")
+	}
 	c.connected.Add(1)
 
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -327,13 +331,16 @@ func (c *client) open(ctx context.Context, i int, release func()) (*ws.Conn, err
 
 // read is subscriber i's reading loop: every push is checked against the
 // last offset (in order, no duplicate) and its latency recorded.
-func (c *client) read(ctx context.Context, i int, wc *ws.Conn) {
+func (c *client) read(i int, wc *ws.Conn) {
+	// A ctx that never ends: ws then arms nothing per read. stop ends
+	// the reads by closing the connections.
+	rctx := context.Background()
 	buf := make([]byte, 0, 512)
 	var epoch string
 	last := c.lasts[i].Load()
 	for {
 		var err error
-		_, buf, err = wc.ReadMessage(ctx, buf[:0])
+		_, buf, err = wc.ReadMessage(rctx, buf[:0])
 		now := time.Now().UnixNano()
 		if err != nil {
 			if !c.quitting.Load() {
