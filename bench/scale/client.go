@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -15,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hotline-rt/hotline/ws"
@@ -104,6 +107,7 @@ func runClient(args []string) error {
 	c.conns = make([]*ws.Conn, c.n)
 	if *local != "" {
 		c.dialer.LocalAddr = &net.TCPAddr{IP: net.ParseIP(*local)}
+		c.dialer.Control = bindNoPort
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -480,4 +484,24 @@ type serverMessage struct {
 	} `json:"error"`
 	Gap        json.RawMessage `json:"gap"`
 	Disconnect json.RawMessage `json:"disconnect"`
+}
+
+// ipBindAddressNoPort is Linux's IP_BIND_ADDRESS_NO_PORT (not in package
+// syscall).
+const ipBindAddressNoPort = 24
+
+// bindNoPort lets the kernel pick the source port at connect, where only
+// the whole 4-tuple must be unique, instead of at bind: a bind to port 0
+// on an address with thousands of bound sockets searched for a free port
+// in the kernel, 24 % of a client's CPU at 16,000 subscribers in its
+// profile.
+func bindNoPort(network, address string, rc syscall.RawConn) error {
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command scale measures how long one publication takes to reach every
 // subscriber of one channel when the subscribers are many (100,000) and
 // spread over several hotline nodes that share one Redis server.
@@ -58,6 +60,7 @@ type config struct {
 	nodes, subs, perClient int
 	rates                  []float64
 	duration, drain        time.Duration
+	drainMax               time.Duration
 	connectTimeout         time.Duration
 	size                   int
 	hotline, redis         string
@@ -76,7 +79,8 @@ func parseConfig() (config, error) {
 	flag.IntVar(&c.perClient, "per-client", 16000, "most subscribers per client process (the open-files limit is per process)")
 	rates := flag.String("rates", "1,10", "publication rates to run, per second, comma-separated")
 	flag.DurationVar(&c.duration, "duration", 20*time.Second, "how long each rate runs")
-	flag.DurationVar(&c.drain, "drain", 5*time.Second, "after a rate's last publication, how long the delivery count may stand still\nbefore the missing ones are taken as lost (the wait is at most 2 minutes)")
+	flag.DurationVar(&c.drain, "drain", 5*time.Second, "after a rate's last publication, how long the delivery count may stand still\nbefore the missing ones are taken as lost (see -drain-max)")
+	flag.DurationVar(&c.drainMax, "drain-max", 2*time.Minute, "the longest wait for a rate's deliveries after its last publication")
 	flag.DurationVar(&c.connectTimeout, "connect-timeout", 5*time.Minute, "how long all subscribers may take to connect and subscribe")
 	flag.IntVar(&c.size, "size", 100, "bytes of each publication's data (JSON, at least 32)")
 	flag.StringVar(&c.hotline, "hotline", "", "hotline binary to run (default: build it from this tree)")
@@ -465,7 +469,7 @@ func (co *coordinator) waitSubscribed(ctx context.Context, start time.Time) (int
 }
 
 // waitDelivered waits until the clients have counted want deliveries,
-// or their count has not moved for -drain, or two minutes pass; it says
+// or their count has not moved for -drain, or -drain-max passes; it says
 // how long that took. A backlog still draining would be counted into the
 // next phase, so it is waited for while it moves.
 func (co *coordinator) waitDelivered(ctx context.Context, want int64) (string, int64) {
@@ -480,7 +484,7 @@ func (co *coordinator) waitDelivered(ctx context.Context, want int64) (string, i
 		if p.Delivered != last {
 			last, moved = p.Delivered, time.Now()
 		}
-		if time.Since(moved) > co.cfg.drain || time.Since(start) > 2*time.Minute || ctx.Err() != nil {
+		if time.Since(moved) > co.cfg.drain || time.Since(start) > co.cfg.drainMax || ctx.Err() != nil {
 			return fmt.Sprintf("(NOT ALL: %d missing %.1fs after the last publication)", want-p.Delivered, time.Since(start).Seconds()), p.Delivered
 		}
 		time.Sleep(100 * time.Millisecond)
