@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hotline-rt/hotline/superchat"
 	"github.com/hotline-rt/hotline/ws"
 )
 
@@ -305,23 +306,21 @@ func (c *client) open(ctx context.Context, i int, release func()) (*ws.Conn, err
 			c.subErrors.Add(1)
 			return nil, fmt.Errorf("subscribe reply: %w", err)
 		}
-		var m serverMessage
+		var m superchat.ServerMessage
 		if err := json.Unmarshal(msg, &m); err != nil {
 			c.subErrors.Add(1)
 			return nil, fmt.Errorf("subscribe reply %q: %w", msg, err)
 		}
 		if m.ID != 1 {
 			c.other.Add(1) // nothing else is expected before the reply
+			c.noteErr(fmt.Errorf("before the subscribe reply: %.200s", msg))
 			continue
 		}
 		if m.Error != nil {
 			c.subErrors.Add(1)
-			return nil, fmt.Errorf("subscribe: %d %s", m.Error.Code, m.Error.Message)
+			return nil, fmt.Errorf("subscribe: %w", m.Error)
 		}
-		var top struct {
-			Epoch  string `json:"epoch"`
-			Offset uint64 `json:"offset"`
-		}
+		var top superchat.SubscribeResult
 		if err := json.Unmarshal(m.Result, &top); err != nil {
 			c.subErrors.Add(1)
 			return nil, fmt.Errorf("subscribe result %s: %w", m.Result, err)
@@ -393,7 +392,7 @@ func (c *client) histOf(off uint64) *atomicHist {
 }
 
 func (c *client) otherMessage(msg []byte) {
-	var m serverMessage
+	var m superchat.ServerMessage
 	if err := json.Unmarshal(msg, &m); err != nil {
 		c.other.Add(1)
 		c.noteErr(fmt.Errorf("not JSON: %q", msg))
@@ -402,10 +401,10 @@ func (c *client) otherMessage(msg []byte) {
 	switch {
 	case m.Gap != nil:
 		c.gaps.Add(1)
-		c.noteErr(fmt.Errorf("gap: %s", m.Gap))
+		c.noteErr(fmt.Errorf("gap: %+v", *m.Gap))
 	case m.Disconnect != nil:
 		c.disconnects.Add(1)
-		c.noteErr(fmt.Errorf("disconnect: %s", m.Disconnect))
+		c.noteErr(m.Disconnect)
 	default:
 		c.other.Add(1)
 		c.noteErr(fmt.Errorf("unexpected message: %.200s", msg))
@@ -469,21 +468,6 @@ func digits(b []byte) (uint64, []byte, error) {
 		return 0, b, errNotDigit
 	}
 	return v, b[i:], nil
-}
-
-// serverMessage is the part of a superchat server message this client
-// reads besides pushes (docs/protocol.md). Importing push for it would
-// pull go-redis and jwt into this module; the wire package superchat,
-// once it exists, replaces it.
-type serverMessage struct {
-	ID     uint64          `json:"id"`
-	Result json.RawMessage `json:"result"`
-	Error  *struct {
-		Code    int    `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-	Gap        json.RawMessage `json:"gap"`
-	Disconnect json.RawMessage `json:"disconnect"`
 }
 
 // ipBindAddressNoPort is Linux's IP_BIND_ADDRESS_NO_PORT (not in package
