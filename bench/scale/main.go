@@ -627,7 +627,8 @@ type procCPU struct {
 	Name  string  `json:"name"`
 	PID   int     `json:"pid"`
 	CPU   float64 `json:"cpu_seconds"`
-	Cores float64 `json:"cores"` // CPU seconds per second of the phase
+	Sys   float64 `json:"sys_seconds"` // of CPU, in the kernel
+	Cores float64 `json:"cores"`       // CPU seconds per second of the phase
 	Wait  float64 `json:"wait_seconds"`
 	Waits float64 `json:"waiting"` // seconds waiting for a CPU per second of the phase
 	RSS   int64   `json:"rss"`
@@ -639,7 +640,7 @@ func (co *coordinator) usageAll() []procCPU {
 	add := func(name string, pid int) {
 		u := procUsage(pid)
 		if u.Valid {
-			out = append(out, procCPU{Name: name, PID: pid, CPU: u.CPU, Wait: u.Wait, RSS: u.RSS, HWM: u.HWM})
+			out = append(out, procCPU{Name: name, PID: pid, CPU: u.CPU, Sys: u.Sys, Wait: u.Wait, RSS: u.RSS, HWM: u.HWM})
 		}
 	}
 	if co.redis != nil {
@@ -663,6 +664,7 @@ func usageDelta(before, after []procCPU, wall time.Duration) []procCPU {
 			if a.PID == b.PID {
 				d := a
 				d.CPU = a.CPU - b.CPU
+				d.Sys = a.Sys - b.Sys
 				d.Cores = d.CPU / wall.Seconds()
 				d.Wait = a.Wait - b.Wait
 				d.Waits = d.Wait / wall.Seconds()

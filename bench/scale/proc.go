@@ -96,6 +96,7 @@ func (ps *procs) stopAll() {
 // usage is what /proc says of one process.
 type usage struct {
 	CPU   float64 // user + system seconds so far
+	Sys   float64 // of which system (kernel) seconds
 	Wait  float64 // seconds its live threads waited for a CPU while runnable
 	RSS   int64   // resident bytes now
 	HWM   int64   // peak resident bytes
@@ -121,6 +122,7 @@ func procUsage(pid int) usage {
 	ut, _ := strconv.ParseFloat(f[11], 64)
 	st, _ := strconv.ParseFloat(f[12], 64)
 	u.CPU = (ut + st) / 100 // USER_HZ is 100 on Linux
+	u.Sys = st / 100
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return u

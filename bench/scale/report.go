@@ -73,6 +73,12 @@ type PhaseResult struct {
 	Usage      []procCPU  `json:"usage"`
 	WallSecs   float64    `json:"wall_seconds"`
 	Within400  uint64     `json:"within_400ms"` // deliveries at most 400 ms late
+	// CPU per delivery over the phase, µs: the nodes', the clients',
+	// Redis's; and the cores the harness's processes and the whole
+	// machine used.
+	NodeUS, ClientUS, RedisUS float64
+	NodeSys, ClientSys        float64 // the kernel's share of NodeUS, ClientUS
+	OursCores, MachineCores   float64
 }
 
 func summarize(cfg config, subscribed int, connect time.Duration, phases []*phase, reports []Report, idle, final []procCPU, co *coordinator) Results {
@@ -145,6 +151,33 @@ func summarize(cfg config, subscribed int, connect time.Duration, phases []*phas
 			api = append(api, float64(d.Microseconds())/1000)
 		}
 		pr.APIms = medWorst(api)
+		var nodes, clients, redis, nodesSys, clientsSys float64
+		for _, u := range ph.usage {
+			switch {
+			case strings.HasPrefix(u.Name, "node"):
+				nodes += u.CPU
+				nodesSys += u.Sys
+			case strings.HasPrefix(u.Name, "client"):
+				clients += u.CPU
+				clientsSys += u.Sys
+			case u.Name == "redis":
+				redis += u.CPU
+			}
+			if u.PID > 0 {
+				pr.OursCores += u.Cores
+			} else {
+				pr.MachineCores = u.Cores
+			}
+		}
+		if d := float64(pr.Deliveries); d > 0 {
+			pr.NodeUS, pr.ClientUS, pr.RedisUS = nodes/d*1e6, clients/d*1e6, redis/d*1e6
+		}
+		if nodes > 0 {
+			pr.NodeSys = nodesSys / nodes
+		}
+		if clients > 0 {
+			pr.ClientSys = clientsSys / clients
+		}
 		r.Phases = append(r.Phases, pr)
 	}
 	return r
@@ -177,6 +210,13 @@ func (co *coordinator) printResults(r Results) {
 			p.Name, p.Published, p.Achieved, p.Deliveries, p.Expected,
 			mw(p.First), mw(p.Median), mw(p.P99), mw(p.Last),
 			p.All.P50, p.All.P99, p.All.P999, 100*float64(p.Within400)/float64(max(1, p.Expected)), mw(p.APIms))
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| phase | CPU per delivery: nodes | clients | Redis | cores used: this run | whole machine |")
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- |")
+	for _, p := range r.Phases {
+		fmt.Fprintf(w, "| %s | %.1f µs (%.0f %% kernel) | %.1f µs (%.0f %% kernel) | %.2f µs | %.2f | %.2f |\n",
+			p.Name, p.NodeUS, 100*p.NodeSys, p.ClientUS, 100*p.ClientSys, p.RedisUS, p.OursCores, p.MachineCores)
 	}
 	fmt.Fprintf(w, "\ncounted: %d deliveries of %d expected; missing at the end %d, skipped in stream %d, duplicates %d, gap notices %d, disconnect notices %d, connections closed %d, other messages %d\n",
 		r.Deliveries, r.Expected, r.TailMissing, r.Skipped, r.Duplicates, r.Gaps, r.Disconnects, r.Closed, r.Other)
