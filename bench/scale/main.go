@@ -128,6 +128,9 @@ type coordinator struct {
 	apiKey  string
 	channel string
 	pub     *http.Client
+	// cut: a phase's deliveries were still arriving when -drain-max
+	// ended the wait for them.
+	cut bool
 	// published counts the publications started, to spread them over
 	// the nodes' APIs in turn.
 	published int
@@ -485,7 +488,12 @@ func (co *coordinator) waitDelivered(ctx context.Context, want int64) (string, i
 			last, moved = p.Delivered, time.Now()
 		}
 		if time.Since(moved) > co.cfg.drain || time.Since(start) > co.cfg.drainMax || ctx.Err() != nil {
-			return fmt.Sprintf("(NOT ALL: %d missing %.1fs after the last publication)", want-p.Delivered, time.Since(start).Seconds()), p.Delivered
+			still := "the count had stopped: lost"
+			if time.Since(moved) <= co.cfg.drain {
+				still = "still arriving: cut by -drain-max, not lost"
+				co.cut = true
+			}
+			return fmt.Sprintf("(NOT ALL: %d missing %.1fs after the last publication; %s)", want-p.Delivered, time.Since(start).Seconds(), still), p.Delivered
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

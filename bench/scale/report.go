@@ -24,6 +24,7 @@ type Results struct {
 	Duplicates  int64         `json:"duplicates"`
 	Skipped     int64         `json:"skipped"`
 	TailMissing int64         `json:"tail_missing"`
+	Cut         bool          `json:"cut"` // deliveries were still arriving when counted
 	Gaps        int64         `json:"gaps"`
 	Disconnects int64         `json:"disconnects"`
 	Closed      int64         `json:"closed"`
@@ -84,7 +85,7 @@ type PhaseResult struct {
 func summarize(cfg config, subscribed int, connect time.Duration, phases []*phase, reports []Report, idle, final []procCPU, co *coordinator) Results {
 	r := Results{
 		Nodes: cfg.nodes, Broker: cfg.broker, Subscribers: subscribed, Asked: cfg.subs, Clients: len(reports),
-		ConnectSecs: connect.Seconds(), Idle: idle, Final: final, LoadAverage: loadAvg(),
+		ConnectSecs: connect.Seconds(), Idle: idle, Final: final, LoadAverage: loadAvg(), Cut: co.cut,
 	}
 	offsets := map[uint64]*Hist{}
 	var conn Hist
@@ -218,8 +219,12 @@ func (co *coordinator) printResults(r Results) {
 		fmt.Fprintf(w, "| %s | %.1f µs (%.0f %% kernel) | %.1f µs (%.0f %% kernel) | %.2f µs | %.2f | %.2f |\n",
 			p.Name, p.NodeUS, 100*p.NodeSys, p.ClientUS, 100*p.ClientSys, p.RedisUS, p.OursCores, p.MachineCores)
 	}
-	fmt.Fprintf(w, "\ncounted: %d deliveries of %d expected; missing at the end %d, skipped in stream %d, duplicates %d, gap notices %d, disconnect notices %d, connections closed %d, other messages %d\n",
-		r.Deliveries, r.Expected, r.TailMissing, r.Skipped, r.Duplicates, r.Gaps, r.Disconnects, r.Closed, r.Other)
+	missing := "missing at the end"
+	if r.Cut {
+		missing = "not yet arrived when counted (still arriving, cut by -drain-max)"
+	}
+	fmt.Fprintf(w, "\ncounted: %d deliveries of %d expected; %s %d, skipped in stream %d, duplicates %d, gap notices %d, disconnect notices %d, connections closed %d, other messages %d\n",
+		r.Deliveries, r.Expected, missing, r.TailMissing, r.Skipped, r.Duplicates, r.Gaps, r.Disconnects, r.Closed, r.Other)
 	if len(r.Errors) > 0 {
 		fmt.Fprintln(w, "first errors:")
 		for _, e := range r.Errors {
