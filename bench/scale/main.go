@@ -638,6 +638,7 @@ type procCPU struct {
 	Sys   float64 `json:"sys_seconds"` // of CPU, in the kernel
 	Cores float64 `json:"cores"`       // CPU seconds per second of the phase
 	Wait  float64 `json:"wait_seconds"`
+	Runs  int64   `json:"runs"`    // times its threads were put on a CPU
 	Waits float64 `json:"waiting"` // seconds waiting for a CPU per second of the phase
 	RSS   int64   `json:"rss"`
 	HWM   int64   `json:"rss_peak"`
@@ -648,7 +649,7 @@ func (co *coordinator) usageAll() []procCPU {
 	add := func(name string, pid int) {
 		u := procUsage(pid)
 		if u.Valid {
-			out = append(out, procCPU{Name: name, PID: pid, CPU: u.CPU, Sys: u.Sys, Wait: u.Wait, RSS: u.RSS, HWM: u.HWM})
+			out = append(out, procCPU{Name: name, PID: pid, CPU: u.CPU, Sys: u.Sys, Wait: u.Wait, Runs: u.Runs, RSS: u.RSS, HWM: u.HWM})
 		}
 	}
 	if co.redis != nil {
@@ -675,6 +676,7 @@ func usageDelta(before, after []procCPU, wall time.Duration) []procCPU {
 				d.Sys = a.Sys - b.Sys
 				d.Cores = d.CPU / wall.Seconds()
 				d.Wait = a.Wait - b.Wait
+				d.Runs = a.Runs - b.Runs
 				d.Waits = d.Wait / wall.Seconds()
 				out = append(out, d)
 			}

@@ -98,6 +98,7 @@ type usage struct {
 	CPU   float64 // user + system seconds so far
 	Sys   float64 // of which system (kernel) seconds
 	Wait  float64 // seconds its live threads waited for a CPU while runnable
+	Runs  int64   // times its live threads were put on a CPU (a thread wake-up each, mostly)
 	RSS   int64   // resident bytes now
 	HWM   int64   // peak resident bytes
 	Valid bool
@@ -139,15 +140,16 @@ func procUsage(pid int) usage {
 			u.HWM = n << 10
 		}
 	}
-	u.Wait = runDelay(pid)
+	u.Wait, u.Runs = runDelay(pid)
 	u.Valid = true
 	return u
 }
 
-// runDelay sums the time the threads of pid spent runnable but waiting
-// for a CPU (schedstat's second field, ns): on a shared machine it says
-// how much of a latency was the scheduler's, not the program's.
-func runDelay(pid int) float64 {
+// runDelay sums over the threads of pid the time spent runnable but
+// waiting for a CPU (schedstat's second field, ns): on a shared machine it
+// says how much of a latency was the scheduler's, not the program's; and
+// the times they were put on a CPU (the third field).
+func runDelay(pid int) (wait float64, runs int64) {
 	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	var ns int64
 	for _, t := range tasks {
@@ -156,12 +158,14 @@ func runDelay(pid int) float64 {
 			continue
 		}
 		f := strings.Fields(string(b))
-		if len(f) >= 2 {
+		if len(f) >= 3 {
 			n, _ := strconv.ParseInt(f[1], 10, 64)
 			ns += n
+			n, _ = strconv.ParseInt(f[2], 10, 64)
+			runs += n
 		}
 	}
-	return float64(ns) / 1e9
+	return float64(ns) / 1e9, runs
 }
 
 func selfCPU() float64 { return procUsage(os.Getpid()).CPU }

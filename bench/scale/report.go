@@ -79,6 +79,7 @@ type PhaseResult struct {
 	// machine used.
 	NodeUS, ClientUS, RedisUS float64
 	NodeSys, ClientSys        float64 // the kernel's share of NodeUS, ClientUS
+	NodeRuns, ClientRuns      float64 // thread runs (wake-ups) per delivery
 	OursCores, MachineCores   float64
 }
 
@@ -153,14 +154,17 @@ func summarize(cfg config, subscribed int, connect time.Duration, phases []*phas
 		}
 		pr.APIms = medWorst(api)
 		var nodes, clients, redis, nodesSys, clientsSys float64
+		var nodeRuns, clientRuns int64
 		for _, u := range ph.usage {
 			switch {
 			case strings.HasPrefix(u.Name, "node"):
 				nodes += u.CPU
 				nodesSys += u.Sys
+				nodeRuns += u.Runs
 			case strings.HasPrefix(u.Name, "client"):
 				clients += u.CPU
 				clientsSys += u.Sys
+				clientRuns += u.Runs
 			case u.Name == "redis":
 				redis += u.CPU
 			}
@@ -172,6 +176,7 @@ func summarize(cfg config, subscribed int, connect time.Duration, phases []*phas
 		}
 		if d := float64(pr.Deliveries); d > 0 {
 			pr.NodeUS, pr.ClientUS, pr.RedisUS = nodes/d*1e6, clients/d*1e6, redis/d*1e6
+			pr.NodeRuns, pr.ClientRuns = float64(nodeRuns)/d, float64(clientRuns)/d
 		}
 		if nodes > 0 {
 			pr.NodeSys = nodesSys / nodes
@@ -213,11 +218,13 @@ func (co *coordinator) printResults(r Results) {
 			p.All.P50, p.All.P99, p.All.P999, 100*float64(p.Within400)/float64(max(1, p.Expected)), mw(p.APIms))
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| phase | CPU per delivery: nodes | clients | Redis | cores used: this run | whole machine |")
-	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- |")
+	fmt.Fprintln(w, "per delivery: CPU (the kernel's share) and thread runs (a thread put on a CPU: mostly a wake-up)")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| phase | nodes CPU | clients CPU | Redis CPU | node thread runs | client thread runs | cores used: this run | whole machine |")
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, p := range r.Phases {
-		fmt.Fprintf(w, "| %s | %.1f µs (%.0f %% kernel) | %.1f µs (%.0f %% kernel) | %.2f µs | %.2f | %.2f |\n",
-			p.Name, p.NodeUS, 100*p.NodeSys, p.ClientUS, 100*p.ClientSys, p.RedisUS, p.OursCores, p.MachineCores)
+		fmt.Fprintf(w, "| %s | %.1f µs (%.0f %%) | %.1f µs (%.0f %%) | %.2f µs | %.3f | %.3f | %.2f | %.2f |\n",
+			p.Name, p.NodeUS, 100*p.NodeSys, p.ClientUS, 100*p.ClientSys, p.RedisUS, p.NodeRuns, p.ClientRuns, p.OursCores, p.MachineCores)
 	}
 	missing := "missing at the end"
 	if r.Cut {
