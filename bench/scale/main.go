@@ -70,6 +70,7 @@ type config struct {
 	nodeArgs               []string
 	clientProfile          bool
 	setsid                 bool
+	gomaxprocs             int
 }
 
 func parseConfig() (config, error) {
@@ -90,6 +91,7 @@ func parseConfig() (config, error) {
 	flag.IntVar(&c.concurrency, "concurrency", 32, "dials in flight per client process")
 	nodeArgs := flag.String("node-args", "", "extra flags for every hotline serve, space-separated")
 	flag.BoolVar(&c.clientProfile, "client-cpuprofile", false, "write a CPU profile of every client process into -dir")
+	flag.IntVar(&c.gomaxprocs, "gomaxprocs", 0, "GOMAXPROCS of the nodes and clients (0: Go's default, the CPU count)")
 	flag.BoolVar(&c.setsid, "setsid", false, "start every process in a session of its own: with autogroup scheduling,\neach then gets a share of the CPU like another user's session, instead\nof all sharing one (the full run: it takes the machine)")
 	flag.Parse()
 	for _, r := range strings.Split(*rates, ",") {
@@ -191,7 +193,7 @@ func (co *coordinator) run(ctx context.Context) error {
 	cfg := co.cfg
 	co.logf("scale: %d nodes (broker %s), %d subscribers, rates %v/s for %s, %d-byte messages; dir %s",
 		cfg.nodes, cfg.broker, cfg.subs, cfg.rates, cfg.duration, cfg.size, cfg.dir)
-	co.logf("machine: %d CPUs, load average %s, autogroup scheduling %v, -setsid %v", numCPU(), loadAvg(), autogroup(), cfg.setsid)
+	co.logf("machine: %d CPUs, load average %s, autogroup scheduling %v, -setsid %v, -gomaxprocs %d", numCPU(), loadAvg(), autogroup(), cfg.setsid, cfg.gomaxprocs)
 	if err := co.build(ctx); err != nil {
 		return err
 	}
@@ -278,6 +280,15 @@ func (co *coordinator) build(ctx context.Context) error {
 	return nil
 }
 
+// env is the environment of the nodes and clients.
+func (co *coordinator) env() []string {
+	env := os.Environ()
+	if co.cfg.gomaxprocs > 0 {
+		env = append(env, fmt.Sprintf("GOMAXPROCS=%d", co.cfg.gomaxprocs))
+	}
+	return env
+}
+
 func (co *coordinator) logFile(name string) (*os.File, error) {
 	return os.Create(filepath.Join(co.cfg.dir, name))
 }
@@ -320,6 +331,7 @@ func (co *coordinator) startNodes() error {
 			"-shutdown-timeout", "2s"}
 		args = append(args, co.cfg.nodeArgs...)
 		cmd := exec.Command(co.cfg.hotline, args...)
+		cmd.Env = co.env()
 		f, err := co.logFile(fmt.Sprintf("node%d.log", j))
 		if err != nil {
 			return err
@@ -370,6 +382,7 @@ func (co *coordinator) startClients() error {
 		}
 		first += n
 		cmd := exec.Command(self, args...)
+		cmd.Env = co.env()
 		stdin, err := cmd.StdinPipe()
 		if err != nil {
 			return err
