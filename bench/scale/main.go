@@ -222,6 +222,7 @@ func (co *coordinator) run(ctx context.Context) error {
 	var published uint64
 	for _, ph := range phases {
 		before := co.usageAll()
+		p0, _ := co.sum()
 		ph.start = time.Now()
 		if err := co.publishPhase(ctx, ph); err != nil {
 			return err
@@ -231,6 +232,8 @@ func (co *coordinator) run(ctx context.Context) error {
 		drained, got := co.waitDelivered(ctx, want)
 		ph.wall = time.Since(ph.start)
 		ph.usage = usageDelta(before, co.usageAll(), ph.wall)
+		p1, _ := co.sum()
+		ph.delivered = p1.Delivered - p0.Delivered
 		co.logf("%s: %d published (%.1f/s achieved, %d failed), deliveries %d/%d %s",
 			ph.name, ph.published, ph.achieved, ph.failed, got, want, drained)
 		if ctx.Err() != nil {
@@ -525,6 +528,7 @@ type phase struct {
 	firstOffset  uint64
 	lastOffset   uint64
 	apiLatencies []time.Duration
+	delivered    int64 // deliveries counted while the phase ran, whatever their publication
 	usage        []procCPU
 }
 
