@@ -90,6 +90,7 @@ func (t *WebSocket) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	go t.serve(c, s)
+	holdStream(c)
 }
 
 func (t *WebSocket) add() {
