@@ -92,7 +92,8 @@ type Config struct {
 	// disables the API.
 	APIKey string
 
-	// Broker is where messages meet; nil means an in-memory broker.
+	// Broker is where messages meet; nil means an in-memory broker. If it
+	// implements broker.Readier, /readyz asks it.
 	Broker broker.Broker
 	// Namespaces configures channels; nil means push's defaults plus
 	// "stats" (the dashboard feed) and "bench" (hotline bench).
@@ -347,6 +348,7 @@ func New(cfg Config) (*Server, error) {
 		MaxEnded:        cfg.MaxEndedPolls,
 		Log:             cfg.Logger,
 		OnDeliver:       s.metrics.delivered,
+		Takeover:        s.websocket.Takeover, // client: a session moved off a WebSocket
 	}
 	opts.Subprotocols = transport.Subprotocols
 
@@ -358,9 +360,28 @@ func New(cfg Config) (*Server, error) {
 		s.handleWS("/echo", s.echo)
 		s.handleWS("/broadcast", s.broadcast)
 	}
+	// /healthz: liveness, 200 while the process serves. /readyz: 503
+	// with the reason while the broker cannot be reached (a broker that
+	// cannot tell, such as the memory broker, is ready).
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
+	})
+	readier, _ := cfg.Broker.(broker.Readier)
+	const readyTimeout = 2 * time.Second // bounds the broker's answer
+	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		if readier != nil {
+			ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+			defer cancel()
+			if err := readier.Ready(ctx); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				fmt.Fprintf(w, "not ready: %v\n", err)
+				return
+			}
+		}
+		w.Write([]byte("ready\n"))
 	})
 	s.mux.Handle("GET /metrics", s.metrics.handler())
 	s.api()

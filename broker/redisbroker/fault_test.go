@@ -104,7 +104,7 @@ func TestRedisGapOnNewEpoch(t *testing.T) {
 	brokertest.Eventually(t, "2 publications", func() bool { return len(na.Received("e")) == 2 })
 	rc := redis.NewClient(&redis.Options{Addr: addr})
 	defer rc.Close()
-	if err := rc.Del(ctx, "hotline:meta:e", "hotline:history:e").Err(); err != nil {
+	if err := rc.Del(ctx, "hotline:{e}:meta", "hotline:{e}:history").Err(); err != nil {
 		t.Fatal(err)
 	}
 	p := brokertest.Pub(t, a, "e", 1, broker.PublishOptions{HistorySize: 10})

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"time"
 
@@ -30,6 +30,7 @@ Every limit below has a flag and a default; a client past one is told
 
 func serve(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderrOf(ctx)) // client: a test runs serve in process
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (host:port)")
 	origins := fs.String("allowed-origins", "", "comma-separated origin patterns allowed besides the same origin,\ne.g. http://example.com,https://*.example.org")
 	hosts := fs.String("allowed-hosts", "", "comma-separated host name patterns the server answers to (Host header,\ne.g. chat.example.com,localhost:*); others get 421. Empty: any host.\nSet it against DNS rebinding")
@@ -58,9 +59,13 @@ func serve(ctx context.Context, args []string) error {
 	maxWaiting := fs.Int("max-waiting", 10000, "most long polls held at once; past it polls get 503 with Retry-After\n(0: no limit)")
 	jwtSecret := fs.String("jwt-secret", "", "HS256 secret that client tokens are signed with; without it (and\nwithout -jwt-public-key) the server runs in development mode with\nanonymous users")
 	jwtKey := fs.String("jwt-public-key", "", "PEM file with the RS256 or ES256 public key of client tokens")
-	brokerName := fs.String("broker", "memory", "where channels live: memory (one node) or redis (several nodes\nsharing one Redis server)")
-	redisAddr := fs.String("redis-addr", "127.0.0.1:6379", "Redis server for -broker redis (host:port)")
-	redisPassword := fs.String("redis-password", "", "Redis password for -broker redis")
+	brokerName := fs.String("broker", "memory", "where channels live: memory (one node) or redis (several nodes\nsharing one Redis server, a Redis Cluster or a Sentinel-managed master)")
+	// redis: where Redis is (one server, a cluster, Sentinel), its credentials and replication.
+	redisAddr := fs.String("redis-addr", "127.0.0.1:6379", "Redis for -broker redis: host:port, several comma-separated seed\naddresses, or a URL redis://[user:password@]host:port[,host:port...][/db]\n(rediss:// for TLS); a Redis Cluster is detected (INFO cluster)")
+	redisPassword := fs.String("redis-password", "", "Redis password for -broker redis (overrides one in -redis-addr)")
+	redisSentinelAddrs := fs.String("redis-sentinel-addrs", "", "comma-separated Sentinel addresses (host:port); with\n-redis-sentinel-master the master is found through them and followed\nacross failovers (-redis-addr is then unused, except a URL's user,\npassword, db and TLS)")
+	redisSentinelMaster := fs.String("redis-sentinel-master", "", "name of the master the Sentinels watch (sentinel monitor NAME ...)")
+	redisMinReplicas := fs.Int("redis-min-replicas", 0, "replicas that must confirm a publication (Redis WAIT, up to half the\n3 s call timeout) before it is acknowledged; unconfirmed: 504 outcome\nunknown. 0: do not wait (a failover may lose the latest publications)")
 	redisPrefix := fs.String("redis-prefix", "hotline:", "prefix of hotline's Redis keys and channels")
 	redisQueue := fs.Int("redis-queue-size", redisbroker.DefaultQueueSize, "Pub/Sub messages a node holds for delivery; past it (or past 64 MiB)\nthey are dropped and their channels repaired from history, or\nreported to clients as a gap")
 	redisCatchUps := fs.Int("redis-catchups", redisbroker.DefaultCatchUps, "history reads that repair delivery gaps at one time")
@@ -85,7 +90,7 @@ func serve(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
 	}
-	log, err := newLogger(*logFormat, *logLevel)
+	log, err := newLogger(stderrOf(ctx), *logFormat, *logLevel)
 	if err != nil {
 		return err
 	}
@@ -110,20 +115,28 @@ func serve(ctx context.Context, args []string) error {
 		defer m.Close(context.Background())
 		b = m
 	case "redis":
-		r, err := redisbroker.New(redisbroker.Config{
-			Addr:           *redisAddr,
-			Password:       *redisPassword,
-			Prefix:         *redisPrefix,
-			QueueSize:      *redisQueue,
-			CatchUps:       *redisCatchUps,
-			EmptyStreamTTL: *emptyStreamTTL,
-		})
+		rc, err := redisbroker.ParseAddr(*redisAddr)
+		if err != nil {
+			return fmt.Errorf("-redis-addr: %w", err)
+		}
+		if *redisPassword != "" {
+			rc.Password = *redisPassword
+		}
+		rc.SentinelAddrs = splitList(*redisSentinelAddrs)
+		rc.SentinelMaster = *redisSentinelMaster
+		rc.MinReplicas = *redisMinReplicas
+		rc.Prefix = *redisPrefix
+		rc.QueueSize = *redisQueue
+		rc.CatchUps = *redisCatchUps
+		rc.EmptyStreamTTL = *emptyStreamTTL
+		rc.Logger = log
+		r, err := redisbroker.New(rc)
 		if err != nil {
 			return fmt.Errorf("-broker redis: %w", err)
 		}
 		defer r.Close(context.Background())
 		b = r
-		log.Info("broker: redis", "addr", *redisAddr, "prefix", *redisPrefix)
+		log.Info("broker: redis", "mode", r.Mode(), "addrs", rc.Addrs, "sentinels", rc.SentinelAddrs, "prefix", *redisPrefix)
 	default:
 		return fmt.Errorf("-broker %q: want memory or redis", *brokerName)
 	}
@@ -217,7 +230,7 @@ func serve(ctx context.Context, args []string) error {
 	return err
 }
 
-func newLogger(format, level string) (*slog.Logger, error) {
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("-log-level %q: %v", level, err)
@@ -225,9 +238,9 @@ func newLogger(format, level string) (*slog.Logger, error) {
 	o := &slog.HandlerOptions{Level: lv}
 	switch format {
 	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, o)), nil
+		return slog.New(slog.NewTextHandler(w, o)), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, o)), nil
+		return slog.New(slog.NewJSONHandler(w, o)), nil
 	}
 	return nil, fmt.Errorf("-log-format %q: want text or json", format)
 }

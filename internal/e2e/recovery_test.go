@@ -119,7 +119,9 @@ func TestLiveJumpRecovered(t *testing.T) {
 
 // TestHistoryTrimmedWhileAway: the page is kept away while more is
 // published than history holds; when it is back it must say plainly that
-// messages were lost.
+// messages were lost. The server keeps no session for a dropped client
+// (SessionGrace < 0): one kept would hold what was published meanwhile in
+// its queue, and the page would continue it with nothing lost.
 func TestHistoryTrimmedWhileAway(t *testing.T) {
 	var blocked atomic.Bool
 	ts := startServerWith(t, func(h http.Handler) http.Handler {
@@ -136,6 +138,7 @@ func TestHistoryTrimmedWhileAway(t *testing.T) {
 		chat.HistorySize = 5
 		ns["chat"] = chat
 		c.Namespaces = ns
+		c.SessionGrace = -1
 	})
 	b := browser(t)
 	p := page(t, b, ts.url("/?transport=websocket&room=away"))
