@@ -3,10 +3,12 @@
 package ws
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -340,4 +342,41 @@ func TestH2AutoWithoutXConnect(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "--- PASS") {
 		t.Fatalf("child: %v\n%s", err, out)
 	}
+}
+
+// rawH2Client opens an extended CONNECT stream by hand and returns its two
+// directions, for writing frames byte by byte.
+func rawH2Client(t *testing.T, srv *h2Server) (io.WriteCloser, *bufio.Reader) {
+	t.Helper()
+	pr, pw := io.Pipe()
+	u, _ := url.Parse(srv.URL)
+	req := &http.Request{Method: http.MethodConnect, URL: u, Host: u.Host, Body: pr, ContentLength: -1, Header: http.Header{
+		":protocol": {"websocket"}, "Sec-Websocket-Version": {"13"},
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	resp, err := poolFor(&DialOptions{TLSConfig: srv.tlsConfig()}).tls.RoundTrip(req.WithContext(ctx))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	t.Cleanup(func() { pw.Close(); resp.Body.Close() })
+	return pw, bufio.NewReader(resp.Body)
+}
+
+// TestH2ProtocolViolations: the frame-level cases of TestProtocolViolations
+// over an HTTP/2 stream. The codec is the same; this shows it.
+func TestH2ProtocolViolations(t *testing.T) {
+	srv := newH2Server(t, echoHandler(&AcceptOptions{ReadLimit: 1000}))
+	for _, tc := range protocolViolations() {
+		t.Run(tc.name, func(t *testing.T) {
+			w, br := rawH2Client(t, srv)
+			checkViolation(t, tc, w, br)
+		})
+	}
+}
+
+func TestH2PingInsideFragmentedMessage(t *testing.T) {
+	srv := newH2Server(t, echoHandler(nil))
+	w, br := rawH2Client(t, srv)
+	checkPingInsideFragmented(t, w, br)
 }
