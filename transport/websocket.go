@@ -106,6 +106,7 @@ func (t *WebSocket) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		go old.Close(StatusSessionMoved, "session moved to another connection")
 	}
 	go t.serve(c, s)
+	holdStream(c)
 }
 
 // StatusSessionMoved is the close code of a connection whose session
