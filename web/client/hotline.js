@@ -256,7 +256,9 @@ export class Hotline extends EventTarget {
     // A WebSocket the session moves off (see _switch) delivers until the
     // server closes it; polling starts after that.
     const moving = this._moving;
-    const moved = moving && Promise.race([moving.closed, sleep(HANDSHAKE_TIMEOUT).then(() => moving.detach())]);
+    // If the server does not close it in time, let go of it ourselves
+    // (unless it is serving again: nothing else opened).
+    const moved = moving && Promise.race([moving.closed, sleep(HANDSHAKE_TIMEOUT).then(() => { if (this._conn !== moving) moving.detach(); })]);
     for (const name of order) {
       const resume = this._resumeFrom();
       try {
