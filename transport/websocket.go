@@ -31,8 +31,9 @@ type WebSocket struct {
 	// its Subprotocols are ignored.
 	Accept ws.AcceptOptions
 	Log    *slog.Logger
-	// WriteTimeout bounds the write of one message to a client; past it
-	// the client is dropped. 0 means 10s.
+	// WriteTimeout bounds one write to a client: a message, or a batch
+	// of queued messages of up to 64 KiB sent in one write; past it the
+	// client is dropped. 0 means 10s.
 	WriteTimeout time.Duration
 	// OnDeliver, if set, is called for each publication written, with
 	// the time the broker accepted it (for latency metrics).
@@ -275,28 +276,58 @@ func (t *WebSocket) closeEnded(c *ws.Conn, s *push.Session, d *push.Disconnect, 
 	c.Close(ws.StatusCode(d.Code), d.Reason) // bounded by ws
 }
 
+// maxWriteBytes bounds what one write batch gathers (a larger message
+// goes alone): the WriteTimeout bounds each batch, and the disconnect of
+// an ended session waits for at most one batch.
+const maxWriteBytes = 64 << 10
+
 // writeBatch writes batch in order, moving *last to each message written.
-// It stops with errSessionEnded before a message if the session has
-// ended meanwhile.
+// It gathers the messages into batches of up to maxWriteBytes, each sent
+// with one ws.Conn.WriteMessages (one write system call for a burst of
+// small messages, each still a frame of its own). It stops with
+// errSessionEnded before a batch if the session has ended meanwhile.
 func (t *WebSocket) writeBatch(ctx context.Context, c *ws.Conn, s *push.Session, batch []push.Outbound, last *uint64) error {
 	done := s.Done()
-	for i := range batch {
+	msgs := getMsgs()
+	defer putMsgs(msgs)
+	for len(batch) > 0 {
 		select {
 		case <-done:
 			return errSessionEnded
 		default:
 		}
-		o := &batch[i]
-		if err := c.WriteMessage(ctx, ws.MessageText, o.Data); err != nil {
+		k, size := 0, 0
+		for k < len(batch) && (k == 0 || size+len(batch[k].Data) <= maxWriteBytes) {
+			size += len(batch[k].Data)
+			k++
+		}
+		*msgs = (*msgs)[:0]
+		for i := range batch[:k] {
+			*msgs = append(*msgs, batch[i].Data)
+		}
+		n, err := c.WriteMessages(ctx, ws.MessageText, *msgs)
+		clear(*msgs)
+		for i := range batch[:n] {
+			o := &batch[i]
+			*last = o.Seq
+			if t.OnDeliver != nil && !o.Time.IsZero() {
+				t.OnDeliver("websocket", o.Time)
+			}
+		}
+		if err != nil {
 			return err
 		}
-		*last = o.Seq
-		if t.OnDeliver != nil && !o.Time.IsZero() {
-			t.OnDeliver("websocket", o.Time)
-		}
+		batch = batch[k:]
 	}
 	return nil
 }
+
+// msgsPool holds the payload lists of write batches, so that a writer
+// holds one only while it writes.
+var msgsPool = sync.Pool{New: func() any { return new([][]byte) }}
+
+func getMsgs() *[][]byte  { return msgsPool.Get().(*[][]byte) }
+func putMsgs(m *[][]byte) { msgsPool.Put(m) }
 
 // Wait blocks until every connection has finished (its goroutines have
 // returned), or ctx ends. It is for shutdown, after the engine has ended
