@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -115,5 +116,73 @@ func TestWriterOneWritePerBurst(t *testing.T) {
 	}
 	if w := ln.writes.Load(); w != 2 {
 		t.Errorf("%d writes to the connection (101 response and %d queued messages), want 2", w, burst+1)
+	}
+}
+
+// TestWriterWakeups: the writer goroutine runs only while something is
+// queued, and an item queued just as it goes idle (the wake finds it still
+// running and starts nothing) must start it again. A test hook publishes
+// while the writer has drained the queue and not yet gone idle; the client
+// must get that publication. Without the writer's check for work after it
+// has gone idle, it stays queued (checked by removing the check).
+func TestWriterWakeups(t *testing.T) {
+	// Cleanups run last first: the hook is reset after the server's
+	// cleanup has waited for every connection (and its writer) to end.
+	t.Cleanup(func() { beforeIdle = nil })
+	var e *push.Engine
+	var fired atomic.Int32
+	beforeIdle = func(*wsWriter) {
+		// The first idle after the subscribe reply went out.
+		if fired.Load() == 1 && fired.CompareAndSwap(1, 2) {
+			if _, err := e.Publish(context.Background(), push.PublishRequest{Channel: "news", Data: []byte(`"late"`)}); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	srv, eng := newWSServer(t, &WebSocket{})
+	e = eng
+	c, _ := superchatSession(t, srv, e, "ann")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	fired.Store(1)
+	if err := c.WriteMessage(ctx, ws.MessageText, []byte(`{"id":2,"op":"subscribe","channel":"news"}`)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		rctx, rcancel := context.WithTimeout(ctx, 3*time.Second)
+		_, msg, err := c.ReadMessage(rctx, nil)
+		rcancel()
+		if err != nil {
+			t.Fatalf("no publication after the subscribe reply: %v (hook fired: %v)", err, fired.Load() == 2)
+		}
+		if strings.Contains(string(msg), `"data":"late"`) {
+			break
+		}
+	}
+
+	// And publications back to back while the client reads.
+	const n = 500 // within the queue bound (1024): the client may lag
+	errc := make(chan error, 1)
+	go func() {
+		for i := range n {
+			data, _ := json.Marshal(strconv.Itoa(i))
+			if _, err := e.Publish(ctx, push.PublishRequest{Channel: "news", Data: data}); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}()
+	for i := range n {
+		_, msg, err := c.ReadMessage(ctx, nil)
+		if err != nil {
+			t.Fatalf("publication %d of %d: %v", i, n, err)
+		}
+		if want := fmt.Sprintf(`"data":"%d"`, i); !strings.Contains(string(msg), want) {
+			t.Fatalf("message %s, want publication %d", msg, i)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
 	}
 }
