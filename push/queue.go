@@ -34,7 +34,8 @@ type queue struct {
 	done     chan struct{} // closed when err is set
 	notify   chan struct{} // cap 1: something was queued or the session ended
 	room     chan struct{} // made by a waiting pushWait, closed by ack; else nil
-	wake     atomic.Pointer[func()] // called after each signal: see Session.SetWake
+
+	onSignal atomic.Pointer[func()] // Session.OnQueue's callback, or nil
 }
 
 // keepCap is the largest item capacity a drained queue keeps for reuse; a
@@ -53,7 +54,7 @@ func (q *queue) signal() {
 	case q.notify <- struct{}{}:
 	default:
 	}
-	if f := q.wake.Load(); f != nil {
+	if f := q.onSignal.Load(); f != nil {
 		(*f)()
 	}
 }

@@ -189,10 +189,10 @@ func (s *Session) HasPending(after uint64) bool { return s.q.hasPending(after) }
 // transport keep no goroutine waiting on an idle session: the WebSocket
 // writer runs only while there is something to write. One wake function
 // at a time; SetWake replaces the previous one.
-func (s *Session) SetWake(f *func()) { s.q.wake.Store(f) }
+func (s *Session) SetWake(f *func()) { s.q.onSignal.Store(f) }
 
 // ClearWake removes f if it is the session's wake function.
-func (s *Session) ClearWake(f *func()) { s.q.wake.CompareAndSwap(f, nil) }
+func (s *Session) ClearWake(f *func()) { s.q.onSignal.CompareAndSwap(f, nil) }
 
 // Ack removes the queued items with Seq <= seq: the transport has written
 // them (WebSocket) or the client said it got them (polling).

@@ -147,17 +147,68 @@ func (t *WebSocket) log() *slog.Logger {
 	return t.Log
 }
 
-// serve runs one connection on one goroutine, the reader's. The writer
-// runs only while the session has something to write: the session wakes
-// it (SetWake) when an item is queued, it drains the queue and ends. An
-// idle connection costs one goroutine, not two.
+// serve runs one connection. Between the client's messages it keeps one
+// goroutine, parked in WaitReadable on a fresh 2 KiB stack: each message
+// is read and handled on a goroutine of its own, which hands over to a
+// new waiter when done, so that the stack a message grew (JSON, the
+// broker) goes with it instead of staying with the idle connection (the
+// runtime shrinks an idle stack only down to 4 KiB). The writer runs
+// only while the session has something to write: the session wakes it
+// (SetWake) when an item is queued; it drains the queue and ends.
 func (t *WebSocket) serve(c *ws.Conn, s *push.Session) {
-	defer t.done()
 	w := &wsWriter{t: t, c: c, s: s, exited: make(chan struct{}, 1)}
 	w.wake, w.runFn = w.kick, w.run
+	w.waitFn, w.readFn = w.waitRead, w.readOne
 	s.SetWake(&w.wake)
 	w.kick() // what was queued before the wake was set
-	err := t.readLoop(c, s)
+	w.waitRead()
+}
+
+// waitRead waits until the client sends something and hands over to
+// readOne on a new goroutine.
+func (w *wsWriter) waitRead() {
+	if err := w.c.WaitReadable(context.Background()); err != nil {
+		w.end(err)
+		return
+	}
+	go w.readFn()
+}
+
+// readOne reads and handles one message, then hands over to waitRead on a
+// new goroutine.
+func (w *wsWriter) readOne() {
+	c, s := w.c, w.s
+	ctx := context.Background()
+	op, msg, err := c.ReadMessage(ctx, w.rbuf[:0])
+	if err != nil {
+		w.end(err)
+		return
+	}
+	if op != ws.MessageText {
+		c.Close(ws.StatusUnsupportedData, "binary messages are not part of chat or superchat")
+		w.end(nil)
+		return
+	}
+	if err := s.Handle(ctx, msg); err != nil {
+		w.end(err)
+		return
+	}
+	// Keep a small buffer for the next message; a large one goes.
+	w.rbuf = nil
+	if cap(msg) <= maxKeptReadBuf {
+		w.rbuf = msg
+	}
+	go w.waitFn()
+}
+
+// maxKeptReadBuf is the largest read buffer an idle connection keeps for
+// its next message.
+const maxKeptReadBuf = 512
+
+// end ends the connection after its reading ended with err.
+func (w *wsWriter) end(err error) {
+	t, c, s := w.t, w.c, w.s
+	defer t.done()
 	var d *push.Disconnect
 	switch {
 	case errors.As(err, &d):
@@ -198,6 +249,9 @@ type wsWriter struct {
 	exited chan struct{} // cap 1: a token each time the writer goes idle
 	wake   func()        // w.kick, bound once: the session's wake function
 	runFn  func()        // w.run, bound once: go w.runFn() does not allocate
+	waitFn func()        // w.waitRead, bound once
+	readFn func()        // w.readOne, bound once
+	rbuf   []byte        // the read buffer, kept between messages if small
 
 	// Written by the running writer goroutine only. Atomic because a
 	// writer that has just gone idle reads them (more) while a new one
@@ -322,29 +376,6 @@ func closedCleanly(err error) bool {
 	var ce *ws.CloseError
 	return errors.As(err, &ce) && !ce.Local &&
 		(ce.Code == ws.StatusNormalClosure || ce.Code == ws.StatusGoingAway)
-}
-
-func (t *WebSocket) readLoop(c *ws.Conn, s *push.Session) error {
-	ctx := context.Background()
-	var buf []byte
-	for {
-		op, msg, err := c.ReadMessage(ctx, buf[:0])
-		if err != nil {
-			return err
-		}
-		if op != ws.MessageText {
-			c.Close(ws.StatusUnsupportedData, "binary messages are not part of chat or superchat")
-			return nil
-		}
-		if err := s.Handle(ctx, msg); err != nil {
-			return err
-		}
-		if cap(msg) <= 64<<10 {
-			buf = msg
-		} else {
-			buf = nil
-		}
-	}
 }
 
 func (t *WebSocket) writeTimeout() time.Duration {
