@@ -76,9 +76,6 @@ type Conn struct {
 	writeMu   sync.Mutex
 	closeSent bool  // under writeMu
 	writeErr  error // under writeMu; sticky
-	wctrl     [maxHeaderSize + maxControlPayload]byte
-	wvec      [2][]byte
-	wbufs     net.Buffers
 	writer    messageWriter
 
 	closeRecv chan struct{} // closed when the peer's close frame arrives
