@@ -72,6 +72,8 @@ func serve(ctx context.Context, args []string) error {
 	shutdownTimeout := fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for queued messages to flush")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	// evloop: the event-loop WebSocket transport
+	eventLoop := fs.Bool("event-loop", false, "serve /chat from an epoll event loop: an idle WebSocket costs no\ngoroutine and no buffer (Linux, plain TCP: terminate TLS at a proxy;\npermessage-deflate is not negotiated in this mode)")
 	withEnvHelp(fs, serveSynopsis)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -133,6 +135,7 @@ func serve(ctx context.Context, args []string) error {
 		ReadLimit:       *readLimit,
 		KeepAlive:       *keepAlive,
 		WriteTimeout:    *writeTimeout,
+		EventLoop:       *eventLoop,
 		MaxConns:        *maxConns,
 		Namespaces:      ns,
 		Broker:          b,
