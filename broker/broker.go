@@ -162,11 +162,21 @@ type Broker interface {
 // decide how much a broker keeps per key.
 const maxIdemKey = 64
 
-// idemID is the form of an idempotency key that a broker stores.
-func idemID(key string) string {
+// IdempotencyID is the form of an idempotency key that a broker stores.
+func IdempotencyID(key string) string {
 	if len(key) <= maxIdemKey {
 		return key
 	}
 	sum := sha256.Sum256([]byte(key))
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
+
+// Defaults shared by the brokers.
+const (
+	// DefaultEmptyStreamTTL is how long a stream with nothing in its
+	// history is kept after its last publication, unless configured.
+	DefaultEmptyStreamTTL = 5 * time.Minute
+	// DefaultIdempotencyTTL is used for a Publish with an
+	// IdempotencyKey and no IdempotencyTTL.
+	DefaultIdempotencyTTL = time.Minute
+)

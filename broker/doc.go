@@ -11,7 +11,10 @@
 // so any node can serve a client's recovery request.
 //
 // [NewMemory] returns the embedded single-process broker used by default.
-// A Redis broker for several nodes implements the same interface.
+// Package redisbroker (broker/redisbroker) implements the same interface
+// for several nodes sharing one Redis server, a Redis Cluster or a
+// Sentinel-managed master; it is the only package that links go-redis.
+// Package brokertest is the conformance suite both pass.
 //
 // # Positions
 //

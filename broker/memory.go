@@ -152,7 +152,7 @@ func (m *Memory) stream(channel string, create bool) (*stream, Handler, bool, er
 		return nil, nil, false, ErrClosed
 	}
 	if st, ok = m.streams[channel]; !ok {
-		st = &stream{epoch: newEpoch(), last: time.Now()}
+		st = &stream{epoch: NewEpoch(), last: time.Now()}
 		m.streams[channel] = st
 	}
 	return st, m.handler, m.subs[channel] > 0, nil
@@ -238,7 +238,7 @@ func (m *Memory) Publish(ctx context.Context, channel string, data json.RawMessa
 	now := time.Now()
 	idem := ""
 	if opts.IdempotencyKey != "" {
-		idem = idemID(opts.IdempotencyKey)
+		idem = IdempotencyID(opts.IdempotencyKey)
 		st.trimIdem(now, 0)
 		if e, ok := st.idem[idem]; ok && now.Before(e.expires) {
 			return e.pos, nil
@@ -373,53 +373,24 @@ func (m *Memory) History(ctx context.Context, channel string, req HistoryRequest
 		return HistoryResult{}, err
 	}
 	if st == nil {
-		if s := req.Since; s != nil && *s != (Position{}) {
-			return HistoryResult{}, ErrEpochChanged
-		}
-		return HistoryResult{}, nil
+		_, _, err := Window("", 0, 1, req)
+		return HistoryResult{}, err
 	}
 	defer st.mu.Unlock()
 	st.trim(time.Now())
 	res := HistoryResult{Top: Position{Epoch: st.epoch, Offset: st.offset}}
 	first := st.offset - uint64(len(st.pubs)) + 1 // offset of st.pubs[0]
-	lo, hi := 0, len(st.pubs)                     // candidates st.pubs[lo:hi]
-	if s := req.Since; s != nil {
-		since := *s
-		if since == (Position{}) {
-			since.Epoch = st.epoch // before the first publication
-		}
-		if since.Epoch != st.epoch || since.Offset > st.offset {
-			return res, ErrEpochChanged
-		}
+	lo, hi, err := Window(st.epoch, st.offset, first, req)
+	if err != nil || lo > hi {
+		return res, err
+	}
+	out := make([]*Publication, hi-lo+1)
+	for i := range out {
 		if req.Reverse {
-			// Publications before since.Offset: paging back needs
-			// no completeness, what is kept is what there is.
-			if since.Offset <= first {
-				hi = 0
-			} else {
-				hi = int(since.Offset - first)
-			}
+			out[i] = st.pubs[hi-first-uint64(i)]
 		} else {
-			if since.Offset+1 < first {
-				return res, ErrHistoryTrimmed
-			}
-			lo = int(since.Offset + 1 - first)
+			out[i] = st.pubs[lo-first+uint64(i)]
 		}
-	}
-	n := hi - lo
-	if req.Limit >= 0 && req.Limit < n {
-		n = req.Limit
-	}
-	if n <= 0 {
-		return res, nil
-	}
-	out := make([]*Publication, n)
-	if req.Reverse {
-		for i := range out {
-			out[i] = st.pubs[hi-1-i]
-		}
-	} else {
-		copy(out, st.pubs[lo:lo+n])
 	}
 	res.Publications = out
 	return res, nil
@@ -523,8 +494,8 @@ func (m *Memory) Close(ctx context.Context) error {
 	return nil
 }
 
-// newEpoch returns a short random stream name.
-func newEpoch() string {
+// NewEpoch returns a short random stream name.
+func NewEpoch() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:]) // never fails (crypto/rand docs)
 	return base64.RawURLEncoding.EncodeToString(b[:])

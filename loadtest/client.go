@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hotline-rt/hotline/push"
+	"github.com/hotline-rt/hotline/superchat"
 	"github.com/hotline-rt/hotline/ws"
 )
 
@@ -46,7 +46,7 @@ type receiver struct {
 // notice is an error.
 func (r *receiver) handle(env []byte) (subscribed bool, err error) {
 	now := time.Now()
-	var m push.ServerMessage
+	var m superchat.ServerMessage
 	if err := json.Unmarshal(env, &m); err != nil {
 		return false, fmt.Errorf("loadtest: bad envelope %.80q: %w", env, err)
 	}
@@ -71,7 +71,7 @@ func (r *receiver) handle(env []byte) (subscribed bool, err error) {
 }
 
 func subscribeRequest(channel string) []byte {
-	b, _ := json.Marshal(push.Request{ID: subscribeID, Op: "subscribe", Channel: channel})
+	b, _ := json.Marshal(superchat.Request{ID: subscribeID, Op: superchat.OpSubscribe, Channel: channel})
 	return b
 }
 
@@ -165,7 +165,7 @@ type pollReply struct {
 		Seq  uint64          `json:"seq"`
 		Data json.RawMessage `json:"data"`
 	} `json:"messages"`
-	Disconnect *push.Disconnect `json:"disconnect"`
+	Disconnect *superchat.Disconnect `json:"disconnect"`
 }
 
 func (c *pollClient) open(ctx context.Context) error {

@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hotline-rt/hotline/push"
+	"github.com/hotline-rt/hotline/superchat"
 	"github.com/hotline-rt/hotline/ws"
 )
 
@@ -168,7 +168,7 @@ func (w *wsPublisher) read() {
 			return
 		}
 		buf = msg
-		var m push.ServerMessage
+		var m superchat.ServerMessage
 		if json.Unmarshal(msg, &m) != nil || m.ID == 0 || m.ID > uint64(len(w.accepted)) {
 			continue
 		}
@@ -183,7 +183,7 @@ func (w *wsPublisher) read() {
 }
 
 func (w *wsPublisher) publish(ctx context.Context, seq int) {
-	req, _ := json.Marshal(push.Request{ID: uint64(seq) + 1, Op: "publish", Channel: w.channel, Data: w.data(seq)})
+	req, _ := json.Marshal(superchat.Request{ID: uint64(seq) + 1, Op: superchat.OpPublish, Channel: w.channel, Data: w.data(seq)})
 	if err := w.c.WriteMessage(ctx, ws.MessageText, req); err != nil {
 		w.fail(seq, err)
 		w.replies.Add(1)

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/hotline-rt/hotline/broker"
+	"github.com/hotline-rt/hotline/superchat"
 )
 
 // hub is a channel with local subscribers. The broker's handler fans each
@@ -736,8 +737,8 @@ func (hd handler) event(channel string, info broker.ClientInfo, join bool) {
 // encodeGap returns a gap notice: {"gap":{...}}.
 func encodeGap(channel, epoch string, offset uint64, reason string) []byte {
 	return mustMarshal(struct {
-		Gap Gap `json:"gap"`
-	}{Gap{Channel: channel, Epoch: epoch, Offset: offset, Reason: reason}})
+		Gap superchat.Gap `json:"gap"`
+	}{superchat.Gap{Channel: channel, Epoch: epoch, Offset: offset, Reason: reason}})
 }
 
 // encodeFor returns what a session of protocol p is sent for pub.

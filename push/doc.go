@@ -48,6 +48,12 @@
 // order and without duplicates, followed by live ones; or recovered:false with
 // the reason, so it can resync.
 //
+// # Wire
+//
+// The superchat envelopes (requests, replies, pushes, gap and disconnect
+// notices) are the types of package superchat, which clients import
+// without the engine; the engine encodes with them.
+//
 // # Concurrency
 //
 // All methods of Engine and Session are safe for concurrent use. Outbound

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hotline-rt/hotline/auth"
 	"github.com/hotline-rt/hotline/broker"
+	"github.com/hotline-rt/hotline/superchat"
 )
 
 func TestChatAndSuperchatSeeSameOrder(t *testing.T) {
@@ -218,7 +219,7 @@ func TestRecoveryRace(t *testing.T) {
 			t.Fatalf("round %d: not recovered: %+v", round, res)
 		}
 		want := uint64(2)
-		check := func(p Push) {
+		check := func(p superchat.Push) {
 			if p.Offset != want {
 				t.Fatalf("round %d: offset %d, want %d", round, p.Offset, want)
 			}

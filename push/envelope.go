@@ -6,35 +6,17 @@ import (
 	"fmt"
 
 	"github.com/hotline-rt/hotline/broker"
+	"github.com/hotline-rt/hotline/superchat"
 )
 
-// Request is a superchat request envelope (docs/protocol.md). Clients such as
-// hotline dial marshal it; the engine decodes it with DecodeRequest.
-type Request struct {
-	ID      uint64           `json:"id"`
-	Op      string           `json:"op"`
-	Channel string           `json:"channel,omitempty"`
-	Since   *broker.Position `json:"since,omitempty"`   // subscribe, history
-	Data    json.RawMessage  `json:"data,omitempty"`    // publish
-	Limit   *int             `json:"limit,omitempty"`   // history: nil or negative = the server's page size, 0 = only the top
-	Reverse bool             `json:"reverse,omitempty"` // history: newest first
-	// IdempotencyKey (publish, at most MaxIdempotencyKey bytes): a retry
-	// with the same key returns the first publication's position.
-	IdempotencyKey string `json:"idempotency_key,omitempty"`
-	Token          string `json:"token,omitempty"` // refresh: the new token
-}
-
-// maxRequestID is the largest id, so ids survive JavaScript's numbers.
-const maxRequestID = 1<<53 - 1
-
-// DecodeRequest decodes one request envelope. Errors wrap ErrBadRequest;
-// the returned Request carries the id whenever it could be read, so the
-// error reply can name it.
-func DecodeRequest(b []byte) (Request, error) {
-	var r Request
+// DecodeRequest decodes one superchat request envelope. Errors wrap
+// ErrBadRequest; the returned Request carries the id whenever it could be
+// read, so the error reply can name it.
+func DecodeRequest(b []byte) (superchat.Request, error) {
+	var r superchat.Request
 	t := bytes.TrimLeft(b, " \t\r\n")
 	if len(t) == 0 || t[0] != '{' {
-		return Request{}, fmt.Errorf("%w: not a JSON object", ErrBadRequest)
+		return superchat.Request{}, fmt.Errorf("%w: not a JSON object", ErrBadRequest)
 	}
 	if err := json.Unmarshal(b, &r); err != nil {
 		// Unmarshal keeps the fields it could fill: report the id only
@@ -42,91 +24,45 @@ func DecodeRequest(b []byte) (Request, error) {
 		var probe struct {
 			ID uint64 `json:"id"`
 		}
-		if json.Unmarshal(b, &probe) != nil || probe.ID > maxRequestID {
+		if json.Unmarshal(b, &probe) != nil || probe.ID > superchat.MaxID {
 			probe.ID = 0
 		}
-		return Request{ID: probe.ID}, fmt.Errorf("%w: %v", ErrBadRequest, err)
+		return superchat.Request{ID: probe.ID}, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
-	if r.ID > maxRequestID {
-		return Request{}, fmt.Errorf("%w: id above 2^53-1", ErrBadRequest)
+	if r.ID > superchat.MaxID {
+		return superchat.Request{}, fmt.Errorf("%w: id above 2^53-1", ErrBadRequest)
 	}
 	if r.Op == "" {
-		return Request{ID: r.ID}, fmt.Errorf("%w: missing op", ErrBadRequest)
+		return superchat.Request{ID: r.ID}, fmt.Errorf("%w: missing op", ErrBadRequest)
 	}
 	return r, nil
 }
 
-// ServerMessage is any envelope the server sends: a reply (ID with Result or
-// Error), a push, or a disconnect notice. Clients decode into it.
-type ServerMessage struct {
-	ID         uint64          `json:"id,omitempty"`
-	Result     json.RawMessage `json:"result,omitempty"`
-	Error      *ReplyError     `json:"error,omitempty"`
-	Push       *Push           `json:"push,omitempty"`
-	Disconnect *Disconnect     `json:"disconnect,omitempty"`
-	Gap        *Gap            `json:"gap,omitempty"`
-}
+// PresenceClient is one user present in a channel, as Engine.Presence
+// lists them: the superchat type, named here because it is the engine's
+// own API too (the HTTP API answers with it).
+type PresenceClient = superchat.PresenceClient
 
-// Gap tells a subscriber that it may have missed publications of Channel
-// after the last one it was given, Epoch and Offset: the position to pass
-// as since when it subscribes again to recover. The subscription goes on
-// with the next publication.
-type Gap struct {
-	Channel string `json:"channel"`
-	Epoch   string `json:"epoch"`
-	Offset  uint64 `json:"offset"`
-	Reason  string `json:"reason"`
-}
+// PresencePage is who is in a channel, bounded: Engine.PresencePage's
+// result, which the presence op and the HTTP API send as it is.
+type PresencePage = superchat.PresenceResult
 
-// ReplyError is the error of a failed request. Codes: 400 bad request, 401
-// bad token (refresh), 403 forbidden, 404 unknown op, 429 a limit of the
-// session or user (publish rate, subscriptions), 500 server failure, 503
-// not published, 504 publish outcome unknown.
-type ReplyError struct {
-	Code    int    `json:"code"`
-	Message string `json:"message"`
-}
-
-// Push is a publication or a join/leave event of a channel.
-type Push struct {
-	Channel string          `json:"channel"`
-	Epoch   string          `json:"epoch,omitempty"`
-	Offset  uint64          `json:"offset,omitempty"`
-	Data    json.RawMessage `json:"data,omitempty"`
-	Info    *UserInfo       `json:"info,omitempty"` // publisher; absent for the server
-	Join    *UserInfo       `json:"join,omitempty"`
-	Leave   *UserInfo       `json:"leave,omitempty"`
-}
-
-// UserInfo names a user in pushes and presence. Session ids are never shown.
-type UserInfo struct {
-	User string `json:"user"`
-	Name string `json:"name,omitempty"`
-}
-
-// PresenceClient is one user present in a channel.
-type PresenceClient struct {
-	User  string `json:"user"`
-	Name  string `json:"name,omitempty"`
-	Conns int    `json:"conns"` // sessions of this user in the channel
-}
-
-func userInfo(ci *broker.ClientInfo) *UserInfo {
+func userInfo(ci *broker.ClientInfo) *superchat.UserInfo {
 	if ci == nil {
 		return nil
 	}
-	return &UserInfo{User: ci.User, Name: ci.Name}
+	return &superchat.UserInfo{User: ci.User, Name: ci.Name}
 }
 
-func pushOf(pub *broker.Publication) Push {
-	return Push{Channel: pub.Channel, Epoch: pub.Epoch, Offset: pub.Offset, Data: pub.Data, Info: userInfo(pub.Info)}
+func pushOf(pub *broker.Publication) superchat.Push {
+	return superchat.Push{Channel: pub.Channel, Epoch: pub.Epoch, Offset: pub.Offset, Data: pub.Data, Info: userInfo(pub.Info)}
 }
 
 // encodePush returns the superchat push of pub: {"push":{...}}.
 func encodePush(pub *broker.Publication) []byte {
 	p := pushOf(pub)
 	type envelope struct {
-		Push *Push `json:"push"`
+		Push *superchat.Push `json:"push"`
 	}
 	b, err := json.Marshal(envelope{&p})
 	if err != nil {
@@ -163,14 +99,14 @@ func encodeChat(data json.RawMessage) []byte {
 }
 
 func encodeEvent(channel string, info broker.ClientInfo, join bool) []byte {
-	p := Push{Channel: channel}
+	p := superchat.Push{Channel: channel}
 	if join {
 		p.Join = userInfo(&info)
 	} else {
 		p.Leave = userInfo(&info)
 	}
 	return mustMarshal(struct {
-		Push *Push `json:"push"`
+		Push *superchat.Push `json:"push"`
 	}{&p})
 }
 
@@ -189,9 +125,9 @@ func encodeResult(id uint64, result any) []byte {
 
 func encodeError(id uint64, code int, msg string) []byte {
 	return mustMarshal(struct {
-		ID    uint64     `json:"id"`
-		Error ReplyError `json:"error"`
-	}{id, ReplyError{Code: code, Message: msg}})
+		ID    uint64          `json:"id"`
+		Error superchat.Error `json:"error"`
+	}{id, superchat.Error{Code: code, Message: msg}})
 }
 
 // mustMarshal marshals values whose types cannot fail to encode (all
@@ -202,4 +138,12 @@ func mustMarshal(v any) []byte {
 		panic("push: encode envelope: " + err.Error())
 	}
 	return b
+}
+
+// brokerPosition is a request's since as the broker takes it.
+func brokerPosition(p *superchat.Position) *broker.Position {
+	if p == nil {
+		return nil
+	}
+	return &broker.Position{Epoch: p.Epoch, Offset: p.Offset}
 }

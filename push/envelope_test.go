@@ -6,35 +6,35 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/hotline-rt/hotline/broker"
+	"github.com/hotline-rt/hotline/superchat"
 )
 
 func TestDecodeRequest(t *testing.T) {
 	for _, tc := range []struct {
 		name, in string
-		want     Request
+		want     superchat.Request
 		bad      bool
 	}{
-		{"connect", `{"id":1,"op":"connect"}`, Request{ID: 1, Op: "connect"}, false},
+		{"connect", `{"id":1,"op":"connect"}`, superchat.Request{ID: 1, Op: "connect"}, false},
 		{"subscribe since", ` {"id":2,"op":"subscribe","channel":"chat:lobby","since":{"epoch":"e","offset":5}}`,
-			Request{ID: 2, Op: "subscribe", Channel: "chat:lobby", Since: &positionE5}, false},
+			superchat.Request{ID: 2, Op: "subscribe", Channel: "chat:lobby", Since: &positionE5}, false},
 		{"publish", `{"id":3,"op":"publish","channel":"c","data":{"a":[1,2]}}`,
-			Request{ID: 3, Op: "publish", Channel: "c", Data: json.RawMessage(`{"a":[1,2]}`)}, false},
-		{"unknown fields ignored", `{"id":4,"op":"x","future":true}`, Request{ID: 4, Op: "x"}, false},
+			superchat.Request{ID: 3, Op: "publish", Channel: "c", Data: json.RawMessage(`{"a":[1,2]}`)}, false},
+		{"unknown fields ignored", `{"id":4,"op":"x","future":true}`, superchat.Request{ID: 4, Op: "x"}, false},
 		{"publish with key", `{"id":9,"op":"publish","channel":"c","data":1,"idempotency_key":"k-1"}`,
-			Request{ID: 9, Op: "publish", Channel: "c", Data: json.RawMessage(`1`), IdempotencyKey: "k-1"}, false},
-		{"refresh", `{"id":10,"op":"refresh","token":"a.b.c"}`, Request{ID: 10, Op: "refresh", Token: "a.b.c"}, false},
-		{"key not a string", `{"id":11,"op":"publish","idempotency_key":5}`, Request{ID: 11}, true},
-		{"array", `[]`, Request{}, true},
-		{"string", `"x"`, Request{}, true},
-		{"empty", ``, Request{}, true},
-		{"truncated", `{"id":5,"op":"x"`, Request{}, true},
-		{"negative id", `{"id":-1,"op":"x"}`, Request{}, true},
-		{"float id", `{"id":1.5,"op":"x"}`, Request{}, true},
-		{"huge id", `{"id":9007199254740992,"op":"x"}`, Request{}, true},
-		{"no op", `{"id":6}`, Request{ID: 6}, true},
-		{"bad since keeps id", `{"id":7,"op":"subscribe","since":"x"}`, Request{ID: 7}, true},
-		{"trailing garbage", `{"id":8,"op":"x"} {}`, Request{}, true},
+			superchat.Request{ID: 9, Op: "publish", Channel: "c", Data: json.RawMessage(`1`), IdempotencyKey: "k-1"}, false},
+		{"refresh", `{"id":10,"op":"refresh","token":"a.b.c"}`, superchat.Request{ID: 10, Op: "refresh", Token: "a.b.c"}, false},
+		{"key not a string", `{"id":11,"op":"publish","idempotency_key":5}`, superchat.Request{ID: 11}, true},
+		{"array", `[]`, superchat.Request{}, true},
+		{"string", `"x"`, superchat.Request{}, true},
+		{"empty", ``, superchat.Request{}, true},
+		{"truncated", `{"id":5,"op":"x"`, superchat.Request{}, true},
+		{"negative id", `{"id":-1,"op":"x"}`, superchat.Request{}, true},
+		{"float id", `{"id":1.5,"op":"x"}`, superchat.Request{}, true},
+		{"huge id", `{"id":9007199254740992,"op":"x"}`, superchat.Request{}, true},
+		{"no op", `{"id":6}`, superchat.Request{ID: 6}, true},
+		{"bad since keeps id", `{"id":7,"op":"subscribe","since":"x"}`, superchat.Request{ID: 7}, true},
+		{"trailing garbage", `{"id":8,"op":"x"} {}`, superchat.Request{}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := DecodeRequest([]byte(tc.in))
@@ -51,7 +51,7 @@ func TestDecodeRequest(t *testing.T) {
 	}
 }
 
-var positionE5 = broker.Position{Epoch: "e", Offset: 5}
+var positionE5 = superchat.Position{Epoch: "e", Offset: 5}
 
 // FuzzDecodeRequest checks that decoding never panics, that whatever is
 // accepted is valid JSON (agreeing with encoding/json's own validator),
@@ -72,7 +72,7 @@ func FuzzDecodeRequest(f *testing.F) {
 			if !errors.Is(err, ErrBadRequest) {
 				t.Fatalf("error %v does not wrap ErrBadRequest", err)
 			}
-			if req.ID > maxRequestID {
+			if req.ID > superchat.MaxID {
 				t.Fatalf("error reply id %d out of range", req.ID)
 			}
 			return
@@ -80,7 +80,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		if !json.Valid(b) {
 			t.Fatalf("accepted invalid JSON %q", b)
 		}
-		if req.Op == "" || req.ID > maxRequestID {
+		if req.Op == "" || req.ID > superchat.MaxID {
 			t.Fatalf("accepted %+v", req)
 		}
 		enc, err := json.Marshal(req)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/hotline-rt/hotline/auth"
 	"github.com/hotline-rt/hotline/push"
+	"github.com/hotline-rt/hotline/superchat"
 )
 
 // A backend publishes to a chat room; a chat client sees the bare text and
@@ -39,7 +40,7 @@ func ExampleEngine() {
 		fmt.Printf("chat %d: %s\n", o.Seq, o.Data)
 	}
 	for _, o := range super.Pending(2, nil) {
-		var m push.ServerMessage
+		var m superchat.ServerMessage
 		_ = json.Unmarshal(o.Data, &m)
 		who := "server"
 		if m.Push.Info != nil {
@@ -81,7 +82,7 @@ func ExampleSession_Handle_recovery() {
 	_ = json.Unmarshal(items[0].Data, &reply)
 	fmt.Println("reply", reply.ID, "recovered:", reply.Result.Recovered, "top:", reply.Result.Offset)
 	for _, o := range items[1:] {
-		var m push.ServerMessage
+		var m superchat.ServerMessage
 		_ = json.Unmarshal(o.Data, &m)
 		if m.Push.Join != nil {
 			continue // its own join event

@@ -8,12 +8,13 @@ import (
 	"testing"
 
 	"github.com/hotline-rt/hotline/broker"
+	"github.com/hotline-rt/hotline/superchat"
 )
 
 // subscribe sends a subscribe request and returns its reply and the
 // publications queued after it (the replay and any live ones). Join and
 // leave events are skipped; anything else fails the test.
-func (c *client) subscribe(msg string) (subResult, []Push) {
+func (c *client) subscribe(msg string) (subResult, []superchat.Push) {
 	c.t.Helper()
 	c.send(msg)
 	ms := c.msgs()
@@ -21,7 +22,7 @@ func (c *client) subscribe(msg string) (subResult, []Push) {
 		c.t.Fatalf("no reply to %s", msg)
 	}
 	res := result[subResult](c.t, ms[0])
-	var pushes []Push
+	var pushes []superchat.Push
 	for _, m := range ms[1:] {
 		switch {
 		case m.Push != nil && (m.Push.Join != nil || m.Push.Leave != nil):
@@ -322,8 +323,8 @@ func TestReplayLiveExactlyOnce(t *testing.T) {
 
 // subscribeTail returns what was queued since the last read: pushes
 // (join and leave skipped) and the number of other messages.
-func (c *client) subscribeTail() (int, []Push) {
-	var pushes []Push
+func (c *client) subscribeTail() (int, []superchat.Push) {
+	var pushes []superchat.Push
 	other := 0
 	for _, m := range c.msgs() {
 		switch {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/hotline-rt/hotline/auth"
+	"github.com/hotline-rt/hotline/superchat"
 )
 
 func newEngine(t testing.TB, cfg Config) *Engine {
@@ -66,11 +67,11 @@ func (c *client) raw() []string {
 }
 
 // msgs decodes everything queued so far as superchat envelopes.
-func (c *client) msgs() []ServerMessage {
+func (c *client) msgs() []superchat.ServerMessage {
 	c.t.Helper()
-	var out []ServerMessage
+	var out []superchat.ServerMessage
 	for _, r := range c.raw() {
-		var m ServerMessage
+		var m superchat.ServerMessage
 		if err := json.Unmarshal([]byte(r), &m); err != nil {
 			c.t.Fatalf("decode %s: %v", r, err)
 		}
@@ -82,10 +83,10 @@ func (c *client) msgs() []ServerMessage {
 // request sends msg and returns its reply (and any pushes before it).
 // Join and leave pushes queued along with the reply (such as the client's
 // own join after a subscribe) are skipped; anything else fails the test.
-func (c *client) request(msg string) ServerMessage {
+func (c *client) request(msg string) superchat.ServerMessage {
 	c.t.Helper()
 	c.send(msg)
-	var reply *ServerMessage
+	var reply *superchat.ServerMessage
 	for _, m := range c.msgs() {
 		if m.Push != nil && (m.Push.Join != nil || m.Push.Leave != nil) {
 			continue
@@ -97,20 +98,20 @@ func (c *client) request(msg string) ServerMessage {
 	}
 	if reply == nil {
 		c.t.Fatalf("no reply to %s", msg)
-		return ServerMessage{}
+		return superchat.ServerMessage{}
 	}
 	return *reply
 }
 
 type subResult struct {
-	Epoch        string `json:"epoch"`
-	Offset       uint64 `json:"offset"`
-	Recovered    *bool  `json:"recovered"`
-	Reason       string `json:"reason"`
-	Publications []Push `json:"publications"`
+	Epoch        string           `json:"epoch"`
+	Offset       uint64           `json:"offset"`
+	Recovered    *bool            `json:"recovered"`
+	Reason       string           `json:"reason"`
+	Publications []superchat.Push `json:"publications"`
 }
 
-func result[T any](t testing.TB, m ServerMessage) T {
+func result[T any](t testing.TB, m superchat.ServerMessage) T {
 	t.Helper()
 	var v T
 	if m.Error != nil {

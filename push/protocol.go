@@ -9,6 +9,7 @@ import (
 
 	"github.com/hotline-rt/hotline/auth"
 	"github.com/hotline-rt/hotline/broker"
+	"github.com/hotline-rt/hotline/superchat"
 )
 
 // Handle processes one message from the client. A chat message is published
@@ -91,7 +92,7 @@ func (s *Session) handleRequest(ctx context.Context, msg []byte) {
 	var result any
 	switch req.Op {
 	case "connect":
-		result = connectResult{Session: s.id, User: s.info.User, Name: s.info.Name, Protocol: s.proto.String(), Exp: expOf(s.Identity())}
+		result = superchat.ConnectResult{Session: s.id, User: s.info.User, Name: s.info.Name, Protocol: s.proto.String(), Exp: expOf(s.Identity())}
 	case "subscribe":
 		// Queues its own reply, in order with the replayed publications.
 		if rerr := s.opSubscribe(ctx, req); rerr != nil {
@@ -131,17 +132,10 @@ func channelError(err error) *replyError {
 	return errorf(400, "%v", err)
 }
 
-// subscribeResult is the result of subscribe.
-type subscribeResult struct {
-	Epoch        string `json:"epoch"`
-	Offset       uint64 `json:"offset"`
-	Recovered    *bool  `json:"recovered,omitempty"`
-	Reason       string `json:"reason,omitempty"`
-	Publications []Push `json:"publications,omitempty"`
-}
-
-func historyResult(res broker.HistoryResult, herr error, since bool) subscribeResult {
-	r := subscribeResult{Epoch: res.Top.Epoch, Offset: res.Top.Offset}
+// historyResult is the subscribe result for a history read. The replayed
+// publications follow as pushes, never in the result.
+func historyResult(res broker.HistoryResult, herr error, since bool) superchat.SubscribeResult {
+	r := superchat.SubscribeResult{Epoch: res.Top.Epoch, Offset: res.Top.Offset}
 	if since {
 		ok := herr == nil
 		r.Recovered = &ok
@@ -149,16 +143,10 @@ func historyResult(res broker.HistoryResult, herr error, since bool) subscribeRe
 			r.Reason = recoveryReason(herr)
 		}
 	}
-	if len(res.Publications) > 0 {
-		r.Publications = make([]Push, len(res.Publications))
-		for i, p := range res.Publications {
-			r.Publications[i] = pushOf(p)
-		}
-	}
 	return r
 }
 
-func (s *Session) opSubscribe(ctx context.Context, req Request) *replyError {
+func (s *Session) opSubscribe(ctx context.Context, req superchat.Request) *replyError {
 	if _, err := s.e.namespace(req.Channel); err != nil {
 		return channelError(err)
 	}
@@ -172,7 +160,7 @@ func (s *Session) opSubscribe(ctx context.Context, req Request) *replyError {
 	reply := func(res broker.HistoryResult, herr error) []byte {
 		return encodeResult(req.ID, historyResult(res, herr, req.Since != nil))
 	}
-	err := s.e.subscribe(ctx, s, req.Channel, req.Since, reply)
+	err := s.e.subscribe(ctx, s, req.Channel, brokerPosition(req.Since), reply)
 	switch {
 	case err == nil:
 		return nil
@@ -185,7 +173,7 @@ func (s *Session) opSubscribe(ctx context.Context, req Request) *replyError {
 	return errorf(500, "internal error")
 }
 
-func (s *Session) opUnsubscribe(ctx context.Context, req Request) (any, error) {
+func (s *Session) opUnsubscribe(ctx context.Context, req superchat.Request) (any, error) {
 	if req.Channel == "" {
 		return nil, errorf(400, "unsubscribe needs a channel")
 	}
@@ -195,7 +183,7 @@ func (s *Session) opUnsubscribe(ctx context.Context, req Request) (any, error) {
 	return struct{}{}, nil
 }
 
-func (s *Session) opPublish(ctx context.Context, req Request) (any, error) {
+func (s *Session) opPublish(ctx context.Context, req superchat.Request) (any, error) {
 	ns, err := s.e.namespace(req.Channel)
 	if err != nil {
 		return nil, channelError(err)
@@ -226,7 +214,7 @@ func (s *Session) opPublish(ctx context.Context, req Request) (any, error) {
 	return nil, err
 }
 
-func (s *Session) opPresence(ctx context.Context, req Request) (any, error) {
+func (s *Session) opPresence(ctx context.Context, req superchat.Request) (any, error) {
 	if _, err := s.e.namespace(req.Channel); err != nil {
 		return nil, channelError(err)
 	}
@@ -253,14 +241,14 @@ type historyReply struct {
 	More         bool              `json:"more,omitempty"`
 }
 
-func (s *Session) opHistory(ctx context.Context, req Request) (any, error) {
+func (s *Session) opHistory(ctx context.Context, req superchat.Request) (any, error) {
 	if _, err := s.e.namespace(req.Channel); err != nil {
 		return nil, channelError(err)
 	}
 	if !s.Identity().CanSubscribe(req.Channel) {
 		return nil, errorf(403, "not allowed to read history of %s", req.Channel)
 	}
-	hr := broker.HistoryRequest{Since: req.Since, Limit: -1, Reverse: req.Reverse}
+	hr := broker.HistoryRequest{Since: brokerPosition(req.Since), Limit: -1, Reverse: req.Reverse}
 	if req.Limit != nil {
 		hr.Limit = *req.Limit
 	}
@@ -332,16 +320,6 @@ func (e *Engine) HistoryPage(ctx context.Context, channel string, req broker.His
 	return page, nil
 }
 
-// PresencePage is who is in a channel, bounded.
-type PresencePage struct {
-	Clients []PresenceClient `json:"clients"`
-	// Total counts the users present, of whom Clients may hold only the
-	// first ones (by user id).
-	Total int `json:"total"`
-	// Truncated says that Clients holds fewer than Total.
-	Truncated bool `json:"truncated,omitempty"`
-}
-
 // PresencePage lists who is in channel, as Presence does, but at most
 // limit users (limit negative or above Config.MaxPresenceReply: that
 // maximum), and no more than fit in a quarter of Config.QueueBytes.
@@ -373,15 +351,6 @@ func (e *Engine) PresencePage(ctx context.Context, channel string, limit int) (P
 	return page, nil
 }
 
-// connectResult is the result of the connect op.
-type connectResult struct {
-	Session  string `json:"session"`
-	User     string `json:"user"`
-	Name     string `json:"name,omitempty"`
-	Protocol string `json:"protocol"`
-	Exp      int64  `json:"exp,omitempty"` // when the session's identity expires, Unix seconds; 0: never
-}
-
 func expOf(id auth.Identity) int64 {
 	if id.Expires.IsZero() {
 		return 0
@@ -391,7 +360,7 @@ func expOf(id auth.Identity) int64 {
 
 // opRefresh verifies a new token for the session's user and moves the
 // session's expiry (and its grants) to it.
-func (s *Session) opRefresh(req Request) (any, error) {
+func (s *Session) opRefresh(req superchat.Request) (any, error) {
 	v := s.e.cfg.Verifier
 	if v == nil {
 		return nil, errorf(400, "this server does not refresh tokens")
@@ -419,9 +388,7 @@ func (s *Session) opRefresh(req Request) (any, error) {
 	s.ident = id
 	s.armExpiry()
 	s.mu.Unlock()
-	return struct {
-		Exp int64 `json:"exp,omitempty"`
-	}{expOf(id)}, nil
+	return superchat.RefreshResult{Exp: expOf(id)}, nil
 }
 
 // Presence lists who is in channel: one entry per user, with how many of
@@ -444,7 +411,7 @@ func (e *Engine) Presence(ctx context.Context, channel string) ([]PresenceClient
 }
 
 // MaxIdempotencyKey bounds the length of a publish's idempotency key.
-const MaxIdempotencyKey = 128
+const MaxIdempotencyKey = superchat.MaxIdempotencyKey
 
 func checkIdempotencyKey(k string) error {
 	if len(k) > MaxIdempotencyKey {

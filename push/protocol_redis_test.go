@@ -8,12 +8,13 @@ import (
 	"testing"
 
 	"github.com/hotline-rt/hotline/broker"
+	"github.com/hotline-rt/hotline/broker/redisbroker"
 	"github.com/hotline-rt/hotline/internal/testredis"
 )
 
 func redisEngine(t *testing.T, addr string, cfg Config) *Engine {
 	t.Helper()
-	b, err := broker.NewRedis(broker.RedisConfig{Addr: addr})
+	b, err := redisbroker.New(redisbroker.Config{Addr: addr})
 	if err != nil {
 		t.Fatal(err)
 	}

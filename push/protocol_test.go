@@ -15,15 +15,16 @@ import (
 
 	"github.com/hotline-rt/hotline/auth"
 	"github.com/hotline-rt/hotline/broker"
+	"github.com/hotline-rt/hotline/superchat"
 )
 
 type historyPage struct {
-	Epoch        string `json:"epoch"`
-	Offset       uint64 `json:"offset"`
-	Recovered    *bool  `json:"recovered"`
-	Reason       string `json:"reason"`
-	Publications []Push `json:"publications"`
-	More         bool   `json:"more"`
+	Epoch        string           `json:"epoch"`
+	Offset       uint64           `json:"offset"`
+	Recovered    *bool            `json:"recovered"`
+	Reason       string           `json:"reason"`
+	Publications []superchat.Push `json:"publications"`
+	More         bool             `json:"more"`
 }
 
 // readAll pages through a channel's history the way a client does: again
@@ -198,7 +199,7 @@ func TestPresenceCapped(t *testing.T) {
 	if len(raw) != 1 || len(raw[0]) > queue/4+256 {
 		t.Fatalf("reply of %d items, %d bytes", len(raw), len(raw[0]))
 	}
-	var m ServerMessage
+	var m superchat.ServerMessage
 	if err := json.Unmarshal([]byte(raw[0]), &m); err != nil {
 		t.Fatal(err)
 	}
@@ -537,7 +538,7 @@ func TestTokenExpiry(t *testing.T) {
 		c := connectAs(t, e, ProtocolSuperchat, id)
 		chat := connectAs(t, e, ProtocolChat, id)
 		forever := connect(t, e, ProtocolSuperchat, "no-exp")
-		conn := result[connectResult](t, c.request(`{"id":1,"op":"connect"}`))
+		conn := result[superchat.ConnectResult](t, c.request(`{"id":1,"op":"connect"}`))
 		if conn.Exp != id.Expires.Unix() {
 			t.Fatalf("connect result exp %d, want %d", conn.Exp, id.Expires.Unix())
 		}

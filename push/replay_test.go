@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/hotline-rt/hotline/broker"
+	"github.com/hotline-rt/hotline/superchat"
 )
 
 // TestReplayLargerThanQueue: history whose replay is larger than the
@@ -36,7 +37,7 @@ func TestReplayLargerThanQueue(t *testing.T) {
 	c := connect(t, e, ProtocolSuperchat, "c")
 
 	// The transport: writes (here: decodes) and acks what is queued.
-	var got []ServerMessage
+	var got []superchat.ServerMessage
 	var reader sync.WaitGroup
 	want := 1 + 20 + 3 // reply, replay, live
 	reader.Go(func() {
@@ -47,7 +48,7 @@ func TestReplayLargerThanQueue(t *testing.T) {
 				return
 			}
 			for _, o := range c.s.Pending(after, nil) {
-				var m ServerMessage
+				var m superchat.ServerMessage
 				if err := json.Unmarshal(o.Data, &m); err != nil {
 					t.Errorf("decode: %v", err)
 				}

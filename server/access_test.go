@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/hotline-rt/hotline/auth"
-	"github.com/hotline-rt/hotline/push"
+	"github.com/hotline-rt/hotline/superchat"
 	"github.com/hotline-rt/hotline/web"
 )
 
@@ -52,7 +52,7 @@ func TestWrongMethod405(t *testing.T) {
 // TestStatsFeedAccess: with tokens verified, stats:server is for the
 // identities whose patterns name it; in development mode for everyone.
 func TestStatsFeedAccess(t *testing.T) {
-	subscribe := func(t *testing.T, base, tok string) *push.ReplyError {
+	subscribe := func(t *testing.T, base, tok string) *superchat.Error {
 		c := dial(t, base, "/chat", "superchat", tok)
 		c.send(`{"id":1,"op":"subscribe","channel":"stats:server"}`)
 		return c.next(reply(1)).Error

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hotline-rt/hotline/push"
+	"github.com/hotline-rt/hotline/superchat"
 	"github.com/hotline-rt/hotline/ws"
 )
 
@@ -31,7 +32,7 @@ func TestTokenExpiryOverWebSocket(t *testing.T) {
 	// at most 2s; allow for a slow machine.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var notice *push.Disconnect
+	var notice *superchat.Disconnect
 	for {
 		_, msg, err := lapse.c.ReadMessage(ctx, nil)
 		if err != nil {
@@ -40,7 +41,7 @@ func TestTokenExpiryOverWebSocket(t *testing.T) {
 			}
 			break
 		}
-		var m push.ServerMessage
+		var m superchat.ServerMessage
 		if json.Unmarshal(msg, &m) == nil && m.Disconnect != nil {
 			notice = m.Disconnect
 		}

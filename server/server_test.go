@@ -13,6 +13,7 @@ import (
 
 	"github.com/hotline-rt/hotline/auth"
 	"github.com/hotline-rt/hotline/push"
+	"github.com/hotline-rt/hotline/superchat"
 	"github.com/hotline-rt/hotline/ws"
 )
 
@@ -104,10 +105,10 @@ func (c *client) read() string {
 }
 
 // next reads superchat envelopes until one matches keep.
-func (c *client) next(keep func(push.ServerMessage) bool) push.ServerMessage {
+func (c *client) next(keep func(superchat.ServerMessage) bool) superchat.ServerMessage {
 	c.t.Helper()
 	for range 100 {
-		var m push.ServerMessage
+		var m superchat.ServerMessage
 		raw := c.read()
 		if err := json.Unmarshal([]byte(raw), &m); err != nil {
 			c.t.Fatalf("bad envelope %q: %v", raw, err)
@@ -117,14 +118,14 @@ func (c *client) next(keep func(push.ServerMessage) bool) push.ServerMessage {
 		}
 	}
 	c.t.Fatal("no matching envelope in 100 messages")
-	return push.ServerMessage{}
+	return superchat.ServerMessage{}
 }
 
-func reply(id uint64) func(push.ServerMessage) bool {
-	return func(m push.ServerMessage) bool { return m.ID == id }
+func reply(id uint64) func(superchat.ServerMessage) bool {
+	return func(m superchat.ServerMessage) bool { return m.ID == id }
 }
 
-func publication(m push.ServerMessage) bool { return m.Push != nil && m.Push.Offset > 0 }
+func publication(m superchat.ServerMessage) bool { return m.Push != nil && m.Push.Offset > 0 }
 
 func TestChatRoomOrder(t *testing.T) {
 	_, base := start(t, Config{})
@@ -331,7 +332,7 @@ func TestSuperchatErrorsKeepConnection(t *testing.T) {
 		{`{"id":9,"op":"publish","channel":"chat:lobby"}`, 400},
 	} {
 		c.send(tc.req)
-		m := c.next(func(m push.ServerMessage) bool { return m.Error != nil })
+		m := c.next(func(m superchat.ServerMessage) bool { return m.Error != nil })
 		if m.Error.Code != tc.code {
 			t.Errorf("%s: error %+v, want code %d", tc.req, m.Error, tc.code)
 		}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hotline-rt/hotline/superchat"
 	"github.com/hotline-rt/hotline/ws"
 )
 
@@ -86,10 +87,10 @@ func dial(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintln(os.Stderr, ")")
 
-	superchat := c.Subprotocol() == "superchat"
-	if superchat {
+	isSuper := c.Subprotocol() == "superchat"
+	if isSuper {
 		for i, ch := range subscribe {
-			req, _ := json.Marshal(map[string]any{"id": i + 1, "op": "subscribe", "channel": ch})
+			req, _ := json.Marshal(superchat.Request{ID: uint64(i + 1), Op: superchat.OpSubscribe, Channel: ch})
 			if err := c.WriteMessage(ctx, ws.MessageText, req); err != nil {
 				return err
 			}
@@ -102,13 +103,13 @@ func dial(ctx context.Context, args []string) error {
 	go func() {
 		sc := bufio.NewScanner(os.Stdin)
 		sc.Buffer(make([]byte, 64<<10), 16<<20)
-		id := 1000
+		id := uint64(1000)
 		for sc.Scan() {
 			line := sc.Text()
-			if superchat && len(subscribe) > 0 && !strings.HasPrefix(strings.TrimSpace(line), "{") {
+			if isSuper && len(subscribe) > 0 && !strings.HasPrefix(strings.TrimSpace(line), "{") {
 				id++
 				data, _ := json.Marshal(line)
-				req, _ := json.Marshal(map[string]any{"id": id, "op": "publish", "channel": subscribe[0], "data": json.RawMessage(data)})
+				req, _ := json.Marshal(superchat.Request{ID: id, Op: superchat.OpPublish, Channel: subscribe[0], Data: data})
 				line = string(req)
 			}
 			if err := c.WriteMessage(ctx, ws.MessageText, []byte(line)); err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hotline-rt/hotline/auth"
 	"github.com/hotline-rt/hotline/broker"
+	"github.com/hotline-rt/hotline/broker/redisbroker"
 	"github.com/hotline-rt/hotline/server"
 	"github.com/hotline-rt/hotline/web"
 )
@@ -61,8 +62,8 @@ func serve(ctx context.Context, args []string) error {
 	redisAddr := fs.String("redis-addr", "127.0.0.1:6379", "Redis server for -broker redis (host:port)")
 	redisPassword := fs.String("redis-password", "", "Redis password for -broker redis")
 	redisPrefix := fs.String("redis-prefix", "hotline:", "prefix of hotline's Redis keys and channels")
-	redisQueue := fs.Int("redis-queue-size", broker.DefaultQueueSize, "Pub/Sub messages a node holds for delivery; past it (or past 64 MiB)\nthey are dropped and their channels repaired from history, or\nreported to clients as a gap")
-	redisCatchUps := fs.Int("redis-catchups", broker.DefaultCatchUps, "history reads that repair delivery gaps at one time")
+	redisQueue := fs.Int("redis-queue-size", redisbroker.DefaultQueueSize, "Pub/Sub messages a node holds for delivery; past it (or past 64 MiB)\nthey are dropped and their channels repaired from history, or\nreported to clients as a gap")
+	redisCatchUps := fs.Int("redis-catchups", redisbroker.DefaultCatchUps, "history reads that repair delivery gaps at one time")
 	emptyStreamTTL := fs.Duration("empty-stream-ttl", broker.DefaultEmptyStreamTTL, "how long a channel stream with nothing in its history is kept after\nits last publication; its next publication then starts a new epoch")
 	writeTimeout := fs.Duration("write-timeout", 10*time.Second, "how long the write of one message to a WebSocket client may take;\npast it the client is dropped")
 	var nsFlags stringList
@@ -96,7 +97,7 @@ func serve(ctx context.Context, args []string) error {
 		defer m.Close(context.Background())
 		b = m
 	case "redis":
-		r, err := broker.NewRedis(broker.RedisConfig{
+		r, err := redisbroker.New(redisbroker.Config{
 			Addr:           *redisAddr,
 			Password:       *redisPassword,
 			Prefix:         *redisPrefix,

@@ -1,13 +1,15 @@
-package broker
+package redisbroker
 
 import (
 	"context"
-	"fmt"
+
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/hotline-rt/hotline/broker"
+	"github.com/hotline-rt/hotline/broker/brokertest"
 	"github.com/hotline-rt/hotline/internal/testredis"
 )
 
@@ -19,17 +21,17 @@ import (
 func TestRedisCatchUpDoesNotStall(t *testing.T) {
 	ctx := context.Background()
 	addr := testredis.Start(t)
-	a, err := NewRedis(RedisConfig{Addr: addr})
+	a, err := New(Config{Addr: addr})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close(ctx)
-	b, err := NewRedis(RedisConfig{Addr: addr})
+	b, err := New(Config{Addr: addr})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close(ctx)
-	rec := &recorder{}
+	rec := &brokertest.Node{}
 	if err := a.Start(rec); err != nil {
 		t.Fatal(err)
 	}
@@ -38,14 +40,10 @@ func TestRedisCatchUpDoesNotStall(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	opts := PublishOptions{HistorySize: 100}
+	opts := broker.PublishOptions{HistorySize: 100}
 	count := func(ch string) (n int, last uint64) {
-		rec.mu.Lock()
-		defer rec.mu.Unlock()
-		for _, p := range rec.pubs {
-			if p.Channel == ch {
-				n, last = n+1, p.Offset
-			}
+		for _, p := range rec.Received(ch) {
+			n, last = n+1, p.Offset
 		}
 		return n, last
 	}
@@ -59,8 +57,8 @@ func TestRedisCatchUpDoesNotStall(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	publish(t, b, "slow", 1, opts)
-	publish(t, b, "fast", 1, opts)
+	brokertest.Pub(t, b, "slow", 1, opts)
+	brokertest.Pub(t, b, "fast", 1, opts)
 	waitUntil("first publications", func() bool {
 		ns, _ := count("slow")
 		nf, _ := count("fast")
@@ -93,7 +91,7 @@ func TestRedisCatchUpDoesNotStall(t *testing.T) {
 	if err := rc.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
 		t.Fatal(err)
 	}
-	publish(t, b, "slow", 2, opts) // held behind the catch-up: 2, 3
+	brokertest.Pub(t, b, "slow", 2, opts) // held behind the catch-up: 2, 3
 	// Once slow's catch-up has started (the link is back), fast flows
 	// while it is held.
 	select {
@@ -101,7 +99,7 @@ func TestRedisCatchUpDoesNotStall(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("slow was not caught up after the link came back")
 	}
-	top := publish(t, b, "fast", 1, opts)
+	top := brokertest.Pub(t, b, "fast", 1, opts)
 	waitUntil("fast while slow catches up", func() bool {
 		_, last := count("fast")
 		return last == top.Offset
@@ -111,15 +109,8 @@ func TestRedisCatchUpDoesNotStall(t *testing.T) {
 	}
 	close(release)
 	waitUntil("slow caught up", func() bool { n, _ := count("slow"); return n == 3 })
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	var got []uint64
-	for _, p := range rec.pubs {
-		if p.Channel == "slow" {
-			got = append(got, p.Offset)
-		}
-	}
-	if fmt.Sprint(got) != "[1 2 3]" || len(rec.events) != 0 {
-		t.Fatalf("slow got %v, events %v", got, rec.events)
+	got := brokertest.Offs(rec.Received("slow"))
+	if got != "[1 2 3]" || len(rec.EventList()) != 0 || len(rec.GapList("")) != 0 {
+		t.Fatalf("slow got %v, events %v, gaps %v", got, rec.EventList(), rec.GapList(""))
 	}
 }

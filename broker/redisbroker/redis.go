@@ -1,4 +1,4 @@
-package broker
+package redisbroker
 
 import (
 	"context"
@@ -12,10 +12,12 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/hotline-rt/hotline/broker"
 )
 
 // RedisConfig says where the Redis broker keeps its state.
-type RedisConfig struct {
+type Config struct {
 	// Addr is the Redis server's host:port.
 	Addr string
 	// Password authenticates to the server; "" for none.
@@ -52,19 +54,15 @@ type RedisConfig struct {
 	PingInterval time.Duration
 }
 
-// Defaults of RedisConfig and Memory.
+// Defaults of Config.
 const (
-	DefaultEmptyStreamTTL = 5 * time.Minute
-	DefaultQueueSize      = 8192
-	DefaultQueueBytes     = 64 << 20
-	DefaultCatchUps       = 8
-	DefaultPingInterval   = 5 * time.Second
-	// DefaultIdempotencyTTL is used for a Publish with an
-	// IdempotencyKey and no IdempotencyTTL.
-	DefaultIdempotencyTTL = time.Minute
+	DefaultQueueSize    = 8192
+	DefaultQueueBytes   = 64 << 20
+	DefaultCatchUps     = 8
+	DefaultPingInterval = 5 * time.Second
 )
 
-// Redis is the broker for several nodes sharing one Redis server. Streams,
+// Broker is the broker for several nodes sharing one Redis server. Streams,
 // history and presence live in Redis, so any node can serve any client;
 // publications and join/leave events travel over Redis Pub/Sub to the nodes
 // subscribed to their channel.
@@ -98,7 +96,7 @@ const (
 // between the Pub/Sub reader and the Handler overflows. Join and leave
 // events lost meanwhile are not repaired; presence itself is stored and
 // refreshed, so a presence read is right again once the server is back.
-type Redis struct {
+type Broker struct {
 	client  *redis.Client
 	prefix  string
 	emptyMS int64 // EmptyStreamTTL in ms
@@ -107,20 +105,20 @@ type Redis struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	ps pubsub // the Pub/Sub state machine (redis_pubsub.go)
+	ps pubsub // the Pub/Sub state machine (pubsub.go)
 
 	done chan struct{} // closed by Close
 	wg   sync.WaitGroup
 }
 
-var _ Broker = (*Redis)(nil)
+var _ broker.Broker = (*Broker)(nil)
 
 // redisDialTimeout bounds NewRedis's first contact with the server.
 const redisDialTimeout = 5 * time.Second
 
-// NewRedis connects to the Redis server of cfg and returns a broker for this
+// New connects to the Redis server of cfg and returns a broker for this
 // node. It fails if the server does not answer PING.
-func NewRedis(cfg RedisConfig) (*Redis, error) {
+func New(cfg Config) (*Broker, error) {
 	if cfg.Addr == "" {
 		return nil, errors.New("broker: redis address is empty")
 	}
@@ -131,7 +129,7 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 		cfg.Timeout = 3 * time.Second
 	}
 	if cfg.EmptyStreamTTL <= 0 {
-		cfg.EmptyStreamTTL = DefaultEmptyStreamTTL
+		cfg.EmptyStreamTTL = broker.DefaultEmptyStreamTTL
 	}
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = DefaultQueueSize
@@ -163,7 +161,7 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 		_ = c.Close()
 		return nil, fmt.Errorf("broker: redis %s: %w", cfg.Addr, err)
 	}
-	r := &Redis{
+	r := &Broker{
 		client:  c,
 		prefix:  cfg.Prefix,
 		emptyMS: ms(cfg.EmptyStreamTTL),
@@ -174,20 +172,20 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	return r, nil
 }
 
-func (r *Redis) metaKey(channel string) string     { return r.prefix + "meta:" + channel }
-func (r *Redis) historyKey(channel string) string  { return r.prefix + "history:" + channel }
-func (r *Redis) presenceKey(channel string) string { return r.prefix + "presence:" + channel }
-func (r *Redis) pubChannel(channel string) string  { return r.prefix + "pub:" + channel }
-func (r *Redis) evChannel(channel string) string   { return r.prefix + "ev:" + channel }
+func (r *Broker) metaKey(channel string) string     { return r.prefix + "meta:" + channel }
+func (r *Broker) historyKey(channel string) string  { return r.prefix + "history:" + channel }
+func (r *Broker) presenceKey(channel string) string { return r.prefix + "presence:" + channel }
+func (r *Broker) pubChannel(channel string) string  { return r.prefix + "pub:" + channel }
+func (r *Broker) evChannel(channel string) string   { return r.prefix + "ev:" + channel }
 
 // idemKey names the key that remembers a publication by idempotency key;
 // the channel's length keeps channel "a:b" with key "c" apart from channel
 // "a" with key "b:c".
-func (r *Redis) idemKey(channel, key string) string {
-	return r.prefix + "idem:" + strconv.Itoa(len(channel)) + ":" + channel + ":" + idemID(key)
+func (r *Broker) idemKey(channel, key string) string {
+	return r.prefix + "idem:" + strconv.Itoa(len(channel)) + ":" + channel + ":" + broker.IdempotencyID(key)
 }
 
-func (r *Redis) isClosed() bool {
+func (r *Broker) isClosed() bool {
 	select {
 	case <-r.done:
 		return true
@@ -198,20 +196,20 @@ func (r *Redis) isClosed() bool {
 
 // Start implements Broker. It opens the node's Pub/Sub connection and starts
 // the goroutines that read it and run the handler.
-func (r *Redis) Start(h Handler) error {
+func (r *Broker) Start(h broker.Handler) error {
 	return r.ps.start(h)
 }
 
 // Subscribe implements Broker. The first Subscribe of a channel subscribes
 // the node's Pub/Sub connection and returns once Redis has confirmed it.
-func (r *Redis) Subscribe(ctx context.Context, channel string) error {
+func (r *Broker) Subscribe(ctx context.Context, channel string) error {
 	return r.ps.subscribe(ctx, channel)
 }
 
 // Unsubscribe implements Broker. The last Unsubscribe of a channel
 // unsubscribes the node's Pub/Sub connection and returns once Redis has
 // confirmed it; nothing of the channel reaches the handler after that.
-func (r *Redis) Unsubscribe(ctx context.Context, channel string) error {
+func (r *Broker) Unsubscribe(ctx context.Context, channel string) error {
 	return r.ps.unsubscribe(ctx, channel)
 }
 
@@ -219,25 +217,25 @@ func (r *Redis) Unsubscribe(ctx context.Context, channel string) error {
 // publication and publishes it to the nodes subscribed to channel. An
 // error wraps ErrOutcomeUnknown unless the command surely did not reach
 // Redis (no connection, pool exhausted, or an error reply).
-func (r *Redis) Publish(ctx context.Context, channel string, data json.RawMessage, info *ClientInfo, opts PublishOptions) (Position, error) {
+func (r *Broker) Publish(ctx context.Context, channel string, data json.RawMessage, info *broker.ClientInfo, opts broker.PublishOptions) (broker.Position, error) {
 	if r.isClosed() {
-		return Position{}, ErrClosed
+		return broker.Position{}, broker.ErrClosed
 	}
 	if !json.Valid(data) {
-		return Position{}, errors.New("broker: publication data is not valid JSON")
+		return broker.Position{}, errors.New("broker: publication data is not valid JSON")
 	}
 	ch, err := json.Marshal(channel)
 	if err != nil {
-		return Position{}, err
+		return broker.Position{}, err
 	}
 	in := []byte("null")
 	if info != nil {
 		if in, err = json.Marshal(info); err != nil {
-			return Position{}, err
+			return broker.Position{}, err
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		return Position{}, fmt.Errorf("broker: redis publish to %s: %w", channel, err)
+		return broker.Position{}, fmt.Errorf("broker: redis publish to %s: %w", channel, err)
 	}
 	var tail strings.Builder
 	tail.Grow(len(ch) + len(data) + len(in) + 32)
@@ -253,25 +251,25 @@ func (r *Redis) Publish(ctx context.Context, channel string, data json.RawMessag
 	if opts.IdempotencyKey != "" {
 		keys = append(keys, r.idemKey(channel, opts.IdempotencyKey))
 		if idemTTL <= 0 {
-			idemTTL = DefaultIdempotencyTTL
+			idemTTL = broker.DefaultIdempotencyTTL
 		}
 	}
 	res, err := publishScript.Run(ctx, r.client, keys,
-		newEpoch(), max(opts.HistorySize, 0), ms(opts.HistoryTTL), max(opts.HistoryBytes, 0),
+		broker.NewEpoch(), max(opts.HistorySize, 0), ms(opts.HistoryTTL), max(opts.HistoryBytes, 0),
 		r.emptyMS, ms(idemTTL), r.pubChannel(channel), tail.String(),
 	).Slice()
 	if err != nil {
-		return Position{}, publishError(channel, err)
+		return broker.Position{}, publishError(channel, err)
 	}
 	if len(res) != 3 {
-		return Position{}, fmt.Errorf("broker: redis publish to %s: unexpected reply %v", channel, res)
+		return broker.Position{}, fmt.Errorf("broker: redis publish to %s: unexpected reply %v", channel, res)
 	}
 	epoch, _ := res[0].(string)
 	off, ok := res[1].(int64)
 	if epoch == "" || !ok || off <= 0 {
-		return Position{}, fmt.Errorf("broker: redis publish to %s: unexpected reply %v", channel, res)
+		return broker.Position{}, fmt.Errorf("broker: redis publish to %s: unexpected reply %v", channel, res)
 	}
-	return Position{Epoch: epoch, Offset: uint64(off)}, nil
+	return broker.Position{Epoch: epoch, Offset: uint64(off)}, nil
 }
 
 // publishError wraps err in ErrOutcomeUnknown unless the publish command
@@ -293,22 +291,22 @@ func publishError(channel string, err error) error {
 		errors.Is(err, context.DeadlineExceeded) && !errors.As(err, new(net.Error)):
 		return fmt.Errorf("broker: redis publish to %s: %w", channel, err)
 	}
-	return fmt.Errorf("broker: redis publish to %s: %w: %w", channel, ErrOutcomeUnknown, err)
+	return fmt.Errorf("broker: redis publish to %s: %w: %w", channel, broker.ErrOutcomeUnknown, err)
 }
 
 // PublishJoin implements Broker.
-func (r *Redis) PublishJoin(ctx context.Context, channel string, info ClientInfo) error {
+func (r *Broker) PublishJoin(ctx context.Context, channel string, info broker.ClientInfo) error {
 	return r.event(ctx, channel, info, true)
 }
 
 // PublishLeave implements Broker.
-func (r *Redis) PublishLeave(ctx context.Context, channel string, info ClientInfo) error {
+func (r *Broker) PublishLeave(ctx context.Context, channel string, info broker.ClientInfo) error {
 	return r.event(ctx, channel, info, false)
 }
 
-func (r *Redis) event(ctx context.Context, channel string, info ClientInfo, join bool) error {
+func (r *Broker) event(ctx context.Context, channel string, info broker.ClientInfo, join bool) error {
 	if r.isClosed() {
-		return ErrClosed
+		return broker.ErrClosed
 	}
 	b, err := json.Marshal(wireEvent{Join: join, Info: info})
 	if err != nil {
@@ -320,75 +318,86 @@ func (r *Redis) event(ctx context.Context, channel string, info ClientInfo, join
 	return nil
 }
 
-// History implements Broker, with the same answers and errors as Memory.
-// The script selects the range; only the publications returned travel. A
-// publication older than the stream's history TTL (as of its latest
-// publication) counts as trimmed.
-func (r *Redis) History(ctx context.Context, channel string, req HistoryRequest) (HistoryResult, error) {
+// History implements Broker, with the same answers and errors as Memory:
+// both select with broker.Window. It takes two round trips (where the
+// stream is, then the range selected), each a script; only the
+// publications returned travel. A publication older than the stream's
+// history TTL (as of its latest publication) counts as trimmed. If the
+// range was trimmed between the two, the read starts over (a few times).
+func (r *Broker) History(ctx context.Context, channel string, req broker.HistoryRequest) (broker.HistoryResult, error) {
 	if r.isClosed() {
-		return HistoryResult{}, ErrClosed
+		return broker.HistoryResult{}, broker.ErrClosed
 	}
-	hasSince, se, so := "0", "", uint64(0)
-	if req.Since != nil {
-		hasSince, se, so = "1", req.Since.Epoch, req.Since.Offset
-	}
-	reverse := "0"
-	if req.Reverse {
-		reverse = "1"
-	}
-	raw, err := historyScript.Run(ctx, r.client,
-		[]string{r.metaKey(channel), r.historyKey(channel)},
-		hasSince, se, so, req.Limit, reverse,
-	).StringSlice()
-	if err != nil {
-		return HistoryResult{}, fmt.Errorf("broker: redis history of %s: %w", channel, err)
-	}
-	if len(raw) < 3 {
-		return HistoryResult{}, fmt.Errorf("broker: redis history of %s: short reply", channel)
-	}
-	top, err := strconv.ParseUint(raw[1], 10, 64)
-	if err != nil {
-		return HistoryResult{}, fmt.Errorf("broker: redis history of %s: %w", channel, err)
-	}
-	res := HistoryResult{Top: Position{Epoch: raw[0], Offset: top}}
-	switch raw[2] {
-	case "ok":
-	case "epoch":
-		return res, ErrEpochChanged
-	case "trimmed":
-		return res, ErrHistoryTrimmed
-	default:
-		return res, fmt.Errorf("broker: redis history of %s: status %q", channel, raw[2])
-	}
-	items := raw[3:]
-	if len(items) == 0 {
-		return res, nil
-	}
-	out := make([]*Publication, len(items))
-	var prev *Publication
-	for i, s := range items {
-		p, err := decodePublication([]byte(s))
+	keys := []string{r.metaKey(channel), r.historyKey(channel)}
+	for range historyTries {
+		meta, err := historyMetaScript.Run(ctx, r.client, keys).Slice()
+		if err != nil {
+			return broker.HistoryResult{}, fmt.Errorf("broker: redis history of %s: %w", channel, err)
+		}
+		epoch, top, first, ok := historyMeta(meta)
+		if !ok {
+			return broker.HistoryResult{}, fmt.Errorf("broker: redis history of %s: unexpected reply %v", channel, meta)
+		}
+		res := broker.HistoryResult{Top: broker.Position{Epoch: epoch, Offset: top}}
+		lo, hi, err := broker.Window(epoch, top, first, req)
+		if err != nil || lo > hi {
+			return res, err
+		}
+		raw, err := historyRangeScript.Run(ctx, r.client, keys, epoch, lo, hi).StringSlice()
 		if err != nil {
 			return res, fmt.Errorf("broker: redis history of %s: %w", channel, err)
 		}
-		if p.Epoch != res.Top.Epoch || p.Channel != channel || (prev != nil && p.Offset != prev.Offset+1) {
-			return res, fmt.Errorf("broker: redis history of %s: inconsistent store at %s/%d", channel, p.Epoch, p.Offset)
+		if len(raw) == 0 || raw[0] != "ok" {
+			continue // trimmed (or a new epoch) meanwhile: read again
 		}
-		prev = p
-		j := i
-		if req.Reverse {
-			j = len(items) - 1 - i
+		items := raw[1:]
+		if uint64(len(items)) != hi-lo+1 {
+			return res, fmt.Errorf("broker: redis history of %s: %d publications for [%d, %d]", channel, len(items), lo, hi)
 		}
-		out[j] = p
+		out := make([]*broker.Publication, len(items))
+		for i, s := range items {
+			p, err := decodePublication([]byte(s))
+			if err != nil {
+				return res, fmt.Errorf("broker: redis history of %s: %w", channel, err)
+			}
+			if p.Epoch != epoch || p.Channel != channel || p.Offset != lo+uint64(i) {
+				return res, fmt.Errorf("broker: redis history of %s: inconsistent store at %s/%d", channel, p.Epoch, p.Offset)
+			}
+			j := i
+			if req.Reverse {
+				j = len(items) - 1 - i
+			}
+			out[j] = p
+		}
+		res.Publications = out
+		return res, nil
 	}
-	res.Publications = out
-	return res, nil
+	return broker.HistoryResult{}, fmt.Errorf("broker: redis history of %s: trimmed while read %d times", channel, historyTries)
+}
+
+// historyTries bounds the reads of History when its range is trimmed
+// between its two round trips (publications arrive faster than a round
+// trip, on a short history).
+const historyTries = 3
+
+// historyMeta decodes historyMetaScript's reply.
+func historyMeta(v []any) (epoch string, top, first uint64, ok bool) {
+	if len(v) != 3 {
+		return "", 0, 0, false
+	}
+	epoch, ok1 := v[0].(string)
+	t, ok2 := v[1].(int64)
+	f, ok3 := v[2].(int64)
+	if !ok1 || !ok2 || !ok3 || t < 0 || f < 1 {
+		return "", 0, 0, false
+	}
+	return epoch, uint64(t), uint64(f), true
 }
 
 // AddPresence implements Broker.
-func (r *Redis) AddPresence(ctx context.Context, channel, client string, info ClientInfo, ttl time.Duration) error {
+func (r *Broker) AddPresence(ctx context.Context, channel, client string, info broker.ClientInfo, ttl time.Duration) error {
 	if r.isClosed() {
-		return ErrClosed
+		return broker.ErrClosed
 	}
 	b, err := json.Marshal(info)
 	if err != nil {
@@ -401,9 +410,9 @@ func (r *Redis) AddPresence(ctx context.Context, channel, client string, info Cl
 }
 
 // RefreshPresence implements Broker: one script stores every entry.
-func (r *Redis) RefreshPresence(ctx context.Context, channel string, entries map[string]ClientInfo, ttl time.Duration) error {
+func (r *Broker) RefreshPresence(ctx context.Context, channel string, entries map[string]broker.ClientInfo, ttl time.Duration) error {
 	if r.isClosed() {
-		return ErrClosed
+		return broker.ErrClosed
 	}
 	if len(entries) == 0 {
 		return nil
@@ -424,9 +433,9 @@ func (r *Redis) RefreshPresence(ctx context.Context, channel string, entries map
 }
 
 // RemovePresence implements Broker.
-func (r *Redis) RemovePresence(ctx context.Context, channel, client string) error {
+func (r *Broker) RemovePresence(ctx context.Context, channel, client string) error {
 	if r.isClosed() {
-		return ErrClosed
+		return broker.ErrClosed
 	}
 	if err := r.client.HDel(ctx, r.presenceKey(channel), client).Err(); err != nil {
 		return fmt.Errorf("broker: redis remove presence in %s: %w", channel, err)
@@ -435,15 +444,15 @@ func (r *Redis) RemovePresence(ctx context.Context, channel, client string) erro
 }
 
 // Presence implements Broker. Expired entries are deleted as it reads.
-func (r *Redis) Presence(ctx context.Context, channel string) (map[string]ClientInfo, error) {
+func (r *Broker) Presence(ctx context.Context, channel string) (map[string]broker.ClientInfo, error) {
 	if r.isClosed() {
-		return nil, ErrClosed
+		return nil, broker.ErrClosed
 	}
 	kv, err := presenceScript.Run(ctx, r.client, []string{r.presenceKey(channel)}).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("broker: redis presence in %s: %w", channel, err)
 	}
-	out := make(map[string]ClientInfo, len(kv)/2)
+	out := make(map[string]broker.ClientInfo, len(kv)/2)
 	for i := 0; i+1 < len(kv); i += 2 {
 		var e wirePresence
 		if err := json.Unmarshal([]byte(kv[i+1]), &e); err != nil {
@@ -457,7 +466,7 @@ func (r *Redis) Presence(ctx context.Context, channel string) (map[string]Client
 // Close implements Broker: it stops fan-out, waits for the handler to return
 // and closes the connections. Later calls fail with ErrClosed; Close itself
 // is idempotent. Presence entries of this node are left to expire.
-func (r *Redis) Close(ctx context.Context) error {
+func (r *Broker) Close(ctx context.Context) error {
 	if !r.ps.close() {
 		return nil
 	}

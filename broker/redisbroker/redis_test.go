@@ -1,4 +1,4 @@
-package broker_test
+package redisbroker_test
 
 import (
 	"context"
@@ -18,25 +18,27 @@ import (
 
 	"github.com/hotline-rt/hotline/auth"
 	"github.com/hotline-rt/hotline/broker"
+	"github.com/hotline-rt/hotline/broker/brokertest"
+	"github.com/hotline-rt/hotline/broker/redisbroker"
 	"github.com/hotline-rt/hotline/internal/testredis"
 	"github.com/hotline-rt/hotline/push"
 )
 
 // newNode returns a started Redis broker on addr, closed when the test ends.
-func newNode(t *testing.T, addr string) (*broker.Redis, *node) {
+func newNode(t *testing.T, addr string) (*redisbroker.Broker, *brokertest.Node) {
 	t.Helper()
 	return newNodePrefix(t, addr, "")
 }
 
 // newNodePrefix is newNode with a key prefix ("" for the default).
-func newNodePrefix(t *testing.T, addr, prefix string) (*broker.Redis, *node) {
+func newNodePrefix(t *testing.T, addr, prefix string) (*redisbroker.Broker, *brokertest.Node) {
 	t.Helper()
-	b, err := broker.NewRedis(broker.RedisConfig{Addr: addr, Prefix: prefix})
+	b, err := redisbroker.New(redisbroker.Config{Addr: addr, Prefix: prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close(context.Background()) })
-	n := &node{}
+	n := &brokertest.Node{}
 	if err := b.Start(n); err != nil {
 		t.Fatal(err)
 	}
@@ -44,10 +46,10 @@ func newNodePrefix(t *testing.T, addr, prefix string) (*broker.Redis, *node) {
 }
 
 func TestRedisNewFails(t *testing.T) {
-	if _, err := broker.NewRedis(broker.RedisConfig{}); err == nil {
+	if _, err := redisbroker.New(redisbroker.Config{}); err == nil {
 		t.Fatal("empty address accepted")
 	}
-	if _, err := broker.NewRedis(broker.RedisConfig{Addr: "127.0.0.1:1"}); err == nil {
+	if _, err := redisbroker.New(redisbroker.Config{Addr: "127.0.0.1:1"}); err == nil {
 		t.Fatal("unreachable server accepted")
 	}
 }
@@ -59,8 +61,8 @@ func TestRedisStreams(t *testing.T) {
 	ctx := context.Background()
 	addr := testredis.Start(t)
 	b, _ := newNode(t, addr)
-	epoch := pub(t, b, "a", 3, broker.PublishOptions{HistorySize: 10}).Epoch
-	pub(t, b, "b", 2, broker.PublishOptions{})
+	epoch := brokertest.Pub(t, b, "a", 3, broker.PublishOptions{HistorySize: 10}).Epoch
+	brokertest.Pub(t, b, "b", 2, broker.PublishOptions{})
 
 	// Lost keys (expired, or the server was flushed) start a new epoch,
 	// and history of the old one is not served.
@@ -69,20 +71,20 @@ func TestRedisStreams(t *testing.T) {
 	if err := rc.Del(ctx, "hotline:meta:a").Err(); err != nil {
 		t.Fatal(err)
 	}
-	p := pub(t, b, "a", 1, broker.PublishOptions{HistorySize: 10})
+	p := brokertest.Pub(t, b, "a", 1, broker.PublishOptions{HistorySize: 10})
 	if p.Epoch == epoch || p.Offset != 1 {
 		t.Fatalf("after losing the stream: %+v", p)
 	}
 	res, err := b.History(ctx, "a", broker.HistoryRequest{Limit: -1})
-	if err != nil || offs(res.Publications) != "[1]" || res.Publications[0].Epoch != p.Epoch {
-		t.Fatalf("history after losing the stream: %s %v", offs(res.Publications), err)
+	if err != nil || brokertest.Offs(res.Publications) != "[1]" || res.Publications[0].Epoch != p.Epoch {
+		t.Fatalf("history after losing the stream: %s %v", brokertest.Offs(res.Publications), err)
 	}
 	if _, err := b.History(ctx, "a", broker.HistoryRequest{Since: &broker.Position{Epoch: epoch, Offset: 3}}); !errors.Is(err, broker.ErrEpochChanged) {
 		t.Fatalf("old epoch: %v", err)
 	}
 
 	// Another prefix is another set of streams.
-	other, err := broker.NewRedis(broker.RedisConfig{Addr: addr, Prefix: "other:"})
+	other, err := redisbroker.New(redisbroker.Config{Addr: addr, Prefix: "other:"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,19 +111,19 @@ func TestRedisKeyTTL(t *testing.T) {
 	rc := redis.NewClient(&redis.Options{Addr: addr})
 	defer rc.Close()
 
-	top := pub(t, b, "t", 3, broker.PublishOptions{HistorySize: 100, HistoryTTL: 300 * time.Millisecond})
-	eventually(t, "history key expiry", func() bool { return rc.Exists(ctx, "hotline:history:t").Val() == 0 })
+	top := brokertest.Pub(t, b, "t", 3, broker.PublishOptions{HistorySize: 100, HistoryTTL: 300 * time.Millisecond})
+	brokertest.Eventually(t, "history key expiry", func() bool { return rc.Exists(ctx, "hotline:history:t").Val() == 0 })
 	// The meta key outlives the history by EmptyStreamTTL.
 	if d := rc.PTTL(ctx, "hotline:meta:t").Val(); d < broker.DefaultEmptyStreamTTL-time.Minute || d > broker.DefaultEmptyStreamTTL+time.Second {
 		t.Fatalf("meta TTL %v", d)
 	}
 	res, err := b.History(ctx, "t", broker.HistoryRequest{Limit: -1})
 	if err != nil || len(res.Publications) != 0 || res.Top != top {
-		t.Fatalf("after expiry: %s %+v %v", offs(res.Publications), res.Top, err)
+		t.Fatalf("after expiry: %s %+v %v", brokertest.Offs(res.Publications), res.Top, err)
 	}
 
 	// Without a TTL the keys are kept, and the list is bounded.
-	pub(t, b, "keep", 2, broker.PublishOptions{HistorySize: 1})
+	brokertest.Pub(t, b, "keep", 2, broker.PublishOptions{HistorySize: 1})
 	for _, k := range []string{"hotline:history:keep", "hotline:meta:keep"} {
 		if d := rc.PTTL(ctx, k).Val(); d != -1 {
 			t.Fatalf("%s TTL %v", k, d)
@@ -132,7 +134,7 @@ func TestRedisKeyTTL(t *testing.T) {
 	}
 	// Without history there is no list, and the stream is kept for
 	// EmptyStreamTTL.
-	pub(t, b, "none", 2, broker.PublishOptions{})
+	brokertest.Pub(t, b, "none", 2, broker.PublishOptions{})
 	if n := rc.Exists(ctx, "hotline:history:none").Val(); n != 0 {
 		t.Fatal("history key without history")
 	}
@@ -155,45 +157,45 @@ func TestRedisTwoNodes(t *testing.T) {
 	if err := c.Subscribe(ctx, "elsewhere"); err != nil {
 		t.Fatal(err)
 	}
-	pa := pub(t, a, "room", 2, broker.PublishOptions{HistorySize: 10})
-	pb := pub(t, b, "room", 2, broker.PublishOptions{HistorySize: 10})
+	pa := brokertest.Pub(t, a, "room", 2, broker.PublishOptions{HistorySize: 10})
+	pb := brokertest.Pub(t, b, "room", 2, broker.PublishOptions{HistorySize: 10})
 	if pa.Epoch != pb.Epoch || pa.Offset != 2 || pb.Offset != 4 {
 		t.Fatalf("positions %+v %+v", pa, pb)
 	}
-	for name, n := range map[string]*node{"a": na, "b": nb} {
-		eventually(t, name+" gets 4", func() bool { return len(n.received("room")) == 4 })
-		if got := offs(n.received("room")); got != "[1 2 3 4]" {
+	for name, n := range map[string]*brokertest.Node{"a": na, "b": nb} {
+		brokertest.Eventually(t, name+" gets 4", func() bool { return len(n.Received("room")) == 4 })
+		if got := brokertest.Offs(n.Received("room")); got != "[1 2 3 4]" {
 			t.Fatalf("node %s got %s", name, got)
 		}
 	}
 	res, err := c.History(ctx, "room", broker.HistoryRequest{Limit: -1})
-	if err != nil || offs(res.Publications) != "[1 2 3 4]" || res.Top != pb {
-		t.Fatalf("history from a third node: %s %+v %v", offs(res.Publications), res.Top, err)
+	if err != nil || brokertest.Offs(res.Publications) != "[1 2 3 4]" || res.Top != pb {
+		t.Fatalf("history from a third node: %s %+v %v", brokertest.Offs(res.Publications), res.Top, err)
 	}
 
 	// Join and leave reach the subscribed nodes.
 	_ = c.PublishJoin(ctx, "room", broker.ClientInfo{User: "x"})
 	_ = a.PublishLeave(ctx, "room", broker.ClientInfo{User: "x"})
-	for name, n := range map[string]*node{"a": na, "b": nb} {
-		eventually(t, name+" events", func() bool { return len(n.eventList()) == 2 })
-		if got := fmt.Sprint(n.eventList()); got != "[join room x leave room x]" {
+	for name, n := range map[string]*brokertest.Node{"a": na, "b": nb} {
+		brokertest.Eventually(t, name+" events", func() bool { return len(n.EventList()) == 2 })
+		if got := fmt.Sprint(n.EventList()); got != "[join room x leave room x]" {
 			t.Fatalf("node %s events %s", name, got)
 		}
 	}
 
-	syncNode(t, c, nc)
-	if len(nc.received("room")) != 0 || len(nc.eventList()) != 0 {
-		t.Fatalf("unsubscribed node got %d publications, events %v", len(nc.received("room")), nc.eventList())
+	brokertest.SyncNode(t, c, nc)
+	if len(nc.Received("room")) != 0 || len(nc.EventList()) != 0 {
+		t.Fatalf("unsubscribed node got %d publications, events %v", len(nc.Received("room")), nc.EventList())
 	}
 
 	// After b unsubscribes only a receives.
 	if err := b.Unsubscribe(ctx, "room"); err != nil {
 		t.Fatal(err)
 	}
-	pub(t, c, "room", 1, broker.PublishOptions{})
-	eventually(t, "a gets 5", func() bool { return len(na.received("room")) == 5 })
-	syncNode(t, b, nb)
-	if got := offs(nb.received("room")); got != "[1 2 3 4]" {
+	brokertest.Pub(t, c, "room", 1, broker.PublishOptions{})
+	brokertest.Eventually(t, "a gets 5", func() bool { return len(na.Received("room")) == 5 })
+	brokertest.SyncNode(t, b, nb)
+	if got := brokertest.Offs(nb.Received("room")); got != "[1 2 3 4]" {
 		t.Fatalf("unsubscribed b got %s", got)
 	}
 }
@@ -211,12 +213,12 @@ func TestRedisConcurrentPublishOrder(t *testing.T) {
 		if i%2 == 1 {
 			x = b
 		}
-		wg.Go(func() { pub(t, x, "o", 50, broker.PublishOptions{HistorySize: 1000}) })
+		wg.Go(func() { brokertest.Pub(t, x, "o", 50, broker.PublishOptions{HistorySize: 1000}) })
 	}
 	wg.Wait()
-	for name, n := range map[string]*node{"a": na, "b": nb} {
-		eventually(t, name+" gets 400", func() bool { return len(n.received("o")) == 400 })
-		for i, p := range n.received("o") {
+	for name, n := range map[string]*brokertest.Node{"a": na, "b": nb} {
+		brokertest.Eventually(t, name+" gets 400", func() bool { return len(n.Received("o")) == 400 })
+		for i, p := range n.Received("o") {
 			if p.Offset != uint64(i+1) {
 				t.Fatalf("node %s: fan-out out of order at %d: %d", name, i, p.Offset)
 			}
@@ -296,13 +298,13 @@ func TestRedisClose(t *testing.T) {
 	}
 	// Close waited for a's goroutines: once b has the publications, a
 	// would have had them too.
-	pub(t, b, "x", 3, broker.PublishOptions{})
-	eventually(t, "b gets 3", func() bool { return len(nb.received("x")) == 3 })
-	if n := len(na.received("")); n != 0 {
+	brokertest.Pub(t, b, "x", 3, broker.PublishOptions{})
+	brokertest.Eventually(t, "b gets 3", func() bool { return len(nb.Received("x")) == 3 })
+	if n := len(na.Received("")); n != 0 {
 		t.Fatalf("closed node got %d publications", n)
 	}
 
-	c, err := broker.NewRedis(broker.RedisConfig{Addr: addr})
+	c, err := redisbroker.New(redisbroker.Config{Addr: addr})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +325,7 @@ func TestRedisPushEngines(t *testing.T) {
 	ctx := context.Background()
 	addr := testredis.Start(t)
 	engine := func() *push.Engine {
-		b, err := broker.NewRedis(broker.RedisConfig{Addr: addr})
+		b, err := redisbroker.New(redisbroker.Config{Addr: addr})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -352,7 +354,7 @@ func TestRedisPushEngines(t *testing.T) {
 	// next returns the next queued item that satisfies keep.
 	next := func(what string, keep func(string) bool) string {
 		t.Helper()
-		wctx, cancel := context.WithTimeout(ctx, waitFor)
+		wctx, cancel := context.WithTimeout(ctx, brokertest.WaitFor)
 		defer cancel()
 		for {
 			if err := s.Wait(wctx, after); err != nil {
@@ -423,11 +425,11 @@ func TestRedisCatchUp(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pub(t, b, "r", 2, opts)
-	pub(t, b, "quiet", 1, opts)
-	pub(t, b, "nohist", 1, broker.PublishOptions{})
-	eventually(t, "live publications", func() bool {
-		return len(na.received("r")) == 2 && len(na.received("quiet")) == 1 && len(na.received("nohist")) == 1
+	brokertest.Pub(t, b, "r", 2, opts)
+	brokertest.Pub(t, b, "quiet", 1, opts)
+	brokertest.Pub(t, b, "nohist", 1, broker.PublishOptions{})
+	brokertest.Eventually(t, "live publications", func() bool {
+		return len(na.Received("r")) == 2 && len(na.Received("quiet")) == 1 && len(na.Received("nohist")) == 1
 	})
 
 	px.cut(true)
@@ -439,38 +441,38 @@ func TestRedisCatchUp(t *testing.T) {
 	if err := a.Subscribe(cctx, "new"); err == nil {
 		t.Fatal("Subscribe succeeded while cut off")
 	}
-	pub(t, b, "r", 3, opts)                         // 3..5
-	pub(t, b, "quiet", 2, opts)                     // 2..3
-	pub(t, b, "nohist", 2, broker.PublishOptions{}) // 2..3: nothing to catch up from
-	pub(t, b, "new", 1, broker.PublishOptions{})    // a never subscribed
+	brokertest.Pub(t, b, "r", 3, opts)                         // 3..5
+	brokertest.Pub(t, b, "quiet", 2, opts)                     // 2..3
+	brokertest.Pub(t, b, "nohist", 2, broker.PublishOptions{}) // 2..3: nothing to catch up from
+	brokertest.Pub(t, b, "new", 1, broker.PublishOptions{})    // a never subscribed
 	px.cut(false)
 
 	// Nothing more is published to quiet: the resubscription itself
 	// catches it up. Its Pub/Sub subscribes all channels at once, so
 	// after that a receives the others live.
-	eventually(t, "quiet caught up", func() bool { return len(na.received("quiet")) == 3 })
-	pub(t, b, "r", 1, opts)                         // 6: a gap after 2, filled before it
-	pub(t, b, "nohist", 1, broker.PublishOptions{}) // 4: the gap stays
-	eventually(t, "r and nohist", func() bool {
-		return len(na.received("r")) == 6 && len(na.received("nohist")) == 2
+	brokertest.Eventually(t, "quiet caught up", func() bool { return len(na.Received("quiet")) == 3 })
+	brokertest.Pub(t, b, "r", 1, opts)                         // 6: a gap after 2, filled before it
+	brokertest.Pub(t, b, "nohist", 1, broker.PublishOptions{}) // 4: the gap stays
+	brokertest.Eventually(t, "r and nohist", func() bool {
+		return len(na.Received("r")) == 6 && len(na.Received("nohist")) == 2
 	})
-	syncNode(t, a, na)
+	brokertest.SyncNode(t, a, na)
 	for ch, want := range map[string]string{"r": "[1 2 3 4 5 6]", "quiet": "[1 2 3]", "nohist": "[1 4]", "new": "[]"} {
-		if got := offs(na.received(ch)); got != want {
+		if got := brokertest.Offs(na.Received(ch)); got != want {
 			t.Errorf("%s: got %s, want %s", ch, got, want)
 		}
 	}
 	// What history could not fill was told, before offset 4.
-	if g := na.gapList(""); len(g) != 1 || g[0].channel != "nohist" || g[0].before != 1 || g[0].reason != "history trimmed" {
+	if g := na.GapList(""); len(g) != 1 || g[0].Channel != "nohist" || g[0].Before != 1 || g[0].Reason != "history trimmed" {
 		t.Errorf("gaps %+v", g)
 	}
 	// The failed Subscribe left no subscription behind.
 	if err := a.Unsubscribe(ctx, "new"); err != nil {
 		t.Fatal(err)
 	}
-	pub(t, b, "new", 1, broker.PublishOptions{})
-	syncNode(t, a, na)
-	if got := offs(na.received("new")); got != "[]" {
+	brokertest.Pub(t, b, "new", 1, broker.PublishOptions{})
+	brokertest.SyncNode(t, a, na)
+	if got := brokertest.Offs(na.Received("new")); got != "[]" {
 		t.Fatalf("new: got %s", got)
 	}
 }
@@ -484,8 +486,8 @@ func TestRedisServerRestart(t *testing.T) {
 	a, na := newNode(t, srv.Addr)
 	opts := broker.PublishOptions{HistorySize: 100}
 	_ = a.Subscribe(ctx, "r")
-	old := pub(t, a, "r", 2, opts)
-	eventually(t, "2 publications", func() bool { return len(na.received("r")) == 2 })
+	old := brokertest.Pub(t, a, "r", 2, opts)
+	brokertest.Eventually(t, "2 publications", func() bool { return len(na.Received("r")) == 2 })
 
 	srv.Stop()
 	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
@@ -503,20 +505,20 @@ func TestRedisServerRestart(t *testing.T) {
 
 	// Publish until a receives one: its Pub/Sub reconnects on its own
 	// time, and the first publications may come before.
-	eventually(t, "a publication after the restart", func() bool {
+	brokertest.Eventually(t, "a publication after the restart", func() bool {
 		if _, err := a.Publish(ctx, "r", json.RawMessage(`1`), nil, opts); err != nil {
 			return false
 		}
-		return len(na.received("r")) > 2
+		return len(na.Received("r")) > 2
 	})
-	got := na.received("r")
+	got := na.Received("r")
 	p := got[2]
 	if p.Epoch == old.Epoch || p.Offset < 1 {
 		t.Fatalf("after the restart: %+v (before: %+v)", p.Position, old)
 	}
 	for i, q := range got[3:] {
 		if q.Epoch != p.Epoch || q.Offset != p.Offset+uint64(i)+1 {
-			t.Fatalf("after the restart: %s", offs(got))
+			t.Fatalf("after the restart: %s", brokertest.Offs(got))
 		}
 	}
 	res, err := a.History(ctx, "r", broker.HistoryRequest{Since: &old, Limit: -1})
@@ -648,7 +650,7 @@ func BenchmarkPublish(b *testing.B) {
 	}{
 		{"memory", func(b *testing.B) broker.Broker { return broker.NewMemory() }},
 		{"redis", func(b *testing.B) broker.Broker {
-			r, err := broker.NewRedis(broker.RedisConfig{Addr: addr, Prefix: "bench:"})
+			r, err := redisbroker.New(redisbroker.Config{Addr: addr, Prefix: "bench:"})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -774,7 +776,7 @@ func TestRedisIdempotencyAcrossNodes(t *testing.T) {
 		t.Fatalf("idempotency key TTL %v", d)
 	}
 	if res, _ := a.History(ctx, "x", broker.HistoryRequest{Limit: -1}); len(res.Publications) != 1 {
-		t.Fatalf("history %s", offs(res.Publications))
+		t.Fatalf("history %s", brokertest.Offs(res.Publications))
 	}
 	// A long key is stored as its hash: the client does not decide the
 	// size of what Redis keeps.
@@ -799,12 +801,12 @@ func TestRedisHistoryBytesAfterExpiry(t *testing.T) {
 	rc := redis.NewClient(&redis.Options{Addr: addr})
 	defer rc.Close()
 	opts := broker.PublishOptions{HistorySize: 100, HistoryBytes: 600, HistoryTTL: 200 * time.Millisecond} // 5 fit
-	pub(t, b, "hb", 5, opts)
-	eventually(t, "history key expiry", func() bool { return rc.Exists(ctx, "hotline:history:hb").Val() == 0 })
-	pub(t, b, "hb", 5, opts)
+	brokertest.Pub(t, b, "hb", 5, opts)
+	brokertest.Eventually(t, "history key expiry", func() bool { return rc.Exists(ctx, "hotline:history:hb").Val() == 0 })
+	brokertest.Pub(t, b, "hb", 5, opts)
 	res, err := b.History(ctx, "hb", broker.HistoryRequest{Limit: -1})
-	if err != nil || offs(res.Publications) != "[6 7 8 9 10]" {
-		t.Fatalf("after expiry: %s %v", offs(res.Publications), err)
+	if err != nil || brokertest.Offs(res.Publications) != "[6 7 8 9 10]" {
+		t.Fatalf("after expiry: %s %v", brokertest.Offs(res.Publications), err)
 	}
 	if n := rc.HGet(ctx, "hotline:meta:hb", "bytes").Val(); n == "0" || n == "" {
 		t.Fatalf("bytes %q", n)
@@ -817,7 +819,7 @@ func TestRedisHistoryBytesAfterExpiry(t *testing.T) {
 func BenchmarkHistoryTail(b *testing.B) {
 	ctx := context.Background()
 	addr := testredis.Start(b)
-	br, err := broker.NewRedis(broker.RedisConfig{Addr: addr})
+	br, err := redisbroker.New(redisbroker.Config{Addr: addr})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -858,8 +860,8 @@ func TestRedisHistoryMatchesMemory(t *testing.T) {
 		if rng.IntN(3) == 0 {
 			opts := broker.PublishOptions{HistorySize: sizes[rng.IntN(len(sizes))]}
 			n := 1 + rng.IntN(4)
-			tops[0] = pub(t, mb, "d", n, opts)
-			tops[1] = pub(t, rb, "d", n, opts)
+			tops[0] = brokertest.Pub(t, mb, "d", n, opts)
+			tops[1] = brokertest.Pub(t, rb, "d", n, opts)
 			continue
 		}
 		req := broker.HistoryRequest{Limit: limits[rng.IntN(len(limits))], Reverse: rng.IntN(2) == 0}
@@ -878,7 +880,7 @@ func TestRedisHistoryMatchesMemory(t *testing.T) {
 				r.Since = &broker.Position{Epoch: tops[j].Epoch, Offset: off}
 			}
 			res, err := b.History(ctx, "d", r)
-			got[j] = fmt.Sprintf("%s top %d err %v", offs(res.Publications), res.Top.Offset, err)
+			got[j] = fmt.Sprintf("%s top %d err %v", brokertest.Offs(res.Publications), res.Top.Offset, err)
 		}
 		if got[0] != got[1] {
 			t.Fatalf("step %d, read %+v kind %d offset %d: memory %s, redis %s", i, req, kind, off, got[0], got[1])

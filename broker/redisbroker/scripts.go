@@ -1,15 +1,17 @@
-package broker
+package redisbroker
 
 import (
 	"encoding/json"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/hotline-rt/hotline/broker"
 )
 
 // This file holds what the Redis broker stores and how: the Lua scripts
 // that run each operation atomically on the server, and the JSON codecs of
-// what they store. The Pub/Sub state machine is in redis_pubsub.go.
+// what they store. The Pub/Sub state machine is in pubsub.go.
 //
 // A stream is two keys: meta (a hash: epoch, offset, ttl = the history TTL
 // in ms set by the latest publication, bytes = the total size of the
@@ -110,35 +112,29 @@ redis.call('PUBLISH', ARGV[7], msg)
 return {epoch, offset, 0}
 `)
 
-// historyScript reads a stream; it writes nothing, so reading a channel
-// that has no stream creates none.
+// A history read takes two scripts: historyMetaScript says where the
+// stream is (epoch, top, oldest kept offset), broker.Window decides what
+// the read selects (the one windowing function every broker uses), and
+// historyRangeScript fetches that range, provided the stream still holds
+// it. Neither writes, so reading a channel that has no stream creates none.
+
+// historyMetaScript returns the epoch ("" for no stream), the top offset,
+// and the offset of the oldest publication kept and not past the history
+// TTL (top+1 when none).
 //
-// KEYS: meta, history. ARGV: 1 "1" if there is a since position, 2 its
-// epoch, 3 its offset, 4 limit (negative: all), 5 "1" for newest first.
-// Returns epoch ("" for no stream), top offset, status ("ok", "epoch" or
-// "trimmed"), then the selected publications oldest first.
-var historyScript = redis.NewScript(`
+// KEYS: meta, history.
+var historyMetaScript = redis.NewScript(`
 local m = redis.call('HMGET', KEYS[1], 'epoch', 'offset', 'ttl')
-local hasSince = ARGV[1] == '1'
-local se, so = ARGV[2], tonumber(ARGV[3])
-local limit = tonumber(ARGV[4])
-local reverse = ARGV[5] == '1'
 if not m[1] then
-	if hasSince and (se ~= '' or so ~= 0) then
-		return {'', '0', 'epoch'}
-	end
-	return {'', '0', 'ok'}
+	return {'', 0, 1}
 end
-local epoch, top, ttl = m[1], tonumber(m[2]), tonumber(m[3] or '0')
-local n = redis.call('LLEN', KEYS[2])
-if n > top then
-	n = top
-end
+local top, ttl = tonumber(m[2]), tonumber(m[3] or '0')
+local len = redis.call('LLEN', KEYS[2])
+local n = math.min(len, top)
 local first = top - n + 1
 if ttl > 0 and n > 0 then
 	local t = redis.call('TIME')
 	local cutoff = tonumber(t[1]) * 1000000 + tonumber(t[2]) - ttl * 1000
-	local len = redis.call('LLEN', KEYS[2])
 	local lo, hi = len - n, len
 	while lo < hi do
 		local mid = math.floor((lo + hi) / 2)
@@ -151,37 +147,26 @@ if ttl > 0 and n > 0 then
 	end
 	first = first + lo - (len - n)
 end
-local lo, hi = first, top
-if hasSince then
-	if se == '' and so == 0 then
-		se = epoch
-	end
-	if se ~= epoch or so > top then
-		return {epoch, m[2], 'epoch'}
-	end
-	if reverse then
-		hi = math.min(hi, so - 1)
-	else
-		if so + 1 < first then
-			return {epoch, m[2], 'trimmed'}
-		end
-		lo = so + 1
-	end
+return {m[1], top, first}
+`)
+
+// historyRangeScript returns "ok" and the publications at offsets lo to hi
+// (oldest first), or "moved" if the stream is no longer in epoch or no
+// longer keeps lo (trimmed since historyMetaScript looked).
+//
+// KEYS: meta, history. ARGV: 1 epoch, 2 lo, 3 hi.
+var historyRangeScript = redis.NewScript(`
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'offset')
+local lo, hi = tonumber(ARGV[2]), tonumber(ARGV[3])
+if m[1] ~= ARGV[1] then
+	return {'moved'}
 end
-local count = hi - lo + 1
-if limit >= 0 and limit < count then
-	count = limit
-end
-local res = {epoch, m[2], 'ok'}
-if count <= 0 then
-	return res
-end
-if reverse then
-	lo = hi - count + 1
-else
-	hi = lo + count - 1
-end
+local top = tonumber(m[2])
 local len = redis.call('LLEN', KEYS[2])
+if hi > top or lo < top - math.min(len, top) + 1 then
+	return {'moved'}
+end
+local res = {'ok'}
 local items = redis.call('LRANGE', KEYS[2], len - 1 - (top - lo), len - 1 - (top - hi))
 for i = 1, #items do
 	res[#res + 1] = items[i]
@@ -231,22 +216,22 @@ return out
 // wirePublication is a publication as stored and sent: JSON, with the time
 // in Unix microseconds.
 type wirePublication struct {
-	Epoch   string          `json:"epoch"`
-	Offset  uint64          `json:"offset"`
-	Time    int64           `json:"time"`
-	Channel string          `json:"channel"`
-	Data    json.RawMessage `json:"data"`
-	Info    *ClientInfo     `json:"info"`
+	Epoch   string             `json:"epoch"`
+	Offset  uint64             `json:"offset"`
+	Time    int64              `json:"time"`
+	Channel string             `json:"channel"`
+	Data    json.RawMessage    `json:"data"`
+	Info    *broker.ClientInfo `json:"info"`
 }
 
-func decodePublication(b []byte) (*Publication, error) {
+func decodePublication(b []byte) (*broker.Publication, error) {
 	var w wirePublication
 	if err := json.Unmarshal(b, &w); err != nil {
 		return nil, err
 	}
-	return &Publication{
+	return &broker.Publication{
 		Channel:  w.Channel,
-		Position: Position{Epoch: w.Epoch, Offset: w.Offset},
+		Position: broker.Position{Epoch: w.Epoch, Offset: w.Offset},
 		Data:     w.Data,
 		Info:     w.Info,
 		Time:     time.UnixMicro(w.Time),
@@ -255,15 +240,15 @@ func decodePublication(b []byte) (*Publication, error) {
 
 // wireEvent is a join or leave on the ev: Pub/Sub channel.
 type wireEvent struct {
-	Join bool       `json:"join"`
-	Info ClientInfo `json:"info"`
+	Join bool              `json:"join"`
+	Info broker.ClientInfo `json:"info"`
 }
 
 // wirePresence is a presence entry as stored: expires is Unix milliseconds
 // by the Redis server's clock.
 type wirePresence struct {
-	Info    ClientInfo `json:"info"`
-	Expires int64      `json:"expires"`
+	Info    broker.ClientInfo `json:"info"`
+	Expires int64             `json:"expires"`
 }
 
 func ms(d time.Duration) int64 {

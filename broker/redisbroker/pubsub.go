@@ -1,25 +1,6 @@
-package broker
-
-import (
-	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"hash/maphash"
-	"net"
-	"slices"
-	"strconv"
-	"strings"
-	"sync"
-	"sync/atomic"
-	"time"
-
-	"github.com/redis/go-redis/v9"
-)
-
 // This file is the Redis broker's Pub/Sub state machine: subscribe and
 // confirm, receive, dispatch, catch up. Scripts and codecs are in
-// redis_scripts.go.
+// scripts.go.
 //
 // Ownership:
 //   - receive (one goroutine) owns the reads of the Pub/Sub connection. It
@@ -39,7 +20,28 @@ import (
 //     talk to Redis; calls on one channel are ordered by its stripe lock.
 //
 // Whoever starts a goroutine here waits for it: Close waits for all three
-// kinds through Redis.wg.
+// kinds through Broker.wg.
+
+package redisbroker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/hotline-rt/hotline/broker"
+)
 
 // Reasons given to Handler.HandleGap.
 const (
@@ -73,7 +75,7 @@ const subStripes = 64
 
 // pubsub is the Redis broker's fan-out. See the ownership notes above.
 type pubsub struct {
-	r         *Redis
+	r         *Broker
 	queue     chan item        // receive -> dispatch, bounded
 	caught    chan catchResult // catch-up goroutines -> dispatch
 	overflow  atomic.Bool      // receive dropped something; see overflowed
@@ -91,7 +93,7 @@ type pubsub struct {
 	overflowed map[string]bool // channels whose messages receive dropped
 
 	mu      sync.Mutex
-	handler Handler
+	handler broker.Handler
 	conn    *redis.PubSub
 	closed  bool
 	subs    map[string]int             // channel -> Subscribe count
@@ -127,7 +129,7 @@ type chanState struct {
 	// pos.Offset+1. known is false when continuity cannot be checked (no
 	// top was read, or a gap was just reported): the next publication is
 	// taken as it comes, unless it was handed over already.
-	pos       Position
+	pos       broker.Position
 	known     bool
 	delivered bool
 
@@ -141,13 +143,13 @@ type chanState struct {
 // catchResult is one page of history read by a catch-up.
 type catchResult struct {
 	st   *chanState
-	from Position
+	from broker.Position
 	page bool // read with a limit: more may follow
-	res  HistoryResult
+	res  broker.HistoryResult
 	err  error
 }
 
-func (ps *pubsub) init(r *Redis, queueSize, queueBytes, catchUps int, pingEvery time.Duration) {
+func (ps *pubsub) init(r *Broker, queueSize, queueBytes, catchUps int, pingEvery time.Duration) {
 	ps.r = r
 	ps.maxBytes = int64(queueBytes)
 	ps.pingEvery = pingEvery
@@ -163,11 +165,11 @@ func (ps *pubsub) init(r *Redis, queueSize, queueBytes, catchUps int, pingEvery 
 	ps.waiters = make(map[string][]chan struct{})
 }
 
-func (ps *pubsub) start(h Handler) error {
+func (ps *pubsub) start(h broker.Handler) error {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if ps.closed {
-		return ErrClosed
+		return broker.ErrClosed
 	}
 	if ps.conn != nil {
 		return errors.New("broker: redis broker already started")
@@ -372,7 +374,7 @@ func (ps *pubsub) await(ctx context.Context, ws []chan struct{}) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-ps.r.done:
-			return ErrClosed
+			return broker.ErrClosed
 		}
 	}
 	return nil
@@ -382,7 +384,7 @@ func (ps *pubsub) stripe(channel string) *sync.Mutex {
 	return &ps.stripes[maphash.String(ps.seed, channel)%subStripes]
 }
 
-// subscribe is Redis.Subscribe. A fresh subscription reads the stream's
+// subscribe is Broker.Subscribe. A fresh subscription reads the stream's
 // top once Redis has confirmed it: publications after that top all arrive
 // live, so a later catch-up knows where to start.
 func (ps *pubsub) subscribe(ctx context.Context, channel string) error {
@@ -392,7 +394,7 @@ func (ps *pubsub) subscribe(ctx context.Context, channel string) error {
 	ps.mu.Lock()
 	if ps.closed {
 		ps.mu.Unlock()
-		return ErrClosed
+		return broker.ErrClosed
 	}
 	if ps.conn == nil {
 		ps.mu.Unlock()
@@ -421,7 +423,7 @@ func (ps *pubsub) subscribe(ctx context.Context, channel string) error {
 		ps.setBase(ctx, st)
 		return nil
 	}
-	if errors.Is(err, ErrClosed) {
+	if errors.Is(err, broker.ErrClosed) {
 		return err
 	}
 	// Undo.
@@ -456,14 +458,14 @@ func (ps *pubsub) setBase(ctx context.Context, st *chanState) {
 	if err != nil || len(vals) != 2 {
 		return
 	}
-	var base Position
+	var base broker.Position
 	if e, ok := vals[0].(string); ok && e != "" {
 		s, _ := vals[1].(string)
 		off, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
 			return
 		}
-		base = Position{Epoch: e, Offset: off}
+		base = broker.Position{Epoch: e, Offset: off}
 	}
 	ps.mu.Lock()
 	if ps.chans[st.channel] == st && !st.known {
@@ -486,7 +488,7 @@ func (ps *pubsub) dropStateLocked(channel string, st *chanState) {
 	}
 }
 
-// unsubscribe is Redis.Unsubscribe.
+// unsubscribe is Broker.Unsubscribe.
 func (ps *pubsub) unsubscribe(ctx context.Context, channel string) error {
 	mu := ps.stripe(channel)
 	mu.Lock()
@@ -494,7 +496,7 @@ func (ps *pubsub) unsubscribe(ctx context.Context, channel string) error {
 	ps.mu.Lock()
 	if ps.closed {
 		ps.mu.Unlock()
-		return ErrClosed
+		return broker.ErrClosed
 	}
 	n := ps.subs[channel]
 	if n > 1 {
@@ -534,7 +536,7 @@ func (ps *pubsub) unsubscribe(ctx context.Context, channel string) error {
 		ps.dropStateLocked(channel, st)
 		ps.mu.Unlock()
 	}
-	if err != nil && !errors.Is(err, ErrClosed) {
+	if err != nil && !errors.Is(err, broker.ErrClosed) {
 		return fmt.Errorf("broker: redis unsubscribe %s: %w", channel, err)
 	}
 	return err
@@ -647,12 +649,12 @@ func (ps *pubsub) scheduleLocked(st *chanState) {
 		for attempt := 0; ; attempt++ {
 			if known {
 				cr.page = true
-				cr.res, cr.err = ps.r.History(ctx, st.channel, HistoryRequest{Since: &from, Limit: catchUpPage})
+				cr.res, cr.err = ps.r.History(ctx, st.channel, broker.HistoryRequest{Since: &from, Limit: catchUpPage})
 			} else {
 				// Nothing to start from: only the top, to resume there.
-				cr.res, cr.err = ps.r.History(ctx, st.channel, HistoryRequest{})
+				cr.res, cr.err = ps.r.History(ctx, st.channel, broker.HistoryRequest{})
 			}
-			if cr.err == nil || errors.Is(cr.err, ErrHistoryTrimmed) || errors.Is(cr.err, ErrEpochChanged) || attempt == catchUpTries-1 {
+			if cr.err == nil || errors.Is(cr.err, broker.ErrHistoryTrimmed) || errors.Is(cr.err, broker.ErrEpochChanged) || attempt == catchUpTries-1 {
 				break
 			}
 			t := time.NewTimer(catchUpBackoff << attempt)
@@ -767,18 +769,18 @@ func (ps *pubsub) caughtUp(cr catchResult) {
 		ps.mu.Unlock()
 		return
 	}
-	var pubs []*Publication
+	var pubs []*broker.Publication
 	gap := ""
 	more := false
 	switch {
 	case cr.err == nil && !cr.page:
 		// Nothing was known: continuity cannot be proved unless the
 		// stream does not exist (then it starts at offset 1).
-		if cr.res.Top != (Position{}) {
+		if cr.res.Top != (broker.Position{}) {
 			gap = st.reason
 			st.known = false
 		} else {
-			st.pos, st.known, st.delivered = Position{}, true, false
+			st.pos, st.known, st.delivered = broker.Position{}, true, false
 		}
 	case cr.err == nil:
 		for _, p := range cr.res.Publications {
@@ -792,9 +794,9 @@ func (ps *pubsub) caughtUp(cr catchResult) {
 	default:
 		gap = st.reason
 		switch {
-		case errors.Is(cr.err, ErrHistoryTrimmed):
+		case errors.Is(cr.err, broker.ErrHistoryTrimmed):
 			gap = gapTrimmed
-		case errors.Is(cr.err, ErrEpochChanged):
+		case errors.Is(cr.err, broker.ErrEpochChanged):
 			gap = gapEpochChanged
 		}
 		// After the gap the next publication is taken as it comes

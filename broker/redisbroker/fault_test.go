@@ -1,4 +1,4 @@
-package broker_test
+package redisbroker_test
 
 import (
 	"context"
@@ -14,6 +14,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/hotline-rt/hotline/broker"
+	"github.com/hotline-rt/hotline/broker/brokertest"
+	"github.com/hotline-rt/hotline/broker/redisbroker"
 	"github.com/hotline-rt/hotline/internal/testredis"
 )
 
@@ -21,10 +23,10 @@ import (
 // follows the one before it (same epoch, offset + 1; offset 1 first) or
 // comes right after a HandleGap. It returns the silent jumps and the
 // duplicates, which must both be 0.
-func continuity(pubs []*broker.Publication, gaps []gap) (silent, dups int) {
+func continuity(pubs []*broker.Publication, gaps []brokertest.Gap) (silent, dups int) {
 	told := map[int]bool{}
 	for _, g := range gaps {
-		told[g.before] = true
+		told[g.Before] = true
 	}
 	var prev broker.Position
 	for i, p := range pubs {
@@ -60,31 +62,31 @@ func TestRedisGapWhenHistoryCannotFill(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pub(t, b, "small", 2, small)
-	pub(t, b, "big", 2, big)
-	eventually(t, "live publications", func() bool {
-		return len(na.received("small")) == 2 && len(na.received("big")) == 2
+	brokertest.Pub(t, b, "small", 2, small)
+	brokertest.Pub(t, b, "big", 2, big)
+	brokertest.Eventually(t, "live publications", func() bool {
+		return len(na.Received("small")) == 2 && len(na.Received("big")) == 2
 	})
 	px.cut(true)
-	pub(t, b, "small", 10, small) // 3..12, history keeps 10..12
-	pub(t, b, "big", 10, big)
+	brokertest.Pub(t, b, "small", 10, small) // 3..12, history keeps 10..12
+	brokertest.Pub(t, b, "big", 10, big)
 	px.cut(false)
-	eventually(t, "big caught up", func() bool { return len(na.received("big")) == 12 })
-	eventually(t, "the gap of small", func() bool { return len(na.gapList("small")) == 1 })
-	pub(t, b, "small", 1, small) // 13: live after the gap
-	eventually(t, "small 13", func() bool {
-		got := na.received("small")
+	brokertest.Eventually(t, "big caught up", func() bool { return len(na.Received("big")) == 12 })
+	brokertest.Eventually(t, "the gap of small", func() bool { return len(na.GapList("small")) == 1 })
+	brokertest.Pub(t, b, "small", 1, small) // 13: live after the gap
+	brokertest.Eventually(t, "small 13", func() bool {
+		got := na.Received("small")
 		return len(got) > 0 && got[len(got)-1].Offset == 13
 	})
-	syncNode(t, a, na)
-	if g := na.gapList("small"); len(g) != 1 || g[0].before != 2 || g[0].reason != "history trimmed" {
+	brokertest.SyncNode(t, a, na)
+	if g := na.GapList("small"); len(g) != 1 || g[0].Before != 2 || g[0].Reason != "history trimmed" {
 		t.Fatalf("gaps of small: %+v", g)
 	}
-	if got := offs(na.received("small")); got != "[1 2 13]" {
+	if got := brokertest.Offs(na.Received("small")); got != "[1 2 13]" {
 		t.Fatalf("small got %s", got)
 	}
-	if got := offs(na.received("big")); got != "[1 2 3 4 5 6 7 8 9 10 11 12]" || len(na.gapList("big")) != 0 {
-		t.Fatalf("big got %s, gaps %+v", got, na.gapList("big"))
+	if got := brokertest.Offs(na.Received("big")); got != "[1 2 3 4 5 6 7 8 9 10 11 12]" || len(na.GapList("big")) != 0 {
+		t.Fatalf("big got %s, gaps %+v", got, na.GapList("big"))
 	}
 }
 
@@ -98,19 +100,19 @@ func TestRedisGapOnNewEpoch(t *testing.T) {
 	if err := a.Subscribe(ctx, "e"); err != nil {
 		t.Fatal(err)
 	}
-	old := pub(t, a, "e", 2, broker.PublishOptions{HistorySize: 10})
-	eventually(t, "2 publications", func() bool { return len(na.received("e")) == 2 })
+	old := brokertest.Pub(t, a, "e", 2, broker.PublishOptions{HistorySize: 10})
+	brokertest.Eventually(t, "2 publications", func() bool { return len(na.Received("e")) == 2 })
 	rc := redis.NewClient(&redis.Options{Addr: addr})
 	defer rc.Close()
 	if err := rc.Del(ctx, "hotline:meta:e", "hotline:history:e").Err(); err != nil {
 		t.Fatal(err)
 	}
-	p := pub(t, a, "e", 1, broker.PublishOptions{HistorySize: 10})
+	p := brokertest.Pub(t, a, "e", 1, broker.PublishOptions{HistorySize: 10})
 	if p.Epoch == old.Epoch || p.Offset != 1 {
 		t.Fatalf("after losing the keys: %+v", p)
 	}
-	eventually(t, "the new epoch", func() bool { return len(na.received("e")) == 3 })
-	if g := na.gapList("e"); len(g) != 1 || g[0].before != 2 || g[0].reason != "epoch changed" {
+	brokertest.Eventually(t, "the new epoch", func() bool { return len(na.Received("e")) == 3 })
+	if g := na.GapList("e"); len(g) != 1 || g[0].Before != 2 || g[0].Reason != "epoch changed" {
 		t.Fatalf("gaps %+v", g)
 	}
 }
@@ -123,12 +125,12 @@ func TestRedisHalfOpenLink(t *testing.T) {
 	ctx := context.Background()
 	addr := testredis.Start(t)
 	px := newProxy(t, addr)
-	a, err := broker.NewRedis(broker.RedisConfig{Addr: px.addr(), Timeout: 500 * time.Millisecond, PingInterval: 200 * time.Millisecond})
+	a, err := redisbroker.New(redisbroker.Config{Addr: px.addr(), Timeout: 500 * time.Millisecond, PingInterval: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close(ctx)
-	na := &node{}
+	na := &brokertest.Node{}
 	if err := a.Start(na); err != nil {
 		t.Fatal(err)
 	}
@@ -137,27 +139,27 @@ func TestRedisHalfOpenLink(t *testing.T) {
 	if err := a.Subscribe(ctx, "h"); err != nil {
 		t.Fatal(err)
 	}
-	pub(t, b, "h", 2, opts)
-	eventually(t, "live publications", func() bool { return len(na.received("h")) == 2 })
+	brokertest.Pub(t, b, "h", 2, opts)
+	brokertest.Eventually(t, "live publications", func() bool { return len(na.Received("h")) == 2 })
 	px.blackhole()
-	pub(t, b, "h", 3, opts) // 3..5: lost on the dead link
+	brokertest.Pub(t, b, "h", 3, opts) // 3..5: lost on the dead link
 	var top broker.Position
-	eventually(t, "a publication after the link was replaced", func() bool {
-		top = pub(t, b, "h", 1, opts)
+	brokertest.Eventually(t, "a publication after the link was replaced", func() bool {
+		top = brokertest.Pub(t, b, "h", 1, opts)
 		time.Sleep(50 * time.Millisecond)
-		got := na.received("h")
+		got := na.Received("h")
 		return len(got) > 0 && got[len(got)-1].Position == top
 	})
-	if silent, dups := continuity(na.received("h"), na.gapList("h")); silent != 0 || dups != 0 {
-		t.Fatalf("%d silent jumps, %d duplicates: %s gaps %+v", silent, dups, offs(na.received("h")), na.gapList("h"))
+	if silent, dups := continuity(na.Received("h"), na.GapList("h")); silent != 0 || dups != 0 {
+		t.Fatalf("%d silent jumps, %d duplicates: %s gaps %+v", silent, dups, brokertest.Offs(na.Received("h")), na.GapList("h"))
 	}
-	t.Logf("received %s, gaps %+v", offs(na.received("h")), na.gapList("h"))
+	t.Logf("received %s, gaps %+v", brokertest.Offs(na.Received("h")), na.GapList("h"))
 }
 
 // gatedNode is a node whose handler blocks on its first publication until
 // the gate opens: the broker's queue fills behind it.
 type gatedNode struct {
-	node
+	brokertest.Node
 	once sync.Once
 	in   chan struct{} // closed when the handler is blocked
 	gate chan struct{}
@@ -168,7 +170,7 @@ func (g *gatedNode) HandlePublication(p *broker.Publication) {
 		close(g.in)
 		<-g.gate
 	})
-	g.node.HandlePublication(p)
+	g.Node.HandlePublication(p)
 }
 
 // TestRedisQueueOverflow blocks the handler while publications pour in,
@@ -178,15 +180,15 @@ func (g *gatedNode) HandlePublication(p *broker.Publication) {
 // It runs with a bound on the count (4 messages) and on the bytes (about
 // 10 messages' worth).
 func TestRedisQueueOverflow(t *testing.T) {
-	t.Run("count", func(t *testing.T) { testRedisQueueOverflow(t, broker.RedisConfig{QueueSize: 4}) })
-	t.Run("bytes", func(t *testing.T) { testRedisQueueOverflow(t, broker.RedisConfig{QueueBytes: 1200}) })
+	t.Run("count", func(t *testing.T) { testRedisQueueOverflow(t, redisbroker.Config{QueueSize: 4}) })
+	t.Run("bytes", func(t *testing.T) { testRedisQueueOverflow(t, redisbroker.Config{QueueBytes: 1200}) })
 }
 
-func testRedisQueueOverflow(t *testing.T, cfg broker.RedisConfig) {
+func testRedisQueueOverflow(t *testing.T, cfg redisbroker.Config) {
 	ctx := context.Background()
 	addr := testredis.Start(t)
 	cfg.Addr = addr
-	a, err := broker.NewRedis(cfg)
+	a, err := redisbroker.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,35 +211,35 @@ func testRedisQueueOverflow(t *testing.T, cfg broker.RedisConfig) {
 		}
 	}
 	hist := broker.PublishOptions{HistorySize: 100}
-	pub(t, b, "first", 1, hist)
+	brokertest.Pub(t, b, "first", 1, hist)
 	<-g.in
-	topO := pub(t, b, "o", 30, hist)
-	topN := pub(t, b, "n", 30, broker.PublishOptions{})
+	topO := brokertest.Pub(t, b, "o", 30, hist)
+	topN := brokertest.Pub(t, b, "n", 30, broker.PublishOptions{})
 	// The queue holds 4: most of these are dropped. Publish the
 	// marker until the reader has certainly seen everything before it.
-	pub(t, b, "first", 1, hist)
+	brokertest.Pub(t, b, "first", 1, hist)
 	close(g.gate)
-	eventually(t, "o repaired", func() bool {
-		got := g.received("o")
+	brokertest.Eventually(t, "o repaired", func() bool {
+		got := g.Received("o")
 		return len(got) > 0 && got[len(got)-1].Position == topO
 	})
-	topN = pub(t, b, "n", 1, broker.PublishOptions{})
-	eventually(t, "n's next publication", func() bool {
-		got := g.received("n")
+	topN = brokertest.Pub(t, b, "n", 1, broker.PublishOptions{})
+	brokertest.Eventually(t, "n's next publication", func() bool {
+		got := g.Received("n")
 		return len(got) > 0 && got[len(got)-1].Position == topN
 	})
-	if got := g.received("o"); len(got) != 30 || len(g.gapList("o")) != 0 {
-		t.Fatalf("o: got %s, gaps %+v", offs(got), g.gapList("o"))
+	if got := g.Received("o"); len(got) != 30 || len(g.GapList("o")) != 0 {
+		t.Fatalf("o: got %s, gaps %+v", brokertest.Offs(got), g.GapList("o"))
 	}
 	for _, ch := range []string{"o", "n", "first"} {
-		if silent, dups := continuity(g.received(ch), g.gapList(ch)); silent != 0 || dups != 0 {
-			t.Fatalf("%s: %d silent jumps, %d duplicates: %s gaps %+v", ch, silent, dups, offs(g.received(ch)), g.gapList(ch))
+		if silent, dups := continuity(g.Received(ch), g.GapList(ch)); silent != 0 || dups != 0 {
+			t.Fatalf("%s: %d silent jumps, %d duplicates: %s gaps %+v", ch, silent, dups, brokertest.Offs(g.Received(ch)), g.GapList(ch))
 		}
 	}
-	if len(g.gapList("n")) == 0 {
-		t.Fatalf("n: no gap, got %s", offs(g.received("n")))
+	if len(g.GapList("n")) == 0 {
+		t.Fatalf("n: no gap, got %s", brokertest.Offs(g.Received("n")))
 	}
-	t.Logf("n got %d of 31 with gaps %+v", len(g.received("n")), g.gapList("n"))
+	t.Logf("n got %d of 31 with gaps %+v", len(g.Received("n")), g.GapList("n"))
 }
 
 // TestRedisPublishOutcome tells "not published" from "outcome unknown":
@@ -248,13 +250,13 @@ func testRedisQueueOverflow(t *testing.T, cfg broker.RedisConfig) {
 func TestRedisPublishOutcome(t *testing.T) {
 	ctx := context.Background()
 	srv := testredis.StartServer(t)
-	b, err := broker.NewRedis(broker.RedisConfig{Addr: srv.Addr, Timeout: 300 * time.Millisecond})
+	b, err := redisbroker.New(redisbroker.Config{Addr: srv.Addr, Timeout: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close(ctx)
 	opts := broker.PublishOptions{HistorySize: 100, IdempotencyKey: "k", IdempotencyTTL: time.Minute}
-	warm := pub(t, b, "o", 1, broker.PublishOptions{HistorySize: 100}) // a pooled connection
+	warm := brokertest.Pub(t, b, "o", 1, broker.PublishOptions{HistorySize: 100}) // a pooled connection
 
 	pid := srv.PID()
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
@@ -274,7 +276,7 @@ func TestRedisPublishOutcome(t *testing.T) {
 	}
 	resume()
 	var pos broker.Position
-	eventually(t, "a retry after the server resumed", func() bool {
+	brokertest.Eventually(t, "a retry after the server resumed", func() bool {
 		pos, err = b.Publish(ctx, "o", json.RawMessage(`"once"`), nil, opts)
 		return err == nil
 	})
@@ -284,7 +286,7 @@ func TestRedisPublishOutcome(t *testing.T) {
 	}
 	res, err := b.History(ctx, "o", broker.HistoryRequest{Limit: -1})
 	if err != nil || len(res.Publications) != 2 || res.Top != pos {
-		t.Fatalf("history %s top %+v %v: want exactly one publication after the warm one", offs(res.Publications), res.Top, err)
+		t.Fatalf("history %s top %+v %v: want exactly one publication after the warm one", brokertest.Offs(res.Publications), res.Top, err)
 	}
 
 	// A server that is gone: not published.
@@ -295,7 +297,7 @@ func TestRedisPublishOutcome(t *testing.T) {
 	}
 	// And a broker that never reached it: not published either.
 	srv.Restart()
-	c, err := broker.NewRedis(broker.RedisConfig{Addr: srv.Addr, Timeout: 300 * time.Millisecond})
+	c, err := redisbroker.New(redisbroker.Config{Addr: srv.Addr, Timeout: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,19 +331,19 @@ func TestRedisFaults(t *testing.T) {
 
 // slowNode is a node that takes its time with each publication.
 type slowNode struct {
-	node
+	brokertest.Node
 	delay time.Duration
 }
 
 func (s *slowNode) HandlePublication(p *broker.Publication) {
 	time.Sleep(s.delay)
-	s.node.HandlePublication(p)
+	s.Node.HandlePublication(p)
 }
 
 func testRedisFaults(t *testing.T, queueSize int, delay time.Duration) {
 	ctx := context.Background()
 	srv := testredis.StartServer(t)
-	a, err := broker.NewRedis(broker.RedisConfig{Addr: srv.Addr, QueueSize: queueSize})
+	a, err := redisbroker.New(redisbroker.Config{Addr: srv.Addr, QueueSize: queueSize})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,7 +352,7 @@ func testRedisFaults(t *testing.T, queueSize int, delay time.Duration) {
 	if err := a.Start(sn); err != nil {
 		t.Fatal(err)
 	}
-	na := &sn.node
+	na := &sn.Node
 	b, _ := newNode(t, srv.Addr)
 	channels := map[string]broker.PublishOptions{
 		"long":  {HistorySize: 10000},
@@ -438,7 +440,7 @@ func testRedisFaults(t *testing.T, queueSize int, delay time.Duration) {
 	for ch, opts := range channels {
 		var last broker.Position
 		var sent time.Time
-		eventually(t, ch+" final publication", func() bool {
+		brokertest.Eventually(t, ch+" final publication", func() bool {
 			if last == (broker.Position{}) || time.Since(sent) > 500*time.Millisecond {
 				p, err := b.Publish(ctx, ch, json.RawMessage(`"last"`), nil, opts)
 				if err != nil {
@@ -449,15 +451,15 @@ func testRedisFaults(t *testing.T, queueSize int, delay time.Duration) {
 				mu.Unlock()
 				last, sent = p, time.Now()
 			}
-			got := na.received(ch)
+			got := na.Received(ch)
 			return len(got) > 0 && got[len(got)-1].Position == last
 		})
 	}
-	syncNode(t, a, na)
+	brokertest.SyncNode(t, a, na)
 	var report strings.Builder
 	fmt.Fprintf(&report, "%-6s %8s %9s %5s %7s %5s\n", "chan", "acked", "received", "gaps", "silent", "dups")
 	for ch := range channels {
-		got, gaps := na.received(ch), na.gapList(ch)
+		got, gaps := na.Received(ch), na.GapList(ch)
 		silent, dups := continuity(got, gaps)
 		mu.Lock()
 		n := len(acked[ch])
