@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hotline-rt/hotline/push"
 )
 
 // TestIdleMemory measures what an idle subscribed superchat client costs
@@ -55,6 +57,12 @@ func TestIdleMemory(t *testing.T) {
 		MaxUserSessions: -1,
 		StatsInterval:   -1,
 		KeepAlive:       30 * time.Second,
+		// One channel with history (recovery), without presence and
+		// join/leave events: a join event to every subscriber of the
+		// channel per connect would make the connect storm quadratic.
+		Namespaces: map[string]push.NamespaceOptions{
+			"idle": {HistorySize: 100, HistoryTTL: 10 * time.Minute, HistoryBytes: 1 << 20},
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +95,7 @@ func TestIdleMemory(t *testing.T) {
 		if i == procs-1 {
 			per = n - per*(procs-1)
 		}
-		cmd := exec.Command(bin, "-addr", ln.Addr().String(), "-n", strconv.Itoa(per))
+		cmd := exec.Command(bin, "-addr", ln.Addr().String(), "-n", strconv.Itoa(per), "-channel", "idle:room")
 		cmd.Stderr = os.Stderr
 		stdin, _ := cmd.StdinPipe()
 		_ = stdin // held open: the clients stay until killed
