@@ -58,4 +58,3 @@ func BenchmarkReadMessageCodec(b *testing.B) {
 		})
 	}
 }
-
