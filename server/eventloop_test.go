@@ -6,8 +6,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -32,12 +34,12 @@ func TestEventLoop(t *testing.T) {
 		{"API", TestAPI},
 		{"ShutdownGoingAway", TestShutdownGoingAway},
 		{"TokenExpiryOverWebSocket", TestTokenExpiryOverWebSocket},
-		{"MaxConnsCountsEveryConnection", TestMaxConnsCountsEveryConnection},
 		{"CloseCodes", testEventLoopCloseCodes},
 		{"KeepAlive", testEventLoopKeepAlive},
 		{"FramesBehindHandshake", testEventLoopFramesBehindHandshake},
 		{"NoGoroutinePerConnection", testEventLoopNoGoroutines},
 		{"Fragmented", testEventLoopFragmented},
+		{"ReplayLargerThanQueue", testEventLoopReplayLargerThanQueue},
 	} {
 		t.Run(tc.name, tc.f)
 	}
@@ -332,4 +334,30 @@ func readClose(t *testing.T, nc net.Conn) ws.StatusCode {
 	}
 }
 
-var _ = push.CodeNormal
+// testEventLoopReplayLargerThanQueue: a recovery whose replay is longer
+// than the session's queue waits in Handle (on a read worker) for room,
+// which only the connection's writer makes: the writers are a pool of
+// their own, so the replay completes, in order.
+func testEventLoopReplayLargerThanQueue(t *testing.T) {
+	srv, base := start(t, Config{QueueMessages: 8, Namespaces: map[string]push.NamespaceOptions{
+		"news": {HistorySize: 200},
+	}})
+	ctx := context.Background()
+	first, err := srv.Engine().Publish(ctx, push.PublishRequest{Channel: "news:x", Data: []byte(`0`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 100; i++ {
+		if _, err := srv.Engine().Publish(ctx, push.PublishRequest{Channel: "news:x", Data: []byte(strconv.Itoa(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := dial(t, base, "/chat", "superchat", token(t, "u", "U", time.Hour))
+	c.send(fmt.Sprintf(`{"id":1,"op":"subscribe","channel":"news:x","since":{"epoch":%q,"offset":%d}}`, first.Epoch, first.Offset))
+	for i := 1; i <= 100; i++ {
+		m := c.next(publication)
+		if string(m.Push.Data) != strconv.Itoa(i) {
+			t.Fatalf("replay: got %s, want %d", m.Push.Data, i)
+		}
+	}
+}

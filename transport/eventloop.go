@@ -175,6 +175,8 @@ func (t *EventLoop) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.lastSeen.Store(time.Now().UnixNano())
+	// Read before Add: from then on the Decoder is the reader's.
+	behind := c.dec.Buffered() > 0
 	s.OnQueue(c.wake)
 	if err := t.poller.Add(c.fd, c); err != nil {
 		s.OnQueue(nil)
@@ -187,7 +189,7 @@ func (t *EventLoop) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// Bytes that came behind the handshake wait in the Decoder, and a
 	// resumed session may have output queued: go over both once.
-	if c.dec.Buffered() > 0 {
+	if behind {
 		c.Ready(netpoll.Readable)
 	}
 	c.wake()
