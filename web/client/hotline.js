@@ -119,7 +119,9 @@ export class Hotline extends EventTarget {
   //   onRecovery(r)     after each (re)subscribe and each repaired gap:
   //                     r = {recovered, reason, replayed, first, cause,
   //                     since, gap}. first: the first subscribe (nothing to
-  //                     recover). cause: "subscribe", "reconnect", "gap"
+  //                     recover). cause: "subscribe", "reconnect" (a new
+  //                     server session, or a WebSocket that died under a
+  //                     continued one), "gap"
   //                     (the server's gap notice, in r.gap) or "jump" (a
   //                     push that skipped offsets or changed epoch). When
   //                     recovered is true, the replayed publications have
