@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,7 +24,7 @@ import (
 // the server: N clients connect over WebSocket (offering
 // permessage-deflate, as browsers do), subscribe to one channel and stay
 // silent; the server runs with `hotline serve`'s defaults (compression,
-// 30 s keepalive). The clients live in a child process (this test binary
+// 30 s keepalive, text log at warn). The clients live in a child process (this test binary
 // again, TestIdleMemoryClients), so that the server's process holds the
 // server side only. It reports, per client, the growth of the Go heap
 // and stacks in use after a GC, and of the process's RSS.
@@ -46,7 +47,9 @@ func TestIdleMemory(t *testing.T) {
 	if profile != "" {
 		runtime.MemProfileRate = 1
 	}
-	srv, err := New(Config{StatsInterval: -1, Compress: true, KeepAlive: 30 * time.Second})
+	// As `hotline serve` logs: text, at warn.
+	logger := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	srv, err := New(Config{StatsInterval: -1, Compress: true, KeepAlive: 30 * time.Second, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
