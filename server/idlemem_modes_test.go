@@ -21,7 +21,7 @@ import (
 	"github.com/hotline-rt/hotline/push"
 )
 
-// TestIdleMemory measures what an idle subscribed superchat client costs
+// TestIdleMemoryModes measures what an idle subscribed superchat client costs
 // the server, in the default mode or the event-loop one. It runs only when
 // asked, as it takes the machine for a while:
 //
