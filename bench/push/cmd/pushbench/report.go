@@ -152,6 +152,12 @@ func (r *results) writeMarkdown(w io.Writer) {
 			if x.PublishErrors > 0 && !strings.Contains(note, "publish") {
 				note += fmt.Sprintf(" %d publish errors: %s", x.PublishErrors, x.PublishErr)
 			}
+			if x.Extra > 0 {
+				note += fmt.Sprintf(" %d deliveries of publications whose request failed", x.Extra)
+			}
+			if x.Closed > 0 && !strings.Contains(note, "closed") {
+				note += fmt.Sprintf(" clients closed by the server: %s", x.CloseErr)
+			}
 			fmt.Fprintf(bw, "| %s | %s | %d | %d | %g | %d | %d | %d | %d | %d | %s | %s | %s | %s | %.2f | %.2f | %.0f %% | %s |\n",
 				x.Server, x.Scenario, x.Clients, x.Rooms, math.Round(x.Rate*10)/10, x.Published, x.Delivered, x.Lost, x.OrderErrors, x.Closed,
 				num(x.P50ms), num(x.P99ms), num(x.MaxMs), kilo(x.DeliveriesPerSec), x.ServerCPU, x.CPUPerMillion, 100*x.LoadCPU, note)
