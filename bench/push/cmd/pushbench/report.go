@@ -98,6 +98,9 @@ func (r *results) writeMarkdown(w io.Writer) {
 	line(fmt.Sprintf("saturation, %d subscribers: best deliveries/s on one core (p99 there)", p.SatClients), func(s string) string {
 		x, ok := r.find(s, "saturation", func(x row) bool { return x.Best })
 		if !ok {
+			if first, ok := r.find(s, "saturation", nil); ok {
+				return fmt.Sprintf("none: at the first step (%g msg/s) %s", first.Rate, strings.TrimPrefix(first.Note, "past the limit: "))
+			}
 			return "–"
 		}
 		return fmt.Sprintf("%s (%s ms at %g msg/s)", kilo(x.DeliveriesPerSec), num(x.P99ms), math.Round(x.Rate))
