@@ -229,3 +229,30 @@ func TestShutdownWithHTTP2WebSocket(t *testing.T) {
 		t.Fatalf("client read %v, want 1001", err)
 	}
 }
+
+// TestH2CFlag: with -h2c a WebSocket goes over cleartext HTTP/2 (prior
+// knowledge); without it the server does not speak HTTP/2 in clear.
+func TestH2CFlag(t *testing.T) {
+	ctx := context.Background()
+	_, addr, _ := startServe(t, "-h2c", "-diagnostics=true")
+	c, resp, err := ws.Dial(ctx, "ws://"+addr+"/echo", &ws.DialOptions{HTTP2: ws.HTTP2Only})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if !c.HTTP2() || resp.ProtoMajor != 2 {
+		t.Fatalf("over %s, HTTP2() %v", resp.Proto, c.HTTP2())
+	}
+	c.WriteMessage(ctx, ws.MessageText, []byte("h2c"))
+	if _, m, err := c.ReadMessage(ctx, nil); err != nil || string(m) != "h2c" {
+		t.Fatalf("echo: %q %v", m, err)
+	}
+	if err := c.Close(ws.StatusNormalClosure, ""); err != nil {
+		t.Fatal(err)
+	}
+
+	_, addr, _ = startServe(t, "-diagnostics=true")
+	if _, _, err := ws.Dial(ctx, "ws://"+addr+"/echo", &ws.DialOptions{HTTP2: ws.HTTP2Only}); err == nil {
+		t.Fatal("cleartext HTTP/2 without -h2c")
+	}
+}
