@@ -83,6 +83,9 @@ func TestH2Echo(t *testing.T) {
 			if protos, _ := srv.seen(); len(protos) != 1 || protos[0] != 2 {
 				t.Fatalf("server saw protocols %v, want [2]", protos)
 			}
+			if c.LocalAddr().String() == "" || c.RemoteAddr().String() != srv.Listener.Addr().String() {
+				t.Fatalf("addresses %v -> %v, want the connection's, to %v", c.LocalAddr(), c.RemoteAddr(), srv.Listener.Addr())
+			}
 			if c.Subprotocol() != "chat" {
 				t.Fatalf("subprotocol %q", c.Subprotocol())
 			}
