@@ -383,3 +383,41 @@ func TestH2PingInsideFragmentedMessage(t *testing.T) {
 	w, br := rawH2Client(t, srv)
 	checkPingInsideFragmented(t, w, br)
 }
+
+// TestH2CloseUnblocksWrite: a server write stuck on HTTP/2 flow control
+// (the client reads nothing) ends when its ctx does: Close resets the
+// stream so that the write returns, and only then is Done closed. Without
+// the reset, Close would wait for the write forever.
+func TestH2CloseUnblocksWrite(t *testing.T) {
+	type result struct {
+		err  error
+		took time.Duration
+	}
+	done := make(chan result, 1)
+	srv := newH2Server(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		err = c.WriteMessage(ctx, MessageBinary, make([]byte, 64<<20))
+		<-c.Done()
+		done <- result{err, time.Since(start)}
+	}))
+	c, _, err := Dial(context.Background(), srv.url(), &DialOptions{TLSConfig: srv.tlsConfig(), HTTP2: HTTP2Only})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	select {
+	case r := <-done:
+		if !errors.Is(r.err, context.DeadlineExceeded) {
+			t.Fatalf("write: %v, want its ctx's deadline", r.err)
+		}
+		t.Logf("the write ended %v after it started", r.took)
+	case <-time.After(20 * time.Second):
+		t.Fatal("a write stuck on flow control outlived its ctx by 20 s")
+	}
+}
