@@ -49,6 +49,10 @@ type Config struct {
 	// WriteTimeout bounds the write of one message to a WebSocket client;
 	// past it the client is dropped. 0 means 10s.
 	WriteTimeout time.Duration
+	// EventLoop serves /chat with the event-loop WebSocket transport
+	// (transport.EventLoop: epoll, no goroutine or buffer per idle
+	// connection; Linux, plain TCP, no permessage-deflate).
+	EventLoop bool
 	// MaxConns bounds the connections: live sessions over every
 	// transport (a detached session in its grace period counts) plus
 	// diagnostic connections (/echo, /broadcast). Past it new clients
@@ -173,6 +177,7 @@ type Server struct {
 	handler   http.Handler // mux behind the Host check
 	engine    *push.Engine
 	websocket *transport.WebSocket
+	eventloop *transport.EventLoop // nil unless Config.EventLoop
 	polling   *transport.Polling
 	echo      *transport.Echo      // nil: diagnostics off
 	broadcast *transport.Broadcast // nil: diagnostics off
@@ -352,8 +357,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	opts.Subprotocols = transport.Subprotocols
 
-	s.handleWS("/chat", s.admit(s.websocket))
-	s.handleWS("/chat/{room}", s.admit(s.websocket))
+	var chat http.Handler = s.websocket
+	if cfg.EventLoop {
+		if s.eventloop, err = s.newEventLoop(opts); err != nil {
+			return nil, err
+		}
+		chat = s.eventloop
+	}
+	s.handleWS("/chat", s.admit(chat))
+	s.handleWS("/chat/{room}", s.admit(chat))
 	if cfg.Diagnostics == DiagnosticsOn {
 		s.echo = transport.NewEcho(opts, s.limit, s.log)
 		s.broadcast = transport.NewBroadcast(opts, s.limit, s.log)
@@ -499,6 +511,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.engine.Shutdown(ctx)
 	s.polling.Close()
 	err = errors.Join(err, s.websocket.Wait(ctx))
+	if s.eventloop != nil {
+		err = errors.Join(err, s.eventloop.Wait(ctx))
+		s.eventloop.Close()
+	}
 	if s.echo != nil {
 		err = errors.Join(err, s.echo.Wait(ctx), s.broadcast.Wait(ctx))
 	}

@@ -83,6 +83,8 @@ func serve(ctx context.Context, args []string) error {
 	h2MaxStreams := fs.Int("h2-max-streams", 250, "most concurrent streams (requests and WebSockets) on one HTTP/2\nconnection")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	// evloop: the event-loop WebSocket transport
+	eventLoop := fs.Bool("event-loop", false, "serve /chat from an epoll event loop: an idle WebSocket costs no\ngoroutine and no buffer (Linux, plain TCP: terminate TLS at a proxy;\npermessage-deflate is not negotiated in this mode)")
 	withEnvHelp(fs, serveSynopsis)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -162,6 +164,7 @@ func serve(ctx context.Context, args []string) error {
 		ReadLimit:       *readLimit,
 		KeepAlive:       *keepAlive,
 		WriteTimeout:    *writeTimeout,
+		EventLoop:       *eventLoop,
 		MaxConns:        *maxConns,
 		Namespaces:      ns,
 		Broker:          b,
