@@ -421,3 +421,20 @@ func TestH2CloseUnblocksWrite(t *testing.T) {
 		t.Fatal("a write stuck on flow control outlived its ctx by 20 s")
 	}
 }
+
+// TestH2UpgradeDetachedRefuses: the event loop's UpgradeDetached needs a
+// socket of its own, which an HTTP/2 stream is not: 505, not a failed
+// hijack.
+func TestH2UpgradeDetachedRefuses(t *testing.T) {
+	srv := newH2Server(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var d Decoder
+		if nc, _, err := UpgradeDetached(w, r, nil, &d); err == nil {
+			nc.Close()
+		}
+	}))
+	_, resp, err := Dial(context.Background(), srv.url(), &DialOptions{TLSConfig: srv.tlsConfig(), HTTP2: HTTP2Only})
+	var he *HandshakeError
+	if !errors.As(err, &he) || he.StatusCode != http.StatusHTTPVersionNotSupported || resp.ProtoMajor != 2 {
+		t.Fatalf("UpgradeDetached over HTTP/2: %v, want 505", err)
+	}
+}
