@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -436,5 +437,35 @@ func TestH2UpgradeDetachedRefuses(t *testing.T) {
 	var he *HandshakeError
 	if !errors.As(err, &he) || he.StatusCode != http.StatusHTTPVersionNotSupported || resp.ProtoMajor != 2 {
 		t.Fatalf("UpgradeDetached over HTTP/2: %v, want 505", err)
+	}
+}
+
+// TestH2PoolGoesWithOptions: the HTTP/2 connections kept for a
+// *DialOptions are dropped (and closed when idle) once the options are
+// collected: dials that each make their own options do not pile up pools.
+func TestH2PoolGoesWithOptions(t *testing.T) {
+	srv := newH2Server(t, echoHandler(nil))
+	countPools := func() int {
+		n := 0
+		pools.Range(func(any, any) bool { n++; return true })
+		return n
+	}
+	before := countPools()
+	for range 5 {
+		c, _, err := Dial(context.Background(), srv.url(), &DialOptions{TLSConfig: srv.tlsConfig(), HTTP2: HTTP2Only})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close(StatusNormalClosure, "")
+	}
+	if n := countPools(); n < before+5 {
+		t.Fatalf("%d pools after 5 dials with their own options, want %d", n, before+5)
+	}
+	for i := 0; countPools() > before; i++ {
+		if i == 200 {
+			t.Fatalf("%d pools left after the options were collected, want %d", countPools(), before)
+		}
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
 	}
 }
