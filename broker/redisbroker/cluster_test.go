@@ -201,6 +201,7 @@ func TestClusterFailover(t *testing.T) {
 			default:
 			}
 			for _, ch := range chs {
+				started := time.Now().UnixNano()
 				pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				pos, err := bb.Publish(pctx, ch, json.RawMessage(fmt.Sprint(i)), nil, opts)
 				cancel()
@@ -209,7 +210,7 @@ func TestClusterFailover(t *testing.T) {
 					mu.Lock()
 					acked[ch] = append(acked[ch], pos.Offset)
 					mu.Unlock()
-					if k := killedAt.Load(); k != 0 && onVictim[ch] && recovered.Load() == 0 {
+					if k := killedAt.Load(); k != 0 && started > k && onVictim[ch] && recovered.Load() == 0 {
 						recovered.Store(time.Now().UnixNano())
 					}
 				case errors.Is(err, broker.ErrOutcomeUnknown):
@@ -222,8 +223,8 @@ func TestClusterFailover(t *testing.T) {
 		}
 	})
 	time.Sleep(500 * time.Millisecond)
+	c.Masters[0].Kill() // returns once the process is gone
 	killedAt.Store(time.Now().UnixNano())
-	c.Masters[0].Kill()
 	c.WaitPromoted(0)
 	t.Logf("replica promoted, cluster ok again %v after SIGKILL", time.Duration(time.Now().UnixNano()-killedAt.Load()).Round(10*time.Millisecond))
 	deadline := time.Now().Add(30 * time.Second)

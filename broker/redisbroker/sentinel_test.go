@@ -74,6 +74,7 @@ func TestSentinelFailover(t *testing.T) {
 			default:
 			}
 			for _, ch := range chs {
+				started := time.Now().UnixNano()
 				pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				pos, err := pub.Publish(pctx, ch, json.RawMessage(fmt.Sprint(i)), nil, opts)
 				cancel()
@@ -82,7 +83,7 @@ func TestSentinelFailover(t *testing.T) {
 					mu.Lock()
 					acked[ch] = append(acked[ch], pos.Offset)
 					mu.Unlock()
-					if killedAt.Load() != 0 && recovered.Load() == 0 {
+					if k := killedAt.Load(); k != 0 && started > k && recovered.Load() == 0 {
 						recovered.Store(time.Now().UnixNano())
 					}
 				case errors.Is(err, broker.ErrOutcomeUnknown):
@@ -96,8 +97,8 @@ func TestSentinelFailover(t *testing.T) {
 	})
 	time.Sleep(500 * time.Millisecond)
 	old := s.Master.Addr
+	s.Master.Kill() // returns once the process is gone
 	killedAt.Store(time.Now().UnixNano())
-	s.Master.Kill()
 	deadline := time.Now().Add(30 * time.Second)
 	for recovered.Load() == 0 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
