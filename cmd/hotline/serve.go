@@ -5,9 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"time"
 
@@ -30,6 +30,7 @@ Every limit below has a flag and a default; a client past one is told
 
 func serve(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderrOf(ctx)) // client: a test runs serve in process
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (host:port)")
 	origins := fs.String("allowed-origins", "", "comma-separated origin patterns allowed besides the same origin,\ne.g. http://example.com,https://*.example.org")
 	hosts := fs.String("allowed-hosts", "", "comma-separated host name patterns the server answers to (Host header,\ne.g. chat.example.com,localhost:*); others get 421. Empty: any host.\nSet it against DNS rebinding")
@@ -75,8 +76,15 @@ func serve(ctx context.Context, args []string) error {
 	apiKey := fs.String("api-key", "", "key for the server API (/api/publish, /api/presence, /api/history),\nsent as 'Authorization: apikey KEY'; empty disables the API")
 	keepAlive := fs.Duration("keepalive", 30*time.Second, "WebSocket ping period when a client is silent; 0 disables")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for queued messages to flush")
+	// h2: TLS and HTTP/2
+	tlsCert := fs.String("tls-cert", "", "PEM file with the TLS certificate (and chain): with -tls-key the server\nspeaks HTTPS and wss://, HTTP/2 (WebSockets too, RFC 8441) beside\nHTTP/1.1; both files are read again on SIGHUP")
+	tlsKey := fs.String("tls-key", "", "PEM file with the private key of -tls-cert")
+	h2c := fs.Bool("h2c", false, "also serve HTTP/2 without TLS (prior knowledge), e.g. behind a proxy\nthat terminates TLS and speaks HTTP/2 to hotline")
+	h2MaxStreams := fs.Int("h2-max-streams", 250, "most concurrent streams (requests and WebSockets) on one HTTP/2\nconnection")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	// evloop: the event-loop WebSocket transport
+	eventLoop := fs.Bool("event-loop", false, "serve /chat from an epoll event loop: an idle WebSocket costs no\ngoroutine and no buffer (Linux, plain TCP: terminate TLS at a proxy;\npermessage-deflate is not negotiated in this mode)")
 	withEnvHelp(fs, serveSynopsis)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -84,9 +92,19 @@ func serve(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
 	}
-	log, err := newLogger(*logFormat, *logLevel)
+	log, err := newLogger(stderrOf(ctx), *logFormat, *logLevel)
 	if err != nil {
 		return err
+	}
+	useTLS, err := tlsFlags(*tlsCert, *tlsKey)
+	if err != nil {
+		return err
+	}
+	var certs *certPair
+	if useTLS {
+		if certs, err = loadCertPair(*tlsCert, *tlsKey); err != nil {
+			return err
+		}
 	}
 	ns, err := namespaces(nsFlags)
 	if err != nil {
@@ -146,6 +164,7 @@ func serve(ctx context.Context, args []string) error {
 		ReadLimit:       *readLimit,
 		KeepAlive:       *keepAlive,
 		WriteTimeout:    *writeTimeout,
+		EventLoop:       *eventLoop,
 		MaxConns:        *maxConns,
 		Namespaces:      ns,
 		Broker:          b,
@@ -171,6 +190,8 @@ func serve(ctx context.Context, args []string) error {
 		ReadTimeout:      *readTimeout,
 		IdleTimeout:      *idleTimeout,
 		MaxHeaderBytes:   *maxHeaderBytes,
+		H2C:              *h2c,
+		H2MaxStreams:     *h2MaxStreams,
 		MaxBody:          *maxBody,
 		Logger:           log,
 	})
@@ -182,9 +203,16 @@ func serve(ctx context.Context, args []string) error {
 		return err
 	}
 	hs := srv.HTTPServer()
-	log.Info("hotline serving", "addr", "http://"+ln.Addr().String(), "compress", *compress)
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	if certs != nil {
+		hs.TLSConfig = certs.tlsConfig()
+		certs.reloadOnHUP(ctx, log)
+		log.Info("hotline serving", append([]any{"addr", "https://" + ln.Addr().String(), "compress", *compress, "http2", true}, certs.describe()...)...)
+		go func() { errc <- hs.ServeTLS(ln, "", "") }()
+	} else {
+		log.Info("hotline serving", "addr", "http://"+ln.Addr().String(), "compress", *compress, "h2c", *h2c)
+		go func() { errc <- hs.Serve(ln) }()
+	}
 	select {
 	case err := <-errc:
 		return err
@@ -193,14 +221,19 @@ func serve(ctx context.Context, args []string) error {
 	log.Info("shutting down", "timeout", *shutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
 	defer cancel()
-	err = errors.Join(hs.Shutdown(sctx), srv.Shutdown(sctx))
+	// Together: over HTTP/2 a WebSocket is a stream that hs.Shutdown
+	// waits for, and srv.Shutdown is what closes it.
+	herr := make(chan error, 1)
+	go func() { herr <- hs.Shutdown(sctx) }()
+	err = srv.Shutdown(sctx)
+	err = errors.Join(<-herr, err)
 	if err == nil {
 		log.Info("shutdown complete")
 	}
 	return err
 }
 
-func newLogger(format, level string) (*slog.Logger, error) {
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("-log-level %q: %v", level, err)
@@ -208,9 +241,9 @@ func newLogger(format, level string) (*slog.Logger, error) {
 	o := &slog.HandlerOptions{Level: lv}
 	switch format {
 	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, o)), nil
+		return slog.New(slog.NewTextHandler(w, o)), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, o)), nil
+		return slog.New(slog.NewJSONHandler(w, o)), nil
 	}
 	return nil, fmt.Errorf("-log-format %q: want text or json", format)
 }
