@@ -829,6 +829,10 @@ func (ps *pubsub) scheduleLocked(st *chanState) {
 						cr.res, cr.err = ps.r.History(ctx, st.channel, broker.HistoryRequest{Since: &from, Limit: catchUpPage})
 					} else if got := cr.res.Publications; cr.err == nil && len(got) > 0 && got[0].Offset == from.Offset && !got[0].Time.Equal(fromTime) {
 						cr.rewritten = true
+					} else if cr.err == nil && cr.res.Top.Offset < from.Offset {
+						// Rolled back to just before from: the
+						// read of from would have said so.
+						cr.err = broker.ErrEpochChanged
 					}
 				} else {
 					cr.res, cr.err = ps.r.History(ctx, st.channel, broker.HistoryRequest{Since: &from, Limit: catchUpPage})
