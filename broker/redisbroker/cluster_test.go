@@ -108,6 +108,24 @@ func TestClusterTwoNodes(t *testing.T) {
 			}
 		}
 	}
+	// Sharded Pub/Sub: each channel is subscribed on its owner only, so
+	// a publication travels through that shard alone.
+	rc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+	defer rc.Close()
+	for _, ch := range chs {
+		owner, err := rc.MasterForKey(ctx, "hotline:{"+ch+"}:meta")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range c.Masters {
+			out := c.Cmd(m.Addr, "PUBSUB", "SHARDNUMSUB", "hotline:{"+ch+"}:pub")
+			subs := strings.Fields(out)
+			onOwner := m.Addr == owner.Options().Addr
+			if len(subs) != 2 || (onOwner && subs[1] != "2") || (!onOwner && subs[1] != "0") {
+				t.Fatalf("%s on %s (owner %v): PUBSUB SHARDNUMSUB %q", ch, m.Addr, onOwner, out)
+			}
+		}
+	}
 	const per = 20
 	for i := range per {
 		for _, ch := range chs {
