@@ -41,7 +41,7 @@ func main() {
 func benchMain(args []string) error {
 	fs := flag.NewFlagSet("pushbench", flag.ContinueOnError)
 	quick := fs.Bool("quick", false, "small sizes and short phases (under 2 minutes): proves the harness works; its numbers mean little")
-	servers := fs.String("servers", "hotline,centrifugo,socketio", "servers to run, in this order")
+	servers := fs.String("servers", "hotline,hotline-eventloop,centrifugo,socketio", "servers to run, in this order (hotline-eventloop: hotline serve -event-loop)")
 	scenarios := fs.String("scenarios", "idle,storm,fanout,saturation,rooms", "scenarios to run, in this order")
 	cache := fs.String("cache", defaultCache(), "where the peers are installed and the binaries built")
 	repo := fs.String("repo", "..", "hotline's module root (the harness builds cmd/hotline from it)")
@@ -114,7 +114,9 @@ func benchMain(args []string) error {
 		var err error
 		switch strings.TrimSpace(name) {
 		case "hotline":
-			pr, err = e.hotlinePeer()
+			pr, err = e.hotlinePeer(false)
+		case "hotline-eventloop":
+			pr, err = e.hotlinePeer(true)
 		case "centrifugo":
 			pr, err = e.centrifugoPeer()
 		case "socketio":

@@ -133,7 +133,7 @@ func (o *orch) open(p *peer, clients, rooms, conc int) (*session, error) {
 		p.gc(context.Background(), o.hc, srv.addr)
 	}
 	base, _ := procRSS(srv.pid)
-	wk, err := o.env.spawn(p.name, srv.addr, o.run, clients, rooms, conc, o.plan.PerProc, o.loadCPU)
+	wk, err := o.env.spawn(p.proto, srv.addr, o.run, clients, rooms, conc, o.plan.PerProc, o.loadCPU)
 	if err != nil {
 		srv.stop()
 		return nil, err

@@ -32,6 +32,7 @@ var socketioServer []byte
 // A peer is one server under test.
 type peer struct {
 	name    string
+	proto   string // the client protocol its workers speak: hotline, centrifugo or socketio
 	version string
 	config  string // what was configured, for the README
 	// argv starts the server on addr (the harness prefixes taskset).
@@ -63,8 +64,9 @@ func (e *env) run(dir string, extraEnv []string, name string, args ...string) er
 	return nil
 }
 
-// hotlinePeer builds cmd/hotline from the repository at its current state.
-func (e *env) hotlinePeer() (*peer, error) {
+// hotlinePeer builds cmd/hotline from the repository at its current state;
+// with eventLoop it runs it with -event-loop (idle connections on epoll).
+func (e *env) hotlinePeer(eventLoop bool) (*peer, error) {
 	bin := filepath.Join(e.cache, "bin", "hotline")
 	if err := e.run(e.repo, nil, "go", "build", "-o", bin, "./cmd/hotline"); err != nil {
 		return nil, err
@@ -74,15 +76,20 @@ func (e *env) hotlinePeer() (*peer, error) {
 		rev = strings.TrimSpace(string(out))
 	}
 	ns := "bench:history=100,ttl=10m"
+	name, flag, extra := "hotline", "", []string(nil)
+	if eventLoop {
+		name, flag, extra = "hotline-eventloop", " -event-loop", []string{"-event-loop"}
+	}
 	return &peer{
-		name:    "hotline",
+		name:    name,
+		proto:   "hotline",
 		version: rev,
-		config: "`hotline serve -addr ADDR -api-key KEY -namespace " + ns + " -log-level warn`: development mode " +
+		config: "`hotline serve" + flag + " -addr ADDR -api-key KEY -namespace " + ns + " -log-level warn`: development mode " +
 			"(anonymous clients), namespace `bench` with history (100 publications, 10 min) and recovery as `chat` has, " +
 			"no presence or join/leave (they would add a message per subscriber per join), the API key for /api/publish; " +
 			"everything else at its default",
 		argv: func(addr string) []string {
-			return []string{bin, "serve", "-addr", addr, "-api-key", apiKey, "-namespace", ns, "-log-level", "warn"}
+			return append([]string{bin, "serve", "-addr", addr, "-api-key", apiKey, "-namespace", ns, "-log-level", "warn"}, extra...)
 		},
 		publish: func(ctx context.Context, hc *http.Client, addr string, room int, body []byte) error {
 			return post(ctx, hc, "http://"+addr+"/api/publish", apiPublishBody(room, body), "Authorization", "apikey "+apiKey)
@@ -146,6 +153,7 @@ func (e *env) centrifugoPeer() (*peer, error) {
 	}
 	return &peer{
 		name:    "centrifugo",
+		proto:   "centrifugo",
 		version: centrifugoVersion,
 		config: "config written by the harness (`" + filepath.Join(dir, "config-PORT.json") + "`): anonymous connect " +
 			"(`client.allow_anonymous_connect_without_token`), namespace `bench` with `history_size` 100, `history_ttl` 600s " +
@@ -192,6 +200,7 @@ func (e *env) socketioPeer() (*peer, error) {
 	}
 	return &peer{
 		name:    "socketio",
+		proto:   "socketio",
 		version: socketioVersion + " (" + nodeVersion + ")",
 		config: "`node --expose-gc server.js` (bench/push/cmd/pushbench/socketio.js, 15 lines): `transports: ['websocket']`, " +
 			"each client joins the room named in its URL, POST /publish?room=R emits the JSON body to the room; " +

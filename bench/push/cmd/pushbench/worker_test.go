@@ -25,7 +25,7 @@ func TestWorkerCountsEveryDelivery(t *testing.T) {
 	cache := t.TempDir()
 	os.MkdirAll(filepath.Join(cache, "bin"), 0o755)
 	e := &env{repo: repo, cache: cache, log: io.Discard}
-	p, err := e.hotlinePeer()
+	p, err := e.hotlinePeer(false)
 	if err != nil {
 		t.Fatal(err)
 	}
