@@ -157,6 +157,15 @@ type Broker interface {
 	Close(ctx context.Context) error
 }
 
+// Readier is a Broker that can tell whether it can serve now: its store is
+// reachable. A server's /readyz asks it, so a load balancer stops sending
+// clients to a node that cannot reach its broker. A Broker without it is
+// taken as always ready.
+type Readier interface {
+	// Ready returns nil if the broker can serve, else why not.
+	Ready(ctx context.Context) error
+}
+
 // maxIdemKey is the longest idempotency key a broker stores as it is; a
 // longer one is stored as its SHA-256, so what a client sends does not
 // decide how much a broker keeps per key.

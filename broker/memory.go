@@ -473,6 +473,14 @@ func (m *Memory) Presence(ctx context.Context, channel string) (map[string]Clien
 	return out, nil
 }
 
+// Ready implements Readier: a memory broker is ready until closed.
+func (m *Memory) Ready(ctx context.Context) error {
+	if m.isClosed() {
+		return ErrClosed
+	}
+	return nil
+}
+
 func (m *Memory) isClosed() bool {
 	m.mu.RLock()
 	defer m.mu.RUnlock()

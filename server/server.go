@@ -71,6 +71,13 @@ type Config struct {
 	// IdleTimeout is how long an idle keep-alive connection is kept
 	// between requests. 0 means 30s; negative means no limit.
 	IdleTimeout time.Duration
+	// H2C serves HTTP/2 without TLS (prior knowledge, as h2c) beside
+	// HTTP/1.1. HTTP/2 over TLS is always on; WebSockets ride on it
+	// (RFC 8441) when the program imports ws/xconnect.
+	H2C bool
+	// H2MaxStreams bounds the concurrent streams of one HTTP/2
+	// connection: its requests and its WebSockets. 0 means 250.
+	H2MaxStreams int
 	// MaxHeaderBytes bounds the request line and headers, handshakes
 	// included (431 past it). 0 means 16 KiB.
 	MaxHeaderBytes int
@@ -89,7 +96,8 @@ type Config struct {
 	// disables the API.
 	APIKey string
 
-	// Broker is where messages meet; nil means an in-memory broker.
+	// Broker is where messages meet; nil means an in-memory broker. If it
+	// implements broker.Readier, /readyz asks it.
 	Broker broker.Broker
 	// Namespaces configures channels; nil means push's defaults plus
 	// "stats" (the dashboard feed) and "bench" (hotline bench).
@@ -277,6 +285,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 30 * time.Second
 	}
+	if cfg.H2MaxStreams <= 0 {
+		cfg.H2MaxStreams = 250
+	}
 	if cfg.MaxHeaderBytes <= 0 {
 		cfg.MaxHeaderBytes = 16 << 10
 	}
@@ -342,27 +353,56 @@ func New(cfg Config) (*Server, error) {
 		MaxEnded:        cfg.MaxEndedPolls,
 		Log:             cfg.Logger,
 		OnDeliver:       s.metrics.delivered,
+		Takeover:        s.websocket.Takeover, // client: a session moved off a WebSocket
 	}
 	opts.Subprotocols = transport.Subprotocols
 
-	var chat http.Handler = s.websocket
 	if cfg.EventLoop {
+		// GET (HTTP/1.1 upgrades) from the event loop; CONNECT (RFC
+		// 8441, a stream of an HTTP/2 connection: no socket of its own
+		// to poll) stays with the goroutine transport.
 		if s.eventloop, err = s.newEventLoop(opts); err != nil {
 			return nil, err
 		}
-		chat = s.eventloop
+		// Polling takes a session over from either WebSocket transport.
+		wsTakeover, el := s.polling.Takeover, s.eventloop
+		s.polling.Takeover = func(ps *push.Session) { wsTakeover(ps); el.Takeover(ps) }
+		for _, p := range []string{"/chat", "/chat/{room}"} {
+			s.mux.Handle("GET "+p, s.admit(s.eventloop))
+			s.mux.Handle("CONNECT "+p, s.admit(s.websocket))
+		}
+	} else {
+		s.handleWS("/chat", s.admit(s.websocket))
+		s.handleWS("/chat/{room}", s.admit(s.websocket))
 	}
-	s.mux.Handle("GET /chat", s.admit(chat))
-	s.mux.Handle("GET /chat/{room}", s.admit(chat))
 	if cfg.Diagnostics == DiagnosticsOn {
 		s.echo = transport.NewEcho(opts, s.limit, s.log)
 		s.broadcast = transport.NewBroadcast(opts, s.limit, s.log)
-		s.mux.Handle("GET /echo", s.echo)
-		s.mux.Handle("GET /broadcast", s.broadcast)
+		s.handleWS("/echo", s.echo)
+		s.handleWS("/broadcast", s.broadcast)
 	}
+	// /healthz: liveness, 200 while the process serves. /readyz: 503
+	// with the reason while the broker cannot be reached (a broker that
+	// cannot tell, such as the memory broker, is ready).
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
+	})
+	readier, _ := cfg.Broker.(broker.Readier)
+	const readyTimeout = 2 * time.Second // bounds the broker's answer
+	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		if readier != nil {
+			ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+			defer cancel()
+			if err := readier.Ready(ctx); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				fmt.Fprintf(w, "not ready: %v\n", err)
+				return
+			}
+		}
+		w.Write([]byte("ready\n"))
 	})
 	s.mux.Handle("GET /metrics", s.metrics.handler())
 	s.api()
@@ -405,6 +445,13 @@ func (s *Server) Engine() *push.Engine { return s.engine }
 // Handler returns the server's HTTP handler.
 func (s *Server) Handler() http.Handler { return s.handler }
 
+// handleWS routes a WebSocket endpoint: GET for the HTTP/1.1 upgrade,
+// CONNECT for the extended CONNECT of HTTP/2 (RFC 8441).
+func (s *Server) handleWS(path string, h http.Handler) {
+	s.mux.Handle("GET "+path, h)
+	s.mux.Handle("CONNECT "+path, h)
+}
+
 // checkHost answers 421 to a request whose Host is not allowed.
 func (s *Server) checkHost(h http.Handler) http.Handler {
 	if len(s.cfg.AllowedHosts) == 0 {
@@ -423,7 +470,8 @@ func (s *Server) checkHost(h http.Handler) http.Handler {
 }
 
 // HTTPServer returns an http.Server for Handler with the configured
-// limits (ReadTimeout, IdleTimeout, MaxHeaderBytes) and GoingAway
+// limits (ReadTimeout, IdleTimeout, MaxHeaderBytes, H2MaxStreams),
+// HTTP/2 on TLS (and without it if H2C), and GoingAway
 // registered for its Shutdown. Serve it, and at the end call its Shutdown
 // and then the server's.
 func (s *Server) HTTPServer() *http.Server {
@@ -434,7 +482,12 @@ func (s *Server) HTTPServer() *http.Server {
 		IdleTimeout:       max(s.cfg.IdleTimeout, 0),
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: s.cfg.H2MaxStreams},
+		Protocols:         new(http.Protocols),
 	}
+	hs.Protocols.SetHTTP1(true)
+	hs.Protocols.SetHTTP2(true) // used with TLS only
+	hs.Protocols.SetUnencryptedHTTP2(s.cfg.H2C)
 	hs.RegisterOnShutdown(s.GoingAway)
 	return hs
 }

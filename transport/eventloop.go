@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -46,6 +47,11 @@ type EventLoop struct {
 	WriteTimeout time.Duration
 	// OnDeliver is as WebSocket's.
 	OnDeliver func(transport string, published time.Time)
+	// TakeoverOther, if set, is called with a session that a connection
+	// here resumes: the other WebSocket transport's Takeover (the server
+	// serves HTTP/2 CONNECT with it), so that a queue never has two
+	// writers.
+	TakeoverOther func(*push.Session)
 	// ReadWorkers handle client messages (which may wait on the broker);
 	// 0 means 32. WriteWorkers write queued output (never blocking); 0
 	// means 2 per CPU.
@@ -62,6 +68,7 @@ type EventLoop struct {
 	mu   sync.Mutex
 	n    int
 	idle chan struct{}
+	live map[*push.Session]*elConn // the connection serving each session
 }
 
 // closeWait bounds the wait for the peer's close frame after ours, as
@@ -141,7 +148,10 @@ func (t *EventLoop) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	s, resumed := resumeSession(t.Engine, r, ident, proto)
+	s, resumed := resumeSession(t.Engine, t.Verifier, r, ident, proto)
+	if resumed && t.TakeoverOther != nil {
+		t.TakeoverOther(s)
+	}
 	if s == nil {
 		var err error
 		s, err = t.Engine.Connect(r.Context(), push.ConnectRequest{
@@ -177,9 +187,19 @@ func (t *EventLoop) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.lastSeen.Store(time.Now().UnixNano())
 	// Read before Add: from then on the Decoder is the reader's.
 	behind := c.dec.Buffered() > 0
+	t.mu.Lock()
+	if t.live == nil {
+		t.live = make(map[*push.Session]*elConn)
+	}
+	old := t.live[s]
+	t.live[s] = c
 	s.OnQueue(c.wake)
+	t.mu.Unlock()
+	if old != nil {
+		old.moved("session moved to another connection")
+	}
 	if err := t.poller.Add(c.fd, c); err != nil {
-		s.OnQueue(nil)
+		t.forget(c)
 		syscall.Close(c.fd)
 		c.dec.Release()
 		t.done()
@@ -196,20 +216,59 @@ func (t *EventLoop) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // resumeSession is WebSocket.resume: the session named by ?session= if it
-// is live, the same user's and the same protocol.
-func resumeSession(e *push.Engine, r *http.Request, ident auth.Identity, proto push.Protocol) (*push.Session, bool) {
-	id := r.URL.Query().Get("session")
+// is live, the same protocol and the same user's (any user's in
+// development mode); ?ack=N acknowledges the items up to seq N.
+func resumeSession(e *push.Engine, v auth.Verifier, r *http.Request, ident auth.Identity, proto push.Protocol) (*push.Session, bool) {
+	q := r.URL.Query()
+	id := q.Get("session")
 	if id == "" {
 		return nil, false
 	}
 	s, ok := e.Session(id)
-	if !ok || s.Identity().UserID != ident.UserID || s.Protocol() != proto {
+	if !ok || s.Protocol() != proto || (!v.Dev() && s.Identity().UserID != ident.UserID) {
 		return nil, false
 	}
 	if s.Attach("websocket") != nil {
 		return nil, false
 	}
+	if ack, err := strconv.ParseUint(q.Get("ack"), 10, 64); err == nil {
+		s.Ack(ack)
+	}
 	return s, true
+}
+
+// Takeover ends the connection serving s here, if there is one, so that
+// another transport serves the session (Polling.Takeover): what is being
+// written is finished, then the close frame (4000) goes out; what is
+// still queued stays in the session.
+func (t *EventLoop) Takeover(s *push.Session) {
+	t.mu.Lock()
+	c := t.live[s]
+	if c != nil {
+		delete(t.live, s)
+		s.OnQueue(nil)
+	}
+	t.mu.Unlock()
+	if c != nil {
+		c.moved("session moved to another transport")
+	}
+}
+
+// forget drops c from live if it still serves its session, and its
+// session's callback with it.
+func (t *EventLoop) forget(c *elConn) {
+	t.mu.Lock()
+	if t.live[c.s] == c {
+		delete(t.live, c.s)
+		c.s.OnQueue(nil)
+	}
+	t.mu.Unlock()
+}
+
+// moved closes c with 4000 after what it is writing; it writes no more of
+// the session's queue.
+func (c *elConn) moved(reason string) {
+	c.queueCtrl(ws.AppendClose(nil, StatusSessionMoved, reason), true, true)
 }
 
 // detachFD takes the socket out of nc: a duplicate of its descriptor
@@ -466,7 +525,7 @@ func (c *elConn) finishLocked() func() {
 func (c *elConn) closeFD() {
 	c.t.poller.Remove(c.fd)
 	syscall.Close(c.fd)
-	c.s.OnQueue(nil)
+	c.t.forget(c)
 	c.dec.Release()
 	c.pend = nil
 	if c.cleanClose {

@@ -32,8 +32,13 @@ import (
 //	POST   /poll/{session}  one request envelope or an array of them: 202
 //	DELETE /poll/{session}  end the session: 204
 //
-// Only sessions opened by /poll/open are served here: a session id alone
-// never moves a WebSocket session onto polling. With authentication on (a
+// Only sessions opened or resumed by /poll/open are served here. A client
+// resumes a live session, whichever transport it was on, with
+// {"transport":...,"session":ID} in the open body: its subscriptions and
+// its queue carry over (a WebSocket that died behind a proxy continues on
+// polling); the answer says "resumed":true, or opens a new session if the
+// named one is gone, another user's (with authentication on) or not a
+// superchat session. With authentication on (a
 // Verifier that is not in development mode) every request must carry the
 // credentials of the user that opened the session (401 without a valid
 // token, 403 with another user's); in development mode the session id, an
@@ -76,7 +81,11 @@ type Polling struct {
 	MaxEnded int
 	// EndedKeep is how long a tombstone is kept. 0 means 1 minute.
 	EndedKeep time.Duration
-	Log       *slog.Logger
+	// Takeover, if set, is called when an open resumes a session, before
+	// it is served here: WebSocket.Takeover, which ends the session's
+	// WebSocket connection, so that one queue never has two writers.
+	Takeover func(*push.Session)
+	Log      *slog.Logger
 	// OnDeliver, if set, is called once for each publication sent to a
 	// client, with the time the broker accepted it (for latency metrics).
 	OnDeliver func(transport string, published time.Time)
@@ -110,8 +119,8 @@ type Polling struct {
 // counted.
 type pollSession struct {
 	s    *push.Session
-	user string // UserID of the identity that opened it
-	hold bool   // opened for long polling
+	user string      // UserID of the identity that opened it
+	hold atomic.Bool // opened (or last resumed) for long polling
 
 	mu     sync.Mutex
 	cancel context.CancelFunc // ends the held poll, if any
@@ -297,10 +306,11 @@ func (p *Polling) open(w http.ResponseWriter, r *http.Request) {
 	}
 	var req struct {
 		Transport string `json:"transport"`
+		Session   string `json:"session"`
 	}
 	if len(bytes.TrimSpace(body)) > 0 {
 		if err := json.Unmarshal(body, &req); err != nil {
-			http.Error(w, "body must be {\"transport\":\"longpoll\"|\"poll\"}", http.StatusBadRequest)
+			http.Error(w, "body must be {\"transport\":\"longpoll\"|\"poll\",\"session\":ID}", http.StatusBadRequest)
 			return
 		}
 	}
@@ -310,6 +320,9 @@ func (p *Polling) open(w http.ResponseWriter, r *http.Request) {
 	case transportLongPoll, transportPoll:
 	default:
 		http.Error(w, "unknown transport "+strconv.Quote(req.Transport)+": longpoll or poll", http.StatusBadRequest)
+		return
+	}
+	if req.Session != "" && p.resume(w, r, ident, req.Session, req.Transport) {
 		return
 	}
 	s, err := p.Engine.Connect(r.Context(), push.ConnectRequest{
@@ -324,27 +337,77 @@ func (p *Polling) open(w http.ResponseWriter, r *http.Request) {
 	// The session is born attached; between polls it lives on its grace
 	// period.
 	s.Detach()
-	ps := &pollSession{s: s, user: ident.UserID, hold: req.Transport == transportLongPoll}
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
+	ps := &pollSession{s: s, user: ident.UserID}
+	ps.hold.Store(req.Transport == transportLongPoll)
+	if !p.add(ps) {
 		s.Close(push.CodeGoingAway, push.ReasonShutdown)
 		Overloaded(w, "server is shutting down")
 		return
 	}
-	p.polls[s.ID()] = ps
-	// The watcher buries the session as soon as it ends, whoever ends it,
-	// so that its queue is freed at once.
+	p.log.Debug("poll: session opened", "session", push.LogID(s.ID()), "transport", req.Transport, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, map[string]any{"session": s.ID(), "protocol": "superchat"})
+}
+
+// add puts a live session into the table with a watcher that buries it as
+// soon as it ends, whoever ends it, so that its queue is freed at once. It
+// reports false if Polling is closed. A session already in the table
+// stays as it is.
+func (p *Polling) add(ps *pollSession) bool {
+	id := ps.s.ID()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	if _, ok := p.polls[id]; ok {
+		return true
+	}
+	p.polls[id] = ps
 	p.wg.Go(func() {
 		select {
-		case <-s.Done():
-			p.bury(s.ID(), ps)
+		case <-ps.s.Done():
+			p.bury(id, ps)
 		case <-p.closing:
 		}
 	})
+	return true
+}
+
+// resume serves an open that names a session: if it is live, superchat
+// and the user's (any user's in development mode, where the unguessable
+// id is the credential, as for every polling request), the session is
+// served here from now on, with its subscriptions and queue, and resume
+// answers {"session":ID,"resumed":true}. It reports false, having
+// answered nothing, if the session cannot be resumed: the caller opens a
+// new one.
+func (p *Polling) resume(w http.ResponseWriter, r *http.Request, ident auth.Identity, id, transport string) bool {
+	s, ok := p.Engine.Session(id)
+	if !ok || s.Protocol() != push.ProtocolSuperchat || (!p.Verifier.Dev() && s.Identity().UserID != ident.UserID) {
+		return false
+	}
+	// Attach and Detach: a session in its grace period gets a fresh one
+	// (the first poll attaches it), an ended one is refused.
+	if s.Attach(transport) != nil {
+		return false
+	}
+	defer s.Detach()
+	if p.Takeover != nil {
+		p.Takeover(s)
+	}
+	p.mu.Lock()
+	ps := p.polls[id]
 	p.mu.Unlock()
-	p.log.Debug("poll: session opened", "session", push.LogID(s.ID()), "transport", req.Transport, "remote", r.RemoteAddr)
-	writeJSON(w, http.StatusOK, map[string]string{"session": s.ID(), "protocol": "superchat"})
+	if ps == nil {
+		ps = &pollSession{s: s, user: s.Identity().UserID}
+	}
+	ps.hold.Store(transport == transportLongPoll)
+	if !p.add(ps) {
+		Overloaded(w, "server is shutting down")
+		return true
+	}
+	p.log.Debug("poll: session resumed", "session", push.LogID(id), "transport", transport, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, map[string]any{"session": id, "protocol": "superchat", "resumed": true})
+	return true
 }
 
 func (p *Polling) maxEnded() int {
@@ -491,7 +554,7 @@ func (p *Polling) poll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := ps.s
-	hold := ps.hold
+	hold := ps.hold.Load()
 	if v := q.Get("wait"); v != "" {
 		hold = v == "1" || v == "true"
 	}

@@ -44,6 +44,9 @@ func newPollServer(t *testing.T, pcfg push.Config, p *Polling) *pollServer {
 		p.Verifier = v
 	}
 	wst := &WebSocket{Engine: e, Verifier: v}
+	if p.Takeover == nil {
+		p.Takeover = wst.Takeover // as server.New wires them
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/poll/", p)
 	mux.Handle("GET /chat", wst)

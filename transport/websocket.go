@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -46,6 +47,11 @@ type WebSocket struct {
 	mu   sync.Mutex
 	n    int
 	idle chan struct{} // closed when n drops to 0
+	// live is the connection serving each session now, so that a resume
+	// takes the session over from a connection that is still open on
+	// this side (a client that found it silent): two writers of one
+	// queue would each take items, and what the old one writes is lost.
+	live map[*push.Session]*ws.Conn
 }
 
 func (t *WebSocket) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -89,7 +95,38 @@ func (t *WebSocket) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		t.log().Debug("websocket: upgrade refused", "err", err, "remote", r.RemoteAddr)
 		return
 	}
+	t.mu.Lock()
+	if t.live == nil {
+		t.live = make(map[*push.Session]*ws.Conn)
+	}
+	old := t.live[s]
+	t.live[s] = c
+	t.mu.Unlock()
+	if old != nil {
+		go old.Close(StatusSessionMoved, "session moved to another connection")
+	}
 	go t.serve(c, s)
+	holdStream(c)
+}
+
+// StatusSessionMoved is the close code of a connection whose session
+// another connection took over (a resume over WebSocket or polling).
+const StatusSessionMoved ws.StatusCode = 4000
+
+// Takeover ends the WebSocket connection serving s, if there is one, so
+// that another transport serves the session from now on: the message
+// being written is finished, then the close frame (4000) goes out; what
+// is still queued stays in the session for the next transport. The
+// session lives on. Polling calls it when a client moves a session off a
+// WebSocket (Polling.Takeover), so that the queue never has two writers.
+func (t *WebSocket) Takeover(s *push.Session) {
+	t.mu.Lock()
+	c := t.live[s]
+	delete(t.live, s)
+	t.mu.Unlock()
+	if c != nil {
+		go c.Close(StatusSessionMoved, "session moved to another transport")
+	}
 }
 
 func (t *WebSocket) add() {
@@ -122,18 +159,25 @@ func pickProtocol(r *http.Request) (push.Protocol, bool) {
 }
 
 // resume attaches to the session named by ?session= if it is live, the
-// same user's and the same protocol.
+// same protocol and the same user's (any user's in development mode,
+// where the unguessable id is the credential, as for polling). ?ack=N
+// says the client has the session's items up to seq N (the last one a
+// poll brought): they are not sent again.
 func (t *WebSocket) resume(r *http.Request, ident auth.Identity, proto push.Protocol) (*push.Session, bool) {
-	id := r.URL.Query().Get("session")
+	q := r.URL.Query()
+	id := q.Get("session")
 	if id == "" {
 		return nil, false
 	}
 	s, ok := t.Engine.Session(id)
-	if !ok || s.Identity().UserID != ident.UserID || s.Protocol() != proto {
+	if !ok || s.Protocol() != proto || (!t.Verifier.Dev() && s.Identity().UserID != ident.UserID) {
 		return nil, false
 	}
 	if s.Attach("websocket") != nil {
 		return nil, false
+	}
+	if ack, err := strconv.ParseUint(q.Get("ack"), 10, 64); err == nil {
+		s.Ack(ack)
 	}
 	return s, true
 }
@@ -149,6 +193,13 @@ func (t *WebSocket) log() *slog.Logger {
 // goroutine, which serve waits for.
 func (t *WebSocket) serve(c *ws.Conn, s *push.Session) {
 	defer t.done()
+	defer func() {
+		t.mu.Lock()
+		if t.live[s] == c {
+			delete(t.live, s)
+		}
+		t.mu.Unlock()
+	}()
 	ctx, cancel := context.WithCancel(context.Background())
 	writerDone := make(chan struct{})
 	go func() {

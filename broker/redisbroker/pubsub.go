@@ -3,12 +3,16 @@
 // scripts.go.
 //
 // Ownership:
-//   - receive (one goroutine) owns the reads of the Pub/Sub connection. It
+//   - receive (one goroutine per link: the one Pub/Sub connection to a
+//     single server, or one sharded connection per hash slot in use in a
+//     cluster) owns the reads of its connection. It
 //     never blocks on anything but the socket: it confirms (UN)SUBSCRIBEs
 //     to their waiters and puts messages on a queue bounded in count and
 //     bytes; when the queue is full it drops the message and marks its
 //     channel overflowed. It also checks a silent link with PING and
-//     replaces a dead one.
+//     replaces a dead one, or one whose slot moved (MOVED, or the server
+//     ending the subscription): the new connection goes to the slot's
+//     owner, and every channel on it is caught up.
 //   - dispatch (one goroutine) is the only caller of the Handler and the
 //     only writer of a chanState's delivery fields (pos, held, catching).
 //     It never does network I/O: a channel that needs catching up gets a
@@ -16,8 +20,9 @@
 //     are held until the result comes back; other channels keep flowing.
 //   - catch-up goroutines read one page of history and send it back to
 //     dispatch on a channel with room for all of them, so they never block.
-//   - Subscribe and Unsubscribe create and delete chanStates (under mu) and
-//     talk to Redis; calls on one channel are ordered by its stripe lock.
+//   - Subscribe and Unsubscribe create and delete chanStates and links
+//     (under mu) and talk to Redis; calls on one channel are ordered by its
+//     stripe lock.
 //
 // Whoever starts a goroutine here waits for it: Close waits for all three
 // kinds through Broker.wg.
@@ -94,7 +99,8 @@ type pubsub struct {
 
 	mu      sync.Mutex
 	handler broker.Handler
-	conn    *redis.PubSub
+	started bool
+	links   map[int]*link // by hash slot; -1 for the one link to a single server
 	closed  bool
 	subs    map[string]int             // channel -> Subscribe count
 	chans   map[string]*chanState      // subscribed channel -> its fan-out state
@@ -103,6 +109,19 @@ type pubsub struct {
 	hbytes  int64                      // their payload bytes
 	running int                        // catch-up reads running
 	waiting []*chanState               // catch-ups waiting for a slot, in order
+
+	subKind, unsubKind string // (s)subscribe and (s)unsubscribe, as Redis names them in replies
+}
+
+// link is one Pub/Sub connection and its receive goroutine: the only one
+// to a single server (or Sentinel's master), or, in a cluster, the sharded
+// connection of one hash slot, which go-redis renews on the slot's owner.
+type link struct {
+	slot    int
+	conn    *redis.PubSub // replaced by replaceConn; under ps.mu
+	n       int           // channels subscribed on it (cluster: closed at 0)
+	running bool          // its receive goroutine runs
+	closed  bool
 }
 
 // item is what receive queues for dispatch: a message of a channel, or the
@@ -163,6 +182,80 @@ func (ps *pubsub) init(r *Broker, queueSize, queueBytes, catchUps int, pingEvery
 	ps.subs = make(map[string]int)
 	ps.chans = make(map[string]*chanState)
 	ps.waiters = make(map[string][]chan struct{})
+	ps.links = make(map[int]*link)
+	ps.subKind, ps.unsubKind = "subscribe", "unsubscribe"
+	if r.cluster != nil {
+		ps.subKind, ps.unsubKind = "ssubscribe", "sunsubscribe"
+	}
+}
+
+// slotOf is the link key of channel: its hash slot in a cluster, else -1.
+func (ps *pubsub) slotOf(channel string) int {
+	if ps.r.cluster == nil {
+		return -1
+	}
+	return int(keySlot(tag(channel)))
+}
+
+// newConn returns a Pub/Sub connection of the right kind, not yet
+// connected: go-redis connects it on its first (S)SUBSCRIBE, to the owner
+// of the slot of the channels it holds.
+func (ps *pubsub) newConn() *redis.PubSub {
+	if ps.r.cluster != nil {
+		return ps.r.cluster.SSubscribe(context.Background())
+	}
+	return ps.r.single.Subscribe(context.Background())
+}
+
+func (ps *pubsub) sub(ctx context.Context, conn *redis.PubSub, rchs ...string) error {
+	if ps.r.cluster != nil {
+		return conn.SSubscribe(ctx, rchs...)
+	}
+	return conn.Subscribe(ctx, rchs...)
+}
+
+func (ps *pubsub) unsub(ctx context.Context, conn *redis.PubSub, rchs ...string) error {
+	if ps.r.cluster != nil {
+		return conn.SUnsubscribe(ctx, rchs...)
+	}
+	return conn.Unsubscribe(ctx, rchs...)
+}
+
+// linkLocked returns the link of slot, made if there is none. ps.mu is
+// held.
+func (ps *pubsub) linkLocked(slot int) *link {
+	l := ps.links[slot]
+	if l == nil {
+		l = &link{slot: slot, conn: ps.newConn()}
+		ps.links[slot] = l
+	}
+	return l
+}
+
+// runLocked starts l's receive goroutine once a subscription was sent on
+// it (so go-redis has connected it to the right node). ps.mu is held.
+func (ps *pubsub) runLocked(l *link) {
+	if l.running || l.closed || ps.closed {
+		return
+	}
+	l.running = true
+	conn := l.conn
+	ps.r.wg.Go(func() { ps.receive(l, conn) })
+}
+
+// releaseLocked takes one channel off l and, in a cluster, closes l when
+// it has none left; the caller closes the returned connection after
+// unlocking. ps.mu is held.
+func (ps *pubsub) releaseLocked(l *link) *redis.PubSub {
+	l.n--
+	if l.n > 0 || l.slot < 0 || l.closed {
+		return nil
+	}
+	l.closed = true
+	if ps.links[l.slot] == l {
+		delete(ps.links, l.slot)
+	}
+	return l.conn
 }
 
 func (ps *pubsub) start(h broker.Handler) error {
@@ -171,19 +264,18 @@ func (ps *pubsub) start(h broker.Handler) error {
 	if ps.closed {
 		return broker.ErrClosed
 	}
-	if ps.conn != nil {
+	if ps.started {
 		return errors.New("broker: redis broker already started")
 	}
+	ps.started = true
 	ps.handler = h
-	ps.conn = ps.r.client.Subscribe(context.Background())
-	ps.r.wg.Add(2)
-	go ps.receive(ps.conn)
-	go ps.dispatch()
+	ps.r.wg.Go(ps.dispatch)
 	return nil
 }
 
-// close marks the fan-out closed and closes the Pub/Sub connection, which
-// ends receive. It reports false if it was closed already.
+// close marks the fan-out closed and closes the Pub/Sub connections, which
+// ends their receive goroutines. It reports false if it was closed
+// already.
 func (ps *pubsub) close() bool {
 	ps.mu.Lock()
 	if ps.closed {
@@ -191,24 +283,30 @@ func (ps *pubsub) close() bool {
 		return false
 	}
 	ps.closed = true
-	conn := ps.conn
+	var conns []*redis.PubSub
+	for _, l := range ps.links {
+		l.closed = true
+		conns = append(conns, l.conn)
+	}
+	ps.links = map[int]*link{}
 	ps.handler = nil
 	ps.subs = map[string]int{}
 	ps.chans = map[string]*chanState{}
 	ps.waiting = nil
 	ps.mu.Unlock()
-	if conn != nil {
-		_ = conn.Close()
+	for _, c := range conns {
+		_ = c.Close()
 	}
 	return true
 }
 
-// receive reads the Pub/Sub connection. See the ownership notes. A link
+// receive reads l's Pub/Sub connection. See the ownership notes. A link
 // silent for a ping interval is sent a PING; if nothing comes back within
 // another, it is taken for dead (a half-open TCP connection never errors)
-// and replaced.
-func (ps *pubsub) receive(conn *redis.PubSub) {
-	defer ps.r.wg.Done()
+// and replaced. In a cluster, a link whose slot moved is replaced too: the
+// server answered MOVED or ASK, or ended a subscription nobody asked to
+// end (Redis does so when it gives a slot away).
+func (ps *pubsub) receive(l *link, conn *redis.PubSub) {
 	retry := time.NewTimer(0)
 	defer retry.Stop()
 	pinged := false
@@ -224,14 +322,25 @@ func (ps *pubsub) receive(conn *redis.PubSub) {
 					continue
 				}
 				pinged = false
-				if conn = ps.replaceConn(conn); conn == nil {
+				if conn = ps.replaceConn(l, conn, false); conn == nil {
+					return
+				}
+				continue
+			}
+			if ps.linkClosed(l) {
+				return
+			}
+			pinged = false
+			if ps.r.cluster != nil && (redis.HasErrorPrefix(err, "MOVED") || redis.HasErrorPrefix(err, "ASK")) {
+				if conn = ps.replaceConn(l, conn, true); conn == nil {
 					return
 				}
 				continue
 			}
 			// go-redis reconnects and subscribes every channel
-			// again on the next Receive.
-			pinged = false
+			// again on the next Receive (in a cluster, on the
+			// slot's owner in a freshly loaded slot map).
+			ps.r.reloadOnError(err)
 			retry.Reset(100 * time.Millisecond)
 			select {
 			case <-ps.r.done:
@@ -243,54 +352,83 @@ func (ps *pubsub) receive(conn *redis.PubSub) {
 		pinged = false
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if ps.confirm(m.Kind+" "+m.Channel) || m.Kind != "subscribe" {
+			if ps.confirm(m.Kind + " " + m.Channel) {
 				break
 			}
-			// Nobody waits: go-redis subscribed again after a
-			// reconnect. What was published meanwhile is caught up.
-			if ch, ok := strings.CutPrefix(m.Channel, ps.r.prefix+"pub:"); ok {
-				ps.enqueue(item{channel: ch, resub: true})
+			switch m.Kind {
+			case ps.subKind:
+				// Nobody waits: go-redis subscribed again after
+				// a reconnect. What was published meanwhile is
+				// caught up.
+				if ch, pub, ok := ps.r.parsePSName(m.Channel); ok && pub {
+					ps.enqueue(item{channel: ch, resub: true})
+				}
+			case ps.unsubKind:
+				// Nobody asked: the server gave the slot away.
+				if ps.r.cluster != nil {
+					if conn = ps.replaceConn(l, conn, true); conn == nil {
+						return
+					}
+				}
 			}
 		case *redis.Message:
-			rest, _ := strings.CutPrefix(m.Channel, ps.r.prefix)
-			if ch, ok := strings.CutPrefix(rest, "pub:"); ok {
-				ps.enqueue(item{channel: ch, pub: true, payload: m.Payload})
-			} else if ch, ok := strings.CutPrefix(rest, "ev:"); ok {
-				ps.enqueue(item{channel: ch, payload: m.Payload})
+			if ch, pub, ok := ps.r.parsePSName(m.Channel); ok {
+				ps.enqueue(item{channel: ch, pub: pub, payload: m.Payload})
 			}
 		}
 	}
 }
 
-// replaceConn closes old, a Pub/Sub connection that stopped answering, and
-// subscribes a new one to every subscribed channel. The waiters of
-// commands sent on old are released: their channels are subscribed again
-// on the new connection, and, as nobody waits for those confirmations,
-// caught up like after any reconnect. It returns nil once closed.
-func (ps *pubsub) replaceConn(old *redis.PubSub) *redis.PubSub {
+// linkClosed reports whether l was closed (its last channel went, or the
+// broker closed).
+func (ps *pubsub) linkClosed(l *link) bool {
 	ps.mu.Lock()
-	if ps.closed {
+	defer ps.mu.Unlock()
+	return l.closed || ps.closed
+}
+
+// replaceConn closes old, a Pub/Sub connection that stopped answering or
+// whose slot moved, and subscribes a new one to every channel of l. The
+// waiters of commands sent on old are released: their channels are
+// subscribed again on the new connection, and, as nobody waits for those
+// confirmations, caught up like after any reconnect. moved reloads the
+// cluster's slot map first. It returns nil once l is closed.
+func (ps *pubsub) replaceConn(l *link, old *redis.PubSub, moved bool) *redis.PubSub {
+	if moved && ps.r.cluster != nil {
+		ctx, cancel := context.WithTimeout(ps.r.ctx, ps.pingEvery)
+		ps.r.cluster.ReloadState(ctx)
+		cancel()
+	}
+	ps.mu.Lock()
+	if ps.closed || l.closed {
 		ps.mu.Unlock()
 		return nil
 	}
-	conn := ps.r.client.Subscribe(context.Background())
-	ps.conn = conn
+	conn := ps.newConn()
+	l.conn = conn
 	rchs := make([]string, 0, 2*len(ps.subs))
 	for ch := range ps.subs {
+		if ps.slotOf(ch) != l.slot {
+			continue
+		}
 		rchs = append(rchs, ps.r.pubChannel(ch), ps.r.evChannel(ch))
 	}
-	for _, ws := range ps.waiters {
+	for k, ws := range ps.waiters {
+		_, rch, _ := strings.Cut(k, " ")
+		if ch, _, ok := ps.r.parsePSName(rch); !ok || ps.slotOf(ch) != l.slot {
+			continue
+		}
 		for _, w := range ws {
 			close(w)
 		}
+		delete(ps.waiters, k)
 	}
-	clear(ps.waiters)
 	ps.mu.Unlock()
 	_ = old.Close()
 	if len(rchs) > 0 {
 		// On failure go-redis subscribes them on the next Receive.
 		ctx, cancel := context.WithTimeout(ps.r.ctx, ps.pingEvery)
-		_ = conn.Subscribe(ctx, rchs...)
+		_ = ps.sub(ctx, conn, rchs...)
 		cancel()
 	}
 	return conn
@@ -396,7 +534,7 @@ func (ps *pubsub) subscribe(ctx context.Context, channel string) error {
 		ps.mu.Unlock()
 		return broker.ErrClosed
 	}
-	if ps.conn == nil {
+	if !ps.started {
 		ps.mu.Unlock()
 		return errors.New("broker: redis broker not started")
 	}
@@ -409,15 +547,20 @@ func (ps *pubsub) subscribe(ctx context.Context, channel string) error {
 	st := &chanState{channel: channel}
 	ps.chans[channel] = st
 	pc, ec := ps.r.pubChannel(channel), ps.r.evChannel(channel)
-	ws := ps.expectLocked("subscribe", pc, ec)
-	conn := ps.conn
+	ws := ps.expectLocked(ps.subKind, pc, ec)
+	l := ps.linkLocked(ps.slotOf(channel))
+	l.n++
+	conn := l.conn
 	ps.mu.Unlock()
 
-	err := conn.Subscribe(ctx, pc, ec)
+	err := ps.sub(ctx, conn, pc, ec)
 	if err == nil {
+		ps.mu.Lock()
+		ps.runLocked(l)
+		ps.mu.Unlock()
 		err = ps.await(ctx, ws)
 	} else {
-		ps.forget("subscribe", ws, pc, ec)
+		ps.forget(ps.subKind, ws, pc, ec)
 	}
 	if err == nil {
 		ps.setBase(ctx, st)
@@ -435,15 +578,21 @@ func (ps *pubsub) subscribe(ctx context.Context, channel string) error {
 	}
 	last := ps.subs[channel] == 0
 	var uws []chan struct{}
+	var closeConn *redis.PubSub
 	if last {
 		ps.dropStateLocked(channel, st)
-		// Nobody waits; the waiters keep the queues in step.
-		uws = ps.expectLocked("unsubscribe", pc, ec)
+		if closeConn = ps.releaseLocked(l); closeConn == nil {
+			// Nobody waits; the waiters keep the queues in step.
+			uws = ps.expectLocked(ps.unsubKind, pc, ec)
+		}
 	}
 	ps.mu.Unlock()
-	if last {
-		if conn.Unsubscribe(context.WithoutCancel(ctx), pc, ec) != nil {
-			ps.forget("unsubscribe", uws, pc, ec)
+	switch {
+	case closeConn != nil:
+		_ = closeConn.Close()
+	case last:
+		if ps.unsub(context.WithoutCancel(ctx), conn, pc, ec) != nil {
+			ps.forget(ps.unsubKind, uws, pc, ec)
 		}
 	}
 	return fmt.Errorf("broker: redis subscribe %s: %w", channel, err)
@@ -506,19 +655,27 @@ func (ps *pubsub) unsubscribe(ctx context.Context, channel string) error {
 	}
 	delete(ps.subs, channel)
 	st := ps.chans[channel]
-	conn := ps.conn
-	if n == 0 || conn == nil {
+	l := ps.links[ps.slotOf(channel)]
+	if n == 0 || l == nil {
 		ps.mu.Unlock()
 		return nil
 	}
+	conn := l.conn
 	pc, ec := ps.r.pubChannel(channel), ps.r.evChannel(channel)
-	ws := ps.expectLocked("unsubscribe", pc, ec)
+	ws := ps.expectLocked(ps.unsubKind, pc, ec)
 	ps.mu.Unlock()
-	err := conn.Unsubscribe(ctx, pc, ec)
+	err := ps.unsub(ctx, conn, pc, ec)
 	if err == nil {
 		err = ps.await(ctx, ws)
 	} else {
-		ps.forget("unsubscribe", ws, pc, ec)
+		ps.forget(ps.unsubKind, ws, pc, ec)
+	}
+	ps.mu.Lock()
+	closeConn := ps.releaseLocked(l)
+	ps.mu.Unlock()
+	if closeConn != nil {
+		// After the confirmation: what came before it is queued.
+		defer closeConn.Close()
 	}
 	if err == nil && st != nil {
 		// What was received before the confirmation is queued ahead
@@ -545,7 +702,6 @@ func (ps *pubsub) unsubscribe(ctx context.Context, channel string) error {
 // dispatch hands queued messages and catch-up results to the handler. See
 // the ownership notes.
 func (ps *pubsub) dispatch() {
-	defer ps.r.wg.Done()
 	for {
 		select {
 		case it := <-ps.queue:
@@ -798,6 +954,11 @@ func (ps *pubsub) caughtUp(cr catchResult) {
 			gap = gapTrimmed
 		case errors.Is(cr.err, broker.ErrEpochChanged):
 			gap = gapEpochChanged
+			// The stream handed over is gone, or was rolled back
+			// (a failover to a replica that had not all of it):
+			// its offsets may be given to new publications, which
+			// are not the ones handed over.
+			st.delivered = false
 		}
 		// After the gap the next publication is taken as it comes
 		// (those held meanwhile are live and follow each other); the

@@ -2,11 +2,15 @@ package redisbroker
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -16,14 +20,48 @@ import (
 	"github.com/hotline-rt/hotline/broker"
 )
 
-// RedisConfig says where the Redis broker keeps its state.
+// Config says where the Redis broker keeps its state: one server (Addr or
+// one of Addrs), a Redis Cluster (any of its nodes in Addrs; cluster mode
+// is detected), or a master watched by Sentinel (SentinelAddrs and
+// SentinelMaster).
 type Config struct {
-	// Addr is the Redis server's host:port.
+	// Addr is the Redis server's host:port; the same as Addrs with one
+	// address.
 	Addr string
-	// Password authenticates to the server; "" for none.
+	// Addrs are seed addresses (host:port). Several, or one node of a
+	// cluster, make a cluster client: New asks the first seed that
+	// answers whether it runs in cluster mode (INFO cluster), so the
+	// mode is never configured wrong.
+	Addrs []string
+	// SentinelAddrs, with SentinelMaster, make the broker find the
+	// master through these Sentinels and follow its failovers; Addr
+	// and Addrs are then unused.
+	SentinelAddrs  []string
+	SentinelMaster string
+	// SentinelPassword authenticates to the Sentinels; "" for none.
+	SentinelPassword string
+	// Username and Password authenticate to the servers (an ACL user,
+	// or only a password for the default user); "" for none.
+	Username string
 	Password string
-	// DB selects the database.
+	// DB selects the database (one server or Sentinel; a cluster has
+	// only 0).
 	DB int
+	// TLS, if set, makes every connection use TLS with this config.
+	TLS *tls.Config
+	// MinReplicas, if above 0, makes a Publish wait (Redis WAIT, up to
+	// Timeout/2) until that many replicas of the master acknowledged
+	// it; a publication the replicas did not confirm fails with
+	// ErrOutcomeUnknown, since a failover could lose it. 0: do not wait
+	// (Redis replicates asynchronously; a failover may then lose
+	// publications acknowledged just before it, which the subscribers
+	// that got them live do not get again, and a later reader sees a
+	// gap or a new epoch).
+	MinReplicas int
+	// Logger receives the broker's and go-redis's log lines. go-redis
+	// has one process-wide logger: the last New with a Logger sets it.
+	// nil: go-redis keeps its own.
+	Logger *slog.Logger
 	// Prefix starts every key and Pub/Sub channel name, so several
 	// deployments can share one server. "": "hotline:".
 	Prefix string
@@ -62,18 +100,31 @@ const (
 	DefaultPingInterval = 5 * time.Second
 )
 
-// Broker is the broker for several nodes sharing one Redis server. Streams,
-// history and presence live in Redis, so any node can serve any client;
+// Broker is the broker for several nodes sharing Redis. Streams, history
+// and presence live in Redis, so any node can serve any client;
 // publications and join/leave events travel over Redis Pub/Sub to the nodes
 // subscribed to their channel.
 //
-// Keys (with the default prefix) are hotline:meta:<channel> (a hash with the
-// stream's epoch, offset, history TTL and history bytes),
-// hotline:history:<channel> (a list of publications, oldest first),
-// hotline:presence:<channel> (a hash of client id to {info, expires}) and
-// hotline:idem:<len(channel)>:<channel>:<key> (the position of a publication
-// by idempotency key; a key longer than 64 bytes as its SHA-256); Pub/Sub channels are hotline:pub:<channel> and
-// hotline:ev:<channel>. Reads create no key.
+// Every key and Pub/Sub channel of a hotline channel carries the same hash
+// tag, {<channel>} (or {#<sha256 of it>} for a name that is empty or has a
+// brace), so in a Redis Cluster they all live in one hash slot: a publish
+// stays one atomic script, and its fan-out (SPUBLISH, sharded Pub/Sub)
+// travels only through the shard that owns the channel. With the default
+// prefix: hotline:{<channel>}:meta (a hash with the stream's epoch, offset,
+// history TTL and history bytes), hotline:{<channel>}:history (a list of
+// publications, oldest first), hotline:{<channel>}:presence (a hash of
+// client id to {info, expires}) and hotline:{<channel>}:idem:<key> (the
+// position of a publication by idempotency key; a key longer than 64 bytes
+// as its SHA-256); Pub/Sub channels are hotline:{<channel>}:pub and
+// hotline:{<channel>}:ev (followed by ":<channel>" when the tag is a
+// hash). Reads create no key.
+//
+// In a cluster a node opens one sharded Pub/Sub connection per hash slot
+// it has subscribers in (go-redis renews a sharded subscription with one
+// SSUBSCRIBE of all its channels, which Redis refuses across slots), each
+// with its own PING check; a shard that fails over, or a slot that moves
+// (MOVED, or the server ending the subscription), gets a new connection to
+// the slot's owner and its channels are caught up as after any reconnect.
 //
 // Times (publication times, presence expiry) come from the Redis server's
 // clock, so nodes with skewed clocks agree. A stream with nothing in its
@@ -96,10 +147,28 @@ const (
 // between the Pub/Sub reader and the Handler overflows. Join and leave
 // events lost meanwhile are not repaired; presence itself is stored and
 // refreshed, so a presence read is right again once the server is back.
+//
+// # Failover
+//
+// When a master fails (Sentinel or Cluster promotes its replica), calls to
+// it fail until the new master is found: with a dial error (not published,
+// the API's 503) or, for a command that was sent, ErrOutcomeUnknown (504).
+// A cluster client reloads its slot map every second while in use and at
+// once after such a failure; a Sentinel client asks the Sentinels. The
+// Pub/Sub links reconnect to the new master and every channel is caught up
+// from history, as after any reconnect. Redis replicates asynchronously:
+// a publication acknowledged just before the master died may be missing
+// on the promoted replica, which then gives its offset to the next
+// publication. Set MinReplicas to acknowledge only what a replica has.
 type Broker struct {
-	client  *redis.Client
-	prefix  string
-	emptyMS int64 // EmptyStreamTTL in ms
+	client   redis.UniversalClient
+	single   *redis.Client        // client when it is one server or Sentinel's master
+	cluster  *redis.ClusterClient // client in cluster mode
+	prefix   string
+	emptyMS  int64 // EmptyStreamTTL in ms
+	mode     string
+	replicas int   // Config.MinReplicas
+	waitMS   int64 // WAIT's timeout
 
 	// ctx ends with Close; it bounds the history reads of catch-ups.
 	ctx    context.Context
@@ -113,17 +182,31 @@ type Broker struct {
 
 var _ broker.Broker = (*Broker)(nil)
 
-// redisDialTimeout bounds NewRedis's first contact with the server.
+// redisDialTimeout bounds New's first contact with the server.
 const redisDialTimeout = 5 * time.Second
 
-// New connects to the Redis server of cfg and returns a broker for this
-// node. It fails if the server does not answer PING.
+// New connects to the Redis of cfg and returns a broker for this node. It
+// fails if the server (every cluster master, or the master Sentinel names)
+// does not answer PING.
 func New(cfg Config) (*Broker, error) {
-	if cfg.Addr == "" {
+	// go-redis appends to the address slice it is given: each client
+	// gets its own copy, so brokers made from one Config share nothing.
+	addrs := slices.Clip(slices.Clone(cfg.Addrs))
+	if cfg.Addr != "" {
+		addrs = slices.Clip(append([]string{cfg.Addr}, addrs...))
+	}
+	sentinel := len(cfg.SentinelAddrs) > 0 || cfg.SentinelMaster != ""
+	switch {
+	case sentinel && (len(cfg.SentinelAddrs) == 0 || cfg.SentinelMaster == ""):
+		return nil, errors.New("broker: redis sentinel needs both its addresses and the master name")
+	case !sentinel && len(addrs) == 0:
 		return nil, errors.New("broker: redis address is empty")
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = "hotline:"
+	}
+	if strings.ContainsAny(cfg.Prefix, "{}") {
+		return nil, fmt.Errorf("broker: redis prefix %q has a brace: it would break the hash tags", cfg.Prefix)
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 3 * time.Second
@@ -143,10 +226,110 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = DefaultPingInterval
 	}
-	c := redis.NewClient(&redis.Options{
-		Addr:         cfg.Addr,
+	if cfg.Logger != nil {
+		redis.SetLogger(slogLogger{cfg.Logger})
+	}
+	r := &Broker{
+		prefix:   cfg.Prefix,
+		emptyMS:  ms(cfg.EmptyStreamTTL),
+		replicas: max(cfg.MinReplicas, 0),
+		waitMS:   max(ms(cfg.Timeout/2), 1),
+		done:     make(chan struct{}),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), redisDialTimeout)
+	defer cancel()
+	var err error
+	switch {
+	case sentinel:
+		r.mode = "sentinel"
+		r.single = redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName:       cfg.SentinelMaster,
+			SentinelAddrs:    slices.Clip(slices.Clone(cfg.SentinelAddrs)),
+			SentinelPassword: cfg.SentinelPassword,
+			Username:         cfg.Username,
+			Password:         cfg.Password,
+			DB:               cfg.DB,
+			TLSConfig:        cfg.TLS,
+			DialTimeout:      cfg.Timeout,
+			ReadTimeout:      cfg.Timeout,
+			WriteTimeout:     cfg.Timeout,
+			MaxRetries:       -1,
+		})
+		r.client = r.single
+		err = r.single.Ping(ctx).Err()
+	default:
+		var isCluster bool
+		if isCluster, err = clusterMode(ctx, addrs, cfg); err != nil {
+			break
+		}
+		if isCluster {
+			if cfg.DB != 0 {
+				return nil, errors.New("broker: a redis cluster has only database 0")
+			}
+			r.mode = "cluster"
+			r.cluster = redis.NewClusterClient(&redis.ClusterOptions{
+				Addrs:        addrs,
+				Username:     cfg.Username,
+				Password:     cfg.Password,
+				TLSConfig:    cfg.TLS,
+				DialTimeout:  cfg.Timeout,
+				ReadTimeout:  cfg.Timeout,
+				WriteTimeout: cfg.Timeout,
+				MaxRetries:   -1,
+				// go-redis reloads the slot map on MOVED, not when
+				// a master stops answering: a short interval finds
+				// the promoted replica soon (and failed calls ask
+				// for a reload at once, see reloadOnError).
+				ClusterStateReloadInterval: clusterReload,
+			})
+			r.client = r.cluster
+			err = r.cluster.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+				return c.Ping(ctx).Err()
+			})
+			break
+		}
+		r.mode = "server"
+		r.single = redis.NewClient(r.options(addrs[0], cfg))
+		r.client = r.single
+		err = r.single.Ping(ctx).Err()
+	}
+	if err != nil {
+		if r.client != nil {
+			_ = r.client.Close()
+		}
+		where := strings.Join(addrs, ",")
+		if sentinel {
+			where = "sentinel master " + cfg.SentinelMaster
+		}
+		return nil, fmt.Errorf("broker: redis %s: %w", where, err)
+	}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	r.ps.init(r, cfg.QueueSize, cfg.QueueBytes, cfg.CatchUps, cfg.PingInterval)
+	return r, nil
+}
+
+// clusterReload is the cluster client's slot map reload interval.
+const clusterReload = time.Second
+
+// reloadOnError asks a cluster client for a fresh slot map after a call
+// failed without a Redis reply (the master may be gone, and its replica
+// promoted); it returns err.
+func (r *Broker) reloadOnError(err error) error {
+	var rerr redis.Error
+	if err != nil && r.cluster != nil && !errors.As(err, &rerr) {
+		r.cluster.ReloadState(context.Background())
+	}
+	return err
+}
+
+// options are the connection options of one server.
+func (r *Broker) options(addr string, cfg Config) *redis.Options {
+	return &redis.Options{
+		Addr:         addr,
+		Username:     cfg.Username,
 		Password:     cfg.Password,
 		DB:           cfg.DB,
+		TLSConfig:    cfg.TLS,
 		DialTimeout:  cfg.Timeout,
 		ReadTimeout:  cfg.Timeout,
 		WriteTimeout: cfg.Timeout,
@@ -154,35 +337,116 @@ func New(cfg Config) (*Broker, error) {
 		// sent again: the publish script may have run, and running
 		// it twice would publish twice. Dialing is still retried.
 		MaxRetries: -1,
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), redisDialTimeout)
-	defer cancel()
-	if err := c.Ping(ctx).Err(); err != nil {
-		_ = c.Close()
-		return nil, fmt.Errorf("broker: redis %s: %w", cfg.Addr, err)
 	}
-	r := &Broker{
-		client:  c,
-		prefix:  cfg.Prefix,
-		emptyMS: ms(cfg.EmptyStreamTTL),
-		done:    make(chan struct{}),
-	}
-	r.ctx, r.cancel = context.WithCancel(context.Background())
-	r.ps.init(r, cfg.QueueSize, cfg.QueueBytes, cfg.CatchUps, cfg.PingInterval)
-	return r, nil
 }
 
-func (r *Broker) metaKey(channel string) string     { return r.prefix + "meta:" + channel }
-func (r *Broker) historyKey(channel string) string  { return r.prefix + "history:" + channel }
-func (r *Broker) presenceKey(channel string) string { return r.prefix + "presence:" + channel }
-func (r *Broker) pubChannel(channel string) string  { return r.prefix + "pub:" + channel }
-func (r *Broker) evChannel(channel string) string   { return r.prefix + "ev:" + channel }
+// clusterMode asks the seeds, in order, whether they run in cluster mode
+// (INFO cluster) and returns the first answer.
+func clusterMode(ctx context.Context, addrs []string, cfg Config) (bool, error) {
+	var errs []error
+	for _, a := range addrs {
+		c := redis.NewClient((&Broker{}).options(a, cfg))
+		info, err := c.Info(ctx, "cluster").Result()
+		_ = c.Close()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		return strings.Contains(info, "cluster_enabled:1"), nil
+	}
+	return false, errors.Join(errs...)
+}
+
+// Mode says what the broker talks to: "server" (one Redis server),
+// "cluster" or "sentinel".
+func (r *Broker) Mode() string { return r.mode }
+
+// Ready implements broker.Readier: nil if Redis answers PING (in a
+// cluster, every master).
+func (r *Broker) Ready(ctx context.Context) error {
+	if r.isClosed() {
+		return broker.ErrClosed
+	}
+	var err error
+	if r.cluster != nil {
+		err = r.cluster.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			return c.Ping(ctx).Err()
+		})
+	} else {
+		err = r.single.Ping(ctx).Err()
+	}
+	if err != nil {
+		return fmt.Errorf("broker: redis %s unreachable: %w", r.mode, err)
+	}
+	return nil
+}
+
+// tag is the hash tag of channel's keys: the channel itself, or, for a
+// name a tag cannot hold (empty, or with a brace), "#" and its SHA-256.
+func tag(channel string) string {
+	if channel != "" && !strings.ContainsAny(channel, "{}") {
+		return channel
+	}
+	sum := sha256.Sum256([]byte(channel))
+	return "#" + hex.EncodeToString(sum[:])
+}
+
+// key names one key of channel: the prefix, the hash tag, then what.
+func (r *Broker) key(channel, what string) string {
+	return r.prefix + "{" + tag(channel) + "}:" + what
+}
+
+func (r *Broker) metaKey(channel string) string     { return r.key(channel, "meta") }
+func (r *Broker) historyKey(channel string) string  { return r.key(channel, "history") }
+func (r *Broker) presenceKey(channel string) string { return r.key(channel, "presence") }
+func (r *Broker) pubChannel(channel string) string  { return r.psName(channel, "pub") }
+func (r *Broker) evChannel(channel string) string   { return r.psName(channel, "ev") }
+
+// psName names a Pub/Sub channel of channel; a hashed tag is followed by
+// the channel's name, so that receive can tell which channel it is.
+func (r *Broker) psName(channel, what string) string {
+	t := tag(channel)
+	if t == channel {
+		return r.prefix + "{" + t + "}:" + what
+	}
+	return r.prefix + "{" + t + "}:" + what + ":" + channel
+}
+
+// parsePSName is the inverse of psName: the channel and whether the
+// message is a publication ("pub"), for a name with this broker's prefix.
+func (r *Broker) parsePSName(name string) (channel string, pub, ok bool) {
+	rest, ok := strings.CutPrefix(name, r.prefix+"{")
+	if !ok {
+		return "", false, false
+	}
+	t, rest, ok := strings.Cut(rest, "}:")
+	if !ok {
+		return "", false, false
+	}
+	what, ch, hashed := strings.Cut(rest, ":")
+	if !hashed {
+		ch = t
+	}
+	switch what {
+	case "pub":
+		return ch, true, true
+	case "ev":
+		return ch, false, true
+	}
+	return "", false, false
+}
 
 // idemKey names the key that remembers a publication by idempotency key;
-// the channel's length keeps channel "a:b" with key "c" apart from channel
-// "a" with key "b:c".
+// the tag ends at its brace, so channel and key cannot run into each other.
 func (r *Broker) idemKey(channel, key string) string {
-	return r.prefix + "idem:" + strconv.Itoa(len(channel)) + ":" + channel + ":" + broker.IdempotencyID(key)
+	return r.key(channel, "idem:"+broker.IdempotencyID(key))
+}
+
+// slogLogger routes go-redis's log lines to a slog logger.
+type slogLogger struct{ l *slog.Logger }
+
+func (s slogLogger) Printf(ctx context.Context, format string, v ...any) {
+	s.l.WarnContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
 }
 
 func (r *Broker) isClosed() bool {
@@ -254,12 +518,22 @@ func (r *Broker) Publish(ctx context.Context, channel string, data json.RawMessa
 			idemTTL = broker.DefaultIdempotencyTTL
 		}
 	}
-	res, err := publishScript.Run(ctx, r.client, keys,
+	pubCmd := "PUBLISH"
+	if r.cluster != nil {
+		pubCmd = "SPUBLISH"
+	}
+	args := []any{
 		broker.NewEpoch(), max(opts.HistorySize, 0), ms(opts.HistoryTTL), max(opts.HistoryBytes, 0),
-		r.emptyMS, ms(idemTTL), r.pubChannel(channel), tail.String(),
-	).Slice()
+		r.emptyMS, ms(idemTTL), r.pubChannel(channel), tail.String(), pubCmd,
+	}
+	var res []any
+	if r.replicas > 0 {
+		res, err = r.publishWait(ctx, keys, args)
+	} else {
+		res, err = publishScript.Run(ctx, r.client, keys, args...).Slice()
+	}
 	if err != nil {
-		return broker.Position{}, publishError(channel, err)
+		return broker.Position{}, publishError(channel, r.reloadOnError(err))
 	}
 	if len(res) != 3 {
 		return broker.Position{}, fmt.Errorf("broker: redis publish to %s: unexpected reply %v", channel, res)
@@ -272,6 +546,44 @@ func (r *Broker) Publish(ctx context.Context, channel string, data json.RawMessa
 	return broker.Position{Epoch: epoch, Offset: uint64(off)}, nil
 }
 
+// publishWait runs the publish script and WAIT for the replicas in one
+// pipeline on the master that owns channel's slot, and fails with
+// ErrOutcomeUnknown if fewer than MinReplicas confirmed it.
+func (r *Broker) publishWait(ctx context.Context, keys []string, args []any) ([]any, error) {
+	node := r.single
+	if r.cluster != nil {
+		var err error
+		if node, err = r.cluster.MasterForKey(ctx, keys[0]); err != nil {
+			return nil, err
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		pipe := node.Pipeline()
+		ev := publishScript.EvalSha(ctx, pipe, keys, args...)
+		wait := pipe.Do(ctx, "WAIT", r.replicas, r.waitMS)
+		_, _ = pipe.Exec(ctx)
+		res, err := ev.Slice()
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") && attempt == 0 {
+			// Not run: load it and try once more.
+			if err := publishScript.Load(ctx, node).Err(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		n, err := wait.Int()
+		if err != nil {
+			return nil, fmt.Errorf("%w: wait for replicas: %w", broker.ErrOutcomeUnknown, err)
+		}
+		if n < r.replicas {
+			return nil, fmt.Errorf("%w: %d of %d replicas confirmed it", broker.ErrOutcomeUnknown, n, r.replicas)
+		}
+		return res, nil
+	}
+}
+
 // publishError wraps err in ErrOutcomeUnknown unless the publish command
 // surely never ran: no connection could be had (dial failed, pool timed
 // out or closed, ctx ended while waiting for one), or Redis answered with
@@ -279,6 +591,9 @@ func (r *Broker) Publish(ctx context.Context, channel string, data json.RawMessa
 // timeout, EOF or reset after the command was written, a failed write of
 // part of it) may have left the publication in Redis.
 func publishError(channel string, err error) error {
+	if errors.Is(err, broker.ErrOutcomeUnknown) {
+		return fmt.Errorf("broker: redis publish to %s: %w", channel, err)
+	}
 	var opErr *net.OpError
 	var rerr redis.Error
 	switch {
@@ -312,7 +627,13 @@ func (r *Broker) event(ctx context.Context, channel string, info broker.ClientIn
 	if err != nil {
 		return err
 	}
-	if err := r.client.Publish(ctx, r.evChannel(channel), b).Err(); err != nil {
+	var err2 error
+	if r.cluster != nil {
+		err2 = r.cluster.SPublish(ctx, r.evChannel(channel), b).Err()
+	} else {
+		err2 = r.single.Publish(ctx, r.evChannel(channel), b).Err()
+	}
+	if err := err2; err != nil {
 		return fmt.Errorf("broker: redis publish event to %s: %w", channel, err)
 	}
 	return nil
@@ -332,6 +653,7 @@ func (r *Broker) History(ctx context.Context, channel string, req broker.History
 	for range historyTries {
 		meta, err := historyMetaScript.Run(ctx, r.client, keys).Slice()
 		if err != nil {
+			r.reloadOnError(err)
 			return broker.HistoryResult{}, fmt.Errorf("broker: redis history of %s: %w", channel, err)
 		}
 		epoch, top, first, ok := historyMeta(meta)

@@ -68,7 +68,7 @@ func TestRedisStreams(t *testing.T) {
 	// and history of the old one is not served.
 	rc := redis.NewClient(&redis.Options{Addr: addr})
 	defer rc.Close()
-	if err := rc.Del(ctx, "hotline:meta:a").Err(); err != nil {
+	if err := rc.Del(ctx, "hotline:{a}:meta").Err(); err != nil {
 		t.Fatal(err)
 	}
 	p := brokertest.Pub(t, b, "a", 1, broker.PublishOptions{HistorySize: 10})
@@ -112,9 +112,9 @@ func TestRedisKeyTTL(t *testing.T) {
 	defer rc.Close()
 
 	top := brokertest.Pub(t, b, "t", 3, broker.PublishOptions{HistorySize: 100, HistoryTTL: 300 * time.Millisecond})
-	brokertest.Eventually(t, "history key expiry", func() bool { return rc.Exists(ctx, "hotline:history:t").Val() == 0 })
+	brokertest.Eventually(t, "history key expiry", func() bool { return rc.Exists(ctx, "hotline:{t}:history").Val() == 0 })
 	// The meta key outlives the history by EmptyStreamTTL.
-	if d := rc.PTTL(ctx, "hotline:meta:t").Val(); d < broker.DefaultEmptyStreamTTL-time.Minute || d > broker.DefaultEmptyStreamTTL+time.Second {
+	if d := rc.PTTL(ctx, "hotline:{t}:meta").Val(); d < broker.DefaultEmptyStreamTTL-time.Minute || d > broker.DefaultEmptyStreamTTL+time.Second {
 		t.Fatalf("meta TTL %v", d)
 	}
 	res, err := b.History(ctx, "t", broker.HistoryRequest{Limit: -1})
@@ -124,21 +124,21 @@ func TestRedisKeyTTL(t *testing.T) {
 
 	// Without a TTL the keys are kept, and the list is bounded.
 	brokertest.Pub(t, b, "keep", 2, broker.PublishOptions{HistorySize: 1})
-	for _, k := range []string{"hotline:history:keep", "hotline:meta:keep"} {
+	for _, k := range []string{"hotline:{keep}:history", "hotline:{keep}:meta"} {
 		if d := rc.PTTL(ctx, k).Val(); d != -1 {
 			t.Fatalf("%s TTL %v", k, d)
 		}
 	}
-	if n := rc.LLen(ctx, "hotline:history:keep").Val(); n != 1 {
+	if n := rc.LLen(ctx, "hotline:{keep}:history").Val(); n != 1 {
 		t.Fatalf("history length %d", n)
 	}
 	// Without history there is no list, and the stream is kept for
 	// EmptyStreamTTL.
 	brokertest.Pub(t, b, "none", 2, broker.PublishOptions{})
-	if n := rc.Exists(ctx, "hotline:history:none").Val(); n != 0 {
+	if n := rc.Exists(ctx, "hotline:{none}:history").Val(); n != 0 {
 		t.Fatal("history key without history")
 	}
-	if d := rc.PTTL(ctx, "hotline:meta:none").Val(); d < broker.DefaultEmptyStreamTTL-time.Minute || d > broker.DefaultEmptyStreamTTL {
+	if d := rc.PTTL(ctx, "hotline:{none}:meta").Val(); d < broker.DefaultEmptyStreamTTL-time.Minute || d > broker.DefaultEmptyStreamTTL {
 		t.Fatalf("idle stream TTL %v", d)
 	}
 }
@@ -260,17 +260,17 @@ func TestRedisPresence(t *testing.T) {
 	}
 	rc := redis.NewClient(&redis.Options{Addr: addr})
 	defer rc.Close()
-	if n := rc.HLen(ctx, "hotline:presence:p").Val(); n != 1 {
+	if n := rc.HLen(ctx, "hotline:{p}:presence").Val(); n != 1 {
 		t.Fatalf("expired entries kept: %d", n)
 	}
 	// A refresh extends the entry, and the key lives as long as its
 	// longest entry.
 	_ = b.AddPresence(ctx, "p", "s1", broker.ClientInfo{User: "a"}, 2*time.Minute)
-	if d := rc.PTTL(ctx, "hotline:presence:p").Val(); d < 90*time.Second {
+	if d := rc.PTTL(ctx, "hotline:{p}:presence").Val(); d < 90*time.Second {
 		t.Fatalf("key TTL %v", d)
 	}
 	_ = b.AddPresence(ctx, "p", "s4", broker.ClientInfo{User: "d"}, time.Second)
-	if d := rc.PTTL(ctx, "hotline:presence:p").Val(); d < 90*time.Second {
+	if d := rc.PTTL(ctx, "hotline:{p}:presence").Val(); d < 90*time.Second {
 		t.Fatalf("key TTL shortened to %v", d)
 	}
 	_ = a.RemovePresence(ctx, "p", "s1")
@@ -768,7 +768,7 @@ func TestRedisIdempotencyAcrossNodes(t *testing.T) {
 	rc := redis.NewClient(&redis.Options{Addr: addr})
 	defer rc.Close()
 	// The key expires with the default TTL.
-	keys := rc.Keys(ctx, "hotline:idem:*").Val()
+	keys := rc.Keys(ctx, "hotline:*:idem:*").Val()
 	if len(keys) != 1 {
 		t.Fatalf("idempotency keys %v", keys)
 	}
@@ -784,7 +784,7 @@ func TestRedisIdempotencyAcrossNodes(t *testing.T) {
 	if _, err := a.Publish(ctx, "x", json.RawMessage(`2`), nil, opts); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range rc.Keys(ctx, "hotline:idem:*").Val() {
+	for _, k := range rc.Keys(ctx, "hotline:*:idem:*").Val() {
 		if len(k) > 200 {
 			t.Fatalf("idempotency key of %d bytes stored", len(k))
 		}
@@ -802,13 +802,13 @@ func TestRedisHistoryBytesAfterExpiry(t *testing.T) {
 	defer rc.Close()
 	opts := broker.PublishOptions{HistorySize: 100, HistoryBytes: 600, HistoryTTL: 200 * time.Millisecond} // 5 fit
 	brokertest.Pub(t, b, "hb", 5, opts)
-	brokertest.Eventually(t, "history key expiry", func() bool { return rc.Exists(ctx, "hotline:history:hb").Val() == 0 })
+	brokertest.Eventually(t, "history key expiry", func() bool { return rc.Exists(ctx, "hotline:{hb}:history").Val() == 0 })
 	brokertest.Pub(t, b, "hb", 5, opts)
 	res, err := b.History(ctx, "hb", broker.HistoryRequest{Limit: -1})
 	if err != nil || brokertest.Offs(res.Publications) != "[6 7 8 9 10]" {
 		t.Fatalf("after expiry: %s %v", brokertest.Offs(res.Publications), err)
 	}
-	if n := rc.HGet(ctx, "hotline:meta:hb", "bytes").Val(); n == "0" || n == "" {
+	if n := rc.HGet(ctx, "hotline:{hb}:meta", "bytes").Val(); n == "0" || n == "" {
 		t.Fatalf("bytes %q", n)
 	}
 }

@@ -30,7 +30,8 @@ import (
 // ARGV: 1 epoch for a new stream, 2 history size, 3 history TTL (ms),
 // 4 history bytes (0: no bound), 5 meta TTL of a stream without history
 // (ms), 6 idempotency TTL (ms), 7 Pub/Sub channel, 8 the publication's
-// JSON after its position and time (`"channel":...}`).
+// JSON after its position and time (`"channel":...}`), 9 the command that
+// fans it out: PUBLISH, or SPUBLISH in a cluster (sharded Pub/Sub).
 // Returns epoch, offset, and 1 if it was an earlier publication.
 var publishScript = redis.NewScript(`
 if #KEYS >= 3 then
@@ -108,7 +109,7 @@ end
 if #KEYS >= 3 then
 	redis.call('SET', KEYS[3], epoch .. ' ' .. string.format('%d', offset), 'PX', ARGV[6])
 end
-redis.call('PUBLISH', ARGV[7], msg)
+redis.call(ARGV[9], ARGV[7], msg)
 return {epoch, offset, 0}
 `)
 

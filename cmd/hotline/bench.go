@@ -38,6 +38,7 @@ Example:
 
 func bench(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderrOf(ctx))
 	var cfg loadtest.Config
 	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:8080", "server base URL (http:// or https://)")
 	fs.IntVar(&cfg.Clients, "clients", 100, "subscribing clients per transport")
@@ -80,7 +81,7 @@ func bench(ctx context.Context, args []string) error {
 		return fmt.Errorf("-plot %q: only .svg is supported", *plot)
 	}
 
-	pr := newProgressPrinter(os.Stderr)
+	pr := newProgressPrinter(stderrOf(ctx))
 	cfg.OnProgress, cfg.ProgressInterval = pr.print, pr.interval
 	var results []*loadtest.Result
 	var failed []error
@@ -100,15 +101,15 @@ func bench(ctx context.Context, args []string) error {
 			failed = append(failed, err)
 		}
 		if res.Duplicates > 0 {
-			fmt.Fprintf(os.Stderr, "%s: %d duplicate deliveries\n", tr, res.Duplicates)
+			fmt.Fprintf(stderrOf(ctx), "%s: %d duplicate deliveries\n", tr, res.Duplicates)
 		}
 		if res.ClientErrors > 0 {
-			fmt.Fprintf(os.Stderr, "%s: %d client(s) failed, first: %s\n", tr, res.ClientErrors, res.ClientError)
+			fmt.Fprintf(stderrOf(ctx), "%s: %d client(s) failed, first: %s\n", tr, res.ClientErrors, res.ClientError)
 		}
 	}
 	if len(results) > 0 {
 		fmt.Printf("%d clients, %g publications/s for %s, %s\n\n", cfg.Clients, cfg.Rate, cfg.Duration, publishVia(cfg))
-		if err := loadtest.WriteTable(os.Stdout, results); err != nil {
+		if err := loadtest.WriteTable(stdoutOf(ctx), results); err != nil {
 			return err
 		}
 	}
@@ -118,7 +119,7 @@ func bench(ctx context.Context, args []string) error {
 		}
 	}
 	for _, err := range failed {
-		fmt.Fprintln(os.Stderr, "hotline bench:", err)
+		fmt.Fprintln(stderrOf(ctx), "hotline bench:", err)
 	}
 	if len(failed) > 0 {
 		return exitError(1)
@@ -177,10 +178,12 @@ type progressPrinter struct {
 	printed time.Time
 }
 
-func newProgressPrinter(f *os.File) *progressPrinter {
-	p := &progressPrinter{w: f, interval: time.Second, width: 79}
-	if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-		p.tty, p.interval = true, 100*time.Millisecond
+func newProgressPrinter(w io.Writer) *progressPrinter {
+	p := &progressPrinter{w: w, interval: time.Second, width: 79}
+	if f, ok := w.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			p.tty, p.interval = true, 100*time.Millisecond
+		}
 	}
 	return p
 }

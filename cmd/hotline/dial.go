@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -37,6 +36,7 @@ Examples:
 
 func dial(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("dial", flag.ContinueOnError)
+	fs.SetOutput(stderrOf(ctx))
 	var headers stringList
 	protocol := fs.String("protocol", "", "subprotocols to offer, comma-separated (e.g. chat or superchat)")
 	fs.Var(&headers, "H", "extra request header 'Name: value' (repeatable)")
@@ -81,11 +81,11 @@ func dial(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "connected to %s (subprotocol %q", fs.Arg(0), c.Subprotocol())
+	fmt.Fprintf(stderrOf(ctx), "connected to %s (subprotocol %q", fs.Arg(0), c.Subprotocol())
 	if c.Extensions() != "" {
-		fmt.Fprintf(os.Stderr, ", extensions %q", c.Extensions())
+		fmt.Fprintf(stderrOf(ctx), ", extensions %q", c.Extensions())
 	}
-	fmt.Fprintln(os.Stderr, ")")
+	fmt.Fprintln(stderrOf(ctx), ")")
 
 	isSuper := c.Subprotocol() == "superchat"
 	if isSuper {
@@ -101,7 +101,7 @@ func dial(ctx context.Context, args []string) error {
 
 	// stdin → messages, in the background; EOF on stdin closes normally.
 	go func() {
-		sc := bufio.NewScanner(os.Stdin)
+		sc := bufio.NewScanner(stdinOf(ctx))
 		sc.Buffer(make([]byte, 64<<10), 16<<20)
 		id := uint64(1000)
 		for sc.Scan() {
@@ -123,13 +123,13 @@ func dial(ctx context.Context, args []string) error {
 		c.Close(ws.StatusGoingAway, "interrupted")
 	}()
 
-	out := bufio.NewWriter(os.Stdout)
+	out := bufio.NewWriter(stdoutOf(ctx))
 	var buf []byte
 	for {
 		op, msg, err := c.ReadMessage(context.Background(), buf[:0])
 		if err != nil {
 			out.Flush()
-			return reportClose(err)
+			return reportClose(stderrOf(ctx), err)
 		}
 		if op == ws.MessageBinary {
 			fmt.Fprintf(out, "[binary %d bytes]\n", len(msg))
@@ -145,10 +145,10 @@ func dial(ctx context.Context, args []string) error {
 }
 
 // reportClose prints how the connection ended and picks the exit status.
-func reportClose(err error) error {
+func reportClose(w io.Writer, err error) error {
 	var ce *ws.CloseError
 	if errors.As(err, &ce) {
-		fmt.Fprintf(os.Stderr, "closed: %d (%v) %q\n", int(ce.Code), ce.Code, ce.Reason)
+		fmt.Fprintf(w, "closed: %d (%v) %q\n", int(ce.Code), ce.Code, ce.Reason)
 		if ce.Code == ws.StatusNormalClosure || ce.Code == ws.StatusGoingAway || ce.Code == ws.StatusNoStatusRcvd {
 			return nil
 		}

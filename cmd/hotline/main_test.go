@@ -6,35 +6,15 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hotline-rt/hotline/internal/testredis"
 	"github.com/hotline-rt/hotline/ws"
 )
-
-// hotlineBin is the binary under test, built once by TestMain.
-var hotlineBin string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "hotline-test")
-	if err != nil {
-		panic(err)
-	}
-	hotlineBin = filepath.Join(dir, "hotline")
-	if out, err := exec.Command("go", "build", "-race", "-o", hotlineBin, ".").CombinedOutput(); err != nil {
-		os.RemoveAll(dir)
-		panic("build hotline: " + err.Error() + "\n" + string(out))
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
 
 // freeAddr returns a loopback address with a port that was free a moment
 // ago.
@@ -48,36 +28,97 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// startServe runs "hotline serve" and waits until it answers /healthz.
-func startServe(t *testing.T, args ...string) (*exec.Cmd, string, *strings.Builder) {
+// logBuffer collects what a command writes, for the test to read while it
+// writes.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// served is a "hotline serve" running in this process.
+type served struct {
+	cancel context.CancelFunc
+	exit   chan int
+}
+
+// stop ends the server as a SIGTERM does (its context ends) and returns
+// its exit status.
+func (s *served) stop(t *testing.T) int {
+	t.Helper()
+	s.cancel()
+	select {
+	case code := <-s.exit:
+		s.exit <- code // for the cleanup
+		return code
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not return within 30s of its context ending")
+		return -1
+	}
+}
+
+// startServe runs "hotline serve" in process (run, as main does) on a
+// free loopback port and waits until it accepts connections. It stops
+// when the test ends.
+func startServe(t *testing.T, args ...string) (*served, string, *logBuffer) {
 	t.Helper()
 	addr := freeAddr(t)
-	cmd := exec.Command(hotlineBin, append([]string{"serve", "-addr", addr}, args...)...)
-	var logs strings.Builder
-	cmd.Stderr = &syncWriter{w: &logs}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &served{cancel: cancel, exit: make(chan int, 1)}
+	logs := &logBuffer{}
+	go func() { s.exit <- run(ctx, append([]string{"serve", "-addr", addr}, args...), io.Discard, logs) }()
+	t.Cleanup(func() { s.stop(t) })
 	for i := 0; ; i++ {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			c.Close()
 			break
 		}
-		if i == 200 {
+		select {
+		case code := <-s.exit:
+			s.exit <- code
+			t.Fatalf("serve exited with %d: %s", code, logs.String())
+		default:
+		}
+		if i == 400 {
 			t.Fatalf("server did not start: %s", logs.String())
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
-	return cmd, addr, &logs
+	return s, addr, logs
+}
+
+// runCmd runs a command line in process and returns its exit status,
+// stdout and stderr.
+func runCmd(t *testing.T, stdin io.Reader, args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out, errb logBuffer
+	code := runIO(ctx, args, stdin, &out, &errb)
+	return code, out.String(), errb.String()
 }
 
 func TestSeedHandshakeByteForByte(t *testing.T) {
 	_, addr, _ := startServe(t, "-allowed-origins", "http://example.com")
+	seedHandshake(t, addr)
+}
+
+// seedHandshake checks the seed's handshake, byte for byte, against a
+// server started with -allowed-origins http://example.com.
+func seedHandshake(t *testing.T, addr string) {
+	t.Helper()
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -119,8 +160,10 @@ func TestSeedHandshakeByteForByte(t *testing.T) {
 	}
 }
 
-func TestSIGTERMClosesWithGoingAway(t *testing.T) {
-	cmd, addr, logs := startServe(t)
+// TestShutdownClosesWithGoingAway: when serve's context ends (main ends
+// it on SIGTERM or SIGINT) clients get close 1001 and serve returns 0.
+func TestShutdownClosesWithGoingAway(t *testing.T) {
+	s, addr, logs := startServe(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c, _, err := ws.Dial(ctx, "ws://"+addr+"/chat", nil)
@@ -132,56 +175,50 @@ func TestSIGTERMClosesWithGoingAway(t *testing.T) {
 	if _, msg, err := c.ReadMessage(ctx, nil); err != nil || string(msg) != "hello" {
 		t.Fatalf("echo from room: %q %v", msg, err)
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
+	s.cancel()
 	_, _, err = c.ReadMessage(ctx, nil)
 	if ws.CloseStatus(err) != ws.StatusGoingAway {
-		t.Fatalf("after SIGTERM: %v, want close 1001", err)
+		t.Fatalf("after shutdown: %v, want close 1001", err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("exit: %v\n%s", err, logs.String())
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("server did not exit after SIGTERM")
+	if code := s.stop(t); code != 0 {
+		t.Fatalf("serve returned %d\n%s", code, logs.String())
 	}
 }
 
 func TestDialCommand(t *testing.T) {
 	_, addr, _ := startServe(t)
-	cmd := exec.Command(hotlineBin, "dial", "ws://"+addr+"/echo")
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	io.WriteString(stdin, "one\ntwo\n")
+	stdinR, stdinW := io.Pipe()
+	stdoutR, stdoutW := io.Pipe()
+	exit := make(chan int, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go func() {
+		code := runIO(ctx, []string{"dial", "ws://" + addr + "/echo"}, stdinR, stdoutW, io.Discard)
+		stdoutW.Close()
+		exit <- code
+	}()
+	io.WriteString(stdinW, "one\ntwo\n")
 	// Close stdin (which closes the connection) only once both echoes
 	// are printed: a close that races the echoes may discard them.
-	lines := bufio.NewScanner(stdout)
+	lines := bufio.NewScanner(stdoutR)
 	for _, want := range []string{"one", "two"} {
 		if !lines.Scan() || lines.Text() != want {
 			t.Fatalf("dial printed %q, want %q (%v)", lines.Text(), want, lines.Err())
 		}
 	}
-	stdin.Close()
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("dial: %v", err)
+	stdinW.Close()
+	go io.Copy(io.Discard, stdoutR)
+	if code := <-exit; code != 0 {
+		t.Fatalf("dial exited with %d", code)
 	}
 
 	// A refused handshake exits non-zero with the status and reason.
-	cmd = exec.Command(hotlineBin, "dial", "-protocol", "mqtt", "ws://"+addr+"/chat")
-	cmd.Stdin = strings.NewReader("")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err == nil {
+	code, _, stderr := runCmd(t, strings.NewReader(""), "dial", "-protocol", "mqtt", "ws://"+addr+"/chat")
+	if code == 0 {
 		t.Fatal("dial with an unknown subprotocol succeeded")
 	}
-	if !strings.Contains(stderr.String(), "400") || !strings.Contains(stderr.String(), "subprotocol") {
-		t.Fatalf("stderr: %s", stderr.String())
+	if !strings.Contains(stderr, "400") || !strings.Contains(stderr, "subprotocol") {
+		t.Fatalf("stderr: %s", stderr)
 	}
 }
 
@@ -192,7 +229,7 @@ func TestReadmeNamesEveryFlag(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, _ := exec.Command(hotlineBin, "serve", "-h").CombinedOutput()
+	_, _, out := runCmd(t, nil, "serve", "-h")
 	n := 0
 	for line := range strings.Lines(string(out)) {
 		if !strings.HasPrefix(line, "  -") { // a flag's own line, not its help
@@ -210,7 +247,7 @@ func TestReadmeNamesEveryFlag(t *testing.T) {
 }
 
 func TestHelpListsEveryFlag(t *testing.T) {
-	out, _ := exec.Command(hotlineBin, "serve", "-h").CombinedOutput()
+	_, _, out := runCmd(t, nil, "serve", "-h")
 	for _, want := range []string{"-addr", "HOTLINE_ADDR", "-jwt-secret", "-max-conns", "-allowed-origins", "-api-key",
 		"-diagnostics", "-read-timeout", "-idle-timeout", "-max-header-bytes", "-max-body", "-allowed-hosts",
 		"-max-user-sessions", "-max-subscriptions", "-max-batch", "-max-history-reply", "-max-presence-reply",
@@ -224,18 +261,6 @@ func TestHelpListsEveryFlag(t *testing.T) {
 	if !sc.Scan() || !strings.HasPrefix(sc.Text(), "Usage: hotline serve") {
 		t.Errorf("serve -h starts with %q", sc.Text())
 	}
-}
-
-// syncWriter lets the test read what the child wrote while it writes.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }
 
 func TestTwoNodesShareRedis(t *testing.T) {

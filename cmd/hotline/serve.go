@@ -5,9 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"time"
 
@@ -30,6 +30,7 @@ Every limit below has a flag and a default; a client past one is told
 
 func serve(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderrOf(ctx)) // client: a test runs serve in process
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (host:port)")
 	origins := fs.String("allowed-origins", "", "comma-separated origin patterns allowed besides the same origin,\ne.g. http://example.com,https://*.example.org")
 	hosts := fs.String("allowed-hosts", "", "comma-separated host name patterns the server answers to (Host header,\ne.g. chat.example.com,localhost:*); others get 421. Empty: any host.\nSet it against DNS rebinding")
@@ -58,9 +59,13 @@ func serve(ctx context.Context, args []string) error {
 	maxWaiting := fs.Int("max-waiting", 10000, "most long polls held at once; past it polls get 503 with Retry-After\n(0: no limit)")
 	jwtSecret := fs.String("jwt-secret", "", "HS256 secret that client tokens are signed with; without it (and\nwithout -jwt-public-key) the server runs in development mode with\nanonymous users")
 	jwtKey := fs.String("jwt-public-key", "", "PEM file with the RS256 or ES256 public key of client tokens")
-	brokerName := fs.String("broker", "memory", "where channels live: memory (one node) or redis (several nodes\nsharing one Redis server)")
-	redisAddr := fs.String("redis-addr", "127.0.0.1:6379", "Redis server for -broker redis (host:port)")
-	redisPassword := fs.String("redis-password", "", "Redis password for -broker redis")
+	brokerName := fs.String("broker", "memory", "where channels live: memory (one node) or redis (several nodes\nsharing one Redis server, a Redis Cluster or a Sentinel-managed master)")
+	// redis: where Redis is (one server, a cluster, Sentinel), its credentials and replication.
+	redisAddr := fs.String("redis-addr", "127.0.0.1:6379", "Redis for -broker redis: host:port, several comma-separated seed\naddresses, or a URL redis://[user:password@]host:port[,host:port...][/db]\n(rediss:// for TLS); a Redis Cluster is detected (INFO cluster)")
+	redisPassword := fs.String("redis-password", "", "Redis password for -broker redis (overrides one in -redis-addr)")
+	redisSentinelAddrs := fs.String("redis-sentinel-addrs", "", "comma-separated Sentinel addresses (host:port); with\n-redis-sentinel-master the master is found through them and followed\nacross failovers (-redis-addr is then unused, except a URL's user,\npassword, db and TLS)")
+	redisSentinelMaster := fs.String("redis-sentinel-master", "", "name of the master the Sentinels watch (sentinel monitor NAME ...)")
+	redisMinReplicas := fs.Int("redis-min-replicas", 0, "replicas that must confirm a publication (Redis WAIT, up to half the\n3 s call timeout) before it is acknowledged; unconfirmed: 504 outcome\nunknown. 0: do not wait (a failover may lose the latest publications)")
 	redisPrefix := fs.String("redis-prefix", "hotline:", "prefix of hotline's Redis keys and channels")
 	redisQueue := fs.Int("redis-queue-size", redisbroker.DefaultQueueSize, "Pub/Sub messages a node holds for delivery; past it (or past 64 MiB)\nthey are dropped and their channels repaired from history, or\nreported to clients as a gap")
 	redisCatchUps := fs.Int("redis-catchups", redisbroker.DefaultCatchUps, "history reads that repair delivery gaps at one time")
@@ -71,6 +76,11 @@ func serve(ctx context.Context, args []string) error {
 	apiKey := fs.String("api-key", "", "key for the server API (/api/publish, /api/presence, /api/history),\nsent as 'Authorization: apikey KEY'; empty disables the API")
 	keepAlive := fs.Duration("keepalive", 30*time.Second, "WebSocket ping period when a client is silent; 0 disables")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for queued messages to flush")
+	// h2: TLS and HTTP/2
+	tlsCert := fs.String("tls-cert", "", "PEM file with the TLS certificate (and chain): with -tls-key the server\nspeaks HTTPS and wss://, HTTP/2 (WebSockets too, RFC 8441) beside\nHTTP/1.1; both files are read again on SIGHUP")
+	tlsKey := fs.String("tls-key", "", "PEM file with the private key of -tls-cert")
+	h2c := fs.Bool("h2c", false, "also serve HTTP/2 without TLS (prior knowledge), e.g. behind a proxy\nthat terminates TLS and speaks HTTP/2 to hotline")
+	h2MaxStreams := fs.Int("h2-max-streams", 250, "most concurrent streams (requests and WebSockets) on one HTTP/2\nconnection")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	// evloop: the event-loop WebSocket transport
@@ -82,9 +92,19 @@ func serve(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
 	}
-	log, err := newLogger(*logFormat, *logLevel)
+	log, err := newLogger(stderrOf(ctx), *logFormat, *logLevel)
 	if err != nil {
 		return err
+	}
+	useTLS, err := tlsFlags(*tlsCert, *tlsKey)
+	if err != nil {
+		return err
+	}
+	var certs *certPair
+	if useTLS {
+		if certs, err = loadCertPair(*tlsCert, *tlsKey); err != nil {
+			return err
+		}
 	}
 	ns, err := namespaces(nsFlags)
 	if err != nil {
@@ -97,20 +117,28 @@ func serve(ctx context.Context, args []string) error {
 		defer m.Close(context.Background())
 		b = m
 	case "redis":
-		r, err := redisbroker.New(redisbroker.Config{
-			Addr:           *redisAddr,
-			Password:       *redisPassword,
-			Prefix:         *redisPrefix,
-			QueueSize:      *redisQueue,
-			CatchUps:       *redisCatchUps,
-			EmptyStreamTTL: *emptyStreamTTL,
-		})
+		rc, err := redisbroker.ParseAddr(*redisAddr)
+		if err != nil {
+			return fmt.Errorf("-redis-addr: %w", err)
+		}
+		if *redisPassword != "" {
+			rc.Password = *redisPassword
+		}
+		rc.SentinelAddrs = splitList(*redisSentinelAddrs)
+		rc.SentinelMaster = *redisSentinelMaster
+		rc.MinReplicas = *redisMinReplicas
+		rc.Prefix = *redisPrefix
+		rc.QueueSize = *redisQueue
+		rc.CatchUps = *redisCatchUps
+		rc.EmptyStreamTTL = *emptyStreamTTL
+		rc.Logger = log
+		r, err := redisbroker.New(rc)
 		if err != nil {
 			return fmt.Errorf("-broker redis: %w", err)
 		}
 		defer r.Close(context.Background())
 		b = r
-		log.Info("broker: redis", "addr", *redisAddr, "prefix", *redisPrefix)
+		log.Info("broker: redis", "mode", r.Mode(), "addrs", rc.Addrs, "sentinels", rc.SentinelAddrs, "prefix", *redisPrefix)
 	default:
 		return fmt.Errorf("-broker %q: want memory or redis", *brokerName)
 	}
@@ -162,6 +190,8 @@ func serve(ctx context.Context, args []string) error {
 		ReadTimeout:      *readTimeout,
 		IdleTimeout:      *idleTimeout,
 		MaxHeaderBytes:   *maxHeaderBytes,
+		H2C:              *h2c,
+		H2MaxStreams:     *h2MaxStreams,
 		MaxBody:          *maxBody,
 		Logger:           log,
 	})
@@ -173,9 +203,16 @@ func serve(ctx context.Context, args []string) error {
 		return err
 	}
 	hs := srv.HTTPServer()
-	log.Info("hotline serving", "addr", "http://"+ln.Addr().String(), "compress", *compress)
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	if certs != nil {
+		hs.TLSConfig = certs.tlsConfig()
+		certs.reloadOnHUP(ctx, log)
+		log.Info("hotline serving", append([]any{"addr", "https://" + ln.Addr().String(), "compress", *compress, "http2", true}, certs.describe()...)...)
+		go func() { errc <- hs.ServeTLS(ln, "", "") }()
+	} else {
+		log.Info("hotline serving", "addr", "http://"+ln.Addr().String(), "compress", *compress, "h2c", *h2c)
+		go func() { errc <- hs.Serve(ln) }()
+	}
 	select {
 	case err := <-errc:
 		return err
@@ -184,14 +221,19 @@ func serve(ctx context.Context, args []string) error {
 	log.Info("shutting down", "timeout", *shutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
 	defer cancel()
-	err = errors.Join(hs.Shutdown(sctx), srv.Shutdown(sctx))
+	// Together: over HTTP/2 a WebSocket is a stream that hs.Shutdown
+	// waits for, and srv.Shutdown is what closes it.
+	herr := make(chan error, 1)
+	go func() { herr <- hs.Shutdown(sctx) }()
+	err = srv.Shutdown(sctx)
+	err = errors.Join(<-herr, err)
 	if err == nil {
 		log.Info("shutdown complete")
 	}
 	return err
 }
 
-func newLogger(format, level string) (*slog.Logger, error) {
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("-log-level %q: %v", level, err)
@@ -199,9 +241,9 @@ func newLogger(format, level string) (*slog.Logger, error) {
 	o := &slog.HandlerOptions{Level: lv}
 	switch format {
 	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, o)), nil
+		return slog.New(slog.NewTextHandler(w, o)), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, o)), nil
+		return slog.New(slog.NewJSONHandler(w, o)), nil
 	}
 	return nil, fmt.Errorf("-log-format %q: want text or json", format)
 }

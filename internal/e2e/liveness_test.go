@@ -190,13 +190,16 @@ func TestRetryAfterHonoured(t *testing.T) {
 
 // TestTransportSwitchesLoseNothing: the page switches transport five
 // times (WebSocket, long polling, ajax polling) while a backend publishes
-// steadily; every publication is shown once, in order.
+// steadily; every publication is shown once, in order, and the server
+// session carries over each switch (the same session id, its
+// subscriptions and queue), so nothing is replayed: no resubscribe.
 func TestTransportSwitchesLoseNothing(t *testing.T) {
 	ts := startServer(t, nil)
 	b := browser(t)
 	p := page(t, b, ts.url("/?transport=websocket&interval=100&room=switch"))
 	connected(t, p)
 	waitFor(t, p, `document.querySelectorAll("#people li").length === 1`)
+	session := eval[string](t, p, `window.hotline.info.session`)
 
 	const total = 150
 	done := make(chan error, 1)
@@ -213,14 +216,17 @@ func TestTransportSwitchesLoseNothing(t *testing.T) {
 	for i, tr := range []string{"longpoll", "websocket", "poll", "longpoll", "websocket"} {
 		time.Sleep(400 * time.Millisecond)
 		eval[bool](t, p, fmt.Sprintf(`window.hotline.setTransport(%q), true`, tr))
-		waitFor(t, p, fmt.Sprintf(`window.hotline.state === "connected" && window.hotline.transport === %q`, tr))
-		t.Logf("switch %d to %s", i+1, tr)
+		waitFor(t, p, fmt.Sprintf(`window.hotline.state === "connected" && window.hotline.transport === %q && window.hotline.info !== null`, tr))
+		got := eval[string](t, p, `window.hotline.info.session`)
+		t.Logf("switch %d to %s: recoveries so far %s", i+1, tr, eval[string](t, p, `JSON.stringify(window.recoveries.map(r => [r.cause, r.recovered, r.replayed, r.since.offset]))`))
+		if got != session {
+			t.Errorf("switch %d to %s: session %.8s..., want %.8s... carried over", i+1, tr, got, session)
+		}
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	sees(t, p, fmt.Sprintf("s%03d", total-1))
-	t.Logf("recovery reports: %s", eval[string](t, p, `JSON.stringify(window.recoveries.map(r => [r.cause, r.recovered, r.replayed]))`))
 	got := eval[[]string](t, p, `[...document.querySelectorAll("#messages li.msg")].map(li => li.textContent.replace(/^server /, ""))`)
 	want := make([]string, total)
 	for i := range want {
@@ -228,5 +234,9 @@ func TestTransportSwitchesLoseNothing(t *testing.T) {
 	}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("shown (%d):\n%v\nwant each of %d once, in order", len(got), got, total)
+	}
+	// The first subscribe reports; a switch that resubscribed would too.
+	if n := eval[int](t, p, `window.recoveries.filter(r => r.cause !== "jump" || r.replayed > 0).length`); n != 1 {
+		t.Errorf("%d recovery reports, want only the first subscribe's: %s", n, eval[string](t, p, `JSON.stringify(window.recoveries)`))
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -119,9 +120,16 @@ func freePort() (int, error) {
 // run starts redis-server on port, waits until it answers PING and returns
 // its address, the function that stops it and its pid. On failure the
 // process is stopped before run returns.
-func run(port int) (string, func(), int, error) {
+func run(port int, extra ...string) (string, func(), int, error) {
 	p := strconv.Itoa(port)
-	cmd := exec.Command(Binary, "--port", p, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	args := []string{"--port", p, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"}
+	if len(extra) > 0 && !strings.HasPrefix(extra[0], "--") {
+		// A configuration file comes first.
+		args = append(append([]string{extra[0]}, args...), extra[1:]...)
+	} else {
+		args = append(args, extra...)
+	}
+	cmd := exec.Command(Binary, args...)
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out

@@ -165,6 +165,12 @@ export class Hotline extends EventTarget {
   publish(channel: string, data: unknown, opts?: PublishOptions): Promise<Position>;
   presence(channel: string): Promise<PresenceResult>;
   history(channel: string, opts?: HistoryOptions): Promise<HistoryResult>;
+  /**
+   * Forces a transport ("auto": the client chooses) and moves the session
+   * onto it: subscriptions, positions and the server's queue carry over,
+   * nothing is replayed.
+   */
   setTransport(preference: "auto" | TransportName): void;
+  /** Ends the session: the server drops it at once (its presence leaves now). */
   close(): void;
 }

@@ -14,8 +14,12 @@
 // falls back to long polling, then ajax polling, when the WebSocket cannot
 // open (a proxy that refuses upgrades); on a fallback it tries WebSocket
 // again now and then and moves back when it works. When a connection drops
-// it reconnects with jittered exponential backoff and resubscribes from the
-// last position it delivered in each channel.
+// it reconnects with jittered exponential backoff. Every new connection
+// (a reconnect, a fallback, an upgrade, setTransport) continues the same
+// server session when the server still has it: subscriptions and queued
+// messages carry over and nothing is replayed. When the server has lost
+// it, the client resubscribes from the last position it delivered in each
+// channel.
 //
 // The promise it keeps: each subscription's onPublication sees the
 // publications of its channel in order, each once, or onRecovery says
@@ -82,6 +86,14 @@ export class Hotline extends EventTarget {
     this._pending = new Map(); // request id -> {onResult, onError}
     this._nextId = 1;
     this._conn = null;
+    this._session = null; // the server session this client continues
+    this._ack = 0; // the last polling seq delivered, for the next connection
+    this._dropped = ""; // the transport of a connection that died under us
+    this._connGen = 0; // the current _connect; older ones give up
+    this._outbox = null; // requests made during a transport switch
+    this._detaching = null; // a switch's old connection letting go
+    this._moving = null; // a WebSocket a switch moves the session off
+    this._suspended = false; // the page is hidden (pagehide): no session
     this._attempt = 0;
     this._timer = null;
     this._upgradeTimer = null;
@@ -89,6 +101,15 @@ export class Hotline extends EventTarget {
     this._lastRecv = 0; // when the connection last brought anything
     this._probing = false;
     this._liveTimer = this.idleTimeout > 0 ? setInterval(() => this._checkAlive(), Math.max(250, this.idleTimeout / 4)) : null;
+    // A page that goes away ends its session at once, so that its user
+    // leaves presence now rather than after the server's grace period.
+    // Not only when it unloads: Chromium keeps a page in its back-forward
+    // cache with its WebSocket open. If the page comes back from that
+    // cache, the client connects again and recovers from its positions.
+    if (typeof window !== "undefined") {
+      window.addEventListener("pagehide", () => this._suspend());
+      window.addEventListener("pageshow", (e) => { if (e.persisted) this._wake(); });
+    }
     this._connect();
   }
 
@@ -149,12 +170,16 @@ export class Hotline extends EventTarget {
   history(channel, opts = {}) { return this._request({ op: "history", channel, ...opts }); }
 
   // setTransport forces a transport ("auto" to let the client choose) and
-  // reconnects with it.
+  // moves the session onto it: subscriptions, positions and the server's
+  // queue carry over, nothing is replayed (see _switch).
   setTransport(preference) {
     this.preference = preference;
-    this._drop(true);
+    if (this._conn) this._switch(this._order());
+    else { this._attempt = 0; clearTimeout(this._timer); this._connect(); }
   }
 
+  // close ends the session: the server drops it at once (its presence
+  // leaves now), and the client stays closed.
   close() {
     this.state = "closed";
     clearTimeout(this._timer);
@@ -163,73 +188,176 @@ export class Hotline extends EventTarget {
     clearTimeout(this._refreshTimer);
     for (const sub of this._subs.values()) clearTimeout(sub.timer);
     if (this._conn) this._conn.close();
+    if (this._moving) this._moving.close();
     this._conn = null;
+    this._moving = null;
+    this._session = null;
     this._failAll("closed");
     this._emit();
   }
 
+  // _suspend ends the session (the page is going away) but keeps the
+  // subscriptions and their positions, for _wake.
+  _suspend() {
+    if (this.state === "closed" || this._suspended) return;
+    this._suspended = true;
+    this._connGen++; // a connect under way gives up
+    clearTimeout(this._timer);
+    clearTimeout(this._upgradeTimer);
+    clearTimeout(this._refreshTimer);
+    if (this._conn) this._conn.close();
+    if (this._moving) this._moving.close();
+    this._conn = null;
+    this._moving = null;
+    this._session = null;
+    this._failAll("page hidden");
+    this._setState("disconnected");
+  }
+
+  _wake() {
+    if (!this._suspended || this.state === "closed") return;
+    this._suspended = false;
+    this._attempt = 0;
+    this._connect();
+  }
+
   // --- connection management ---
+  //
+  // The client keeps one server session for as long as it can: a new
+  // connection (a reconnect, a fallback, an upgrade back to WebSocket, a
+  // forced transport) names it (/chat?session=ID&ack=N, or "session" in
+  // /poll/open), and the server continues it within its grace period with
+  // the subscriptions and the queue it had. Only when the server answers
+  // with another session (the old one expired or ended) does the client
+  // resubscribe from the last positions it delivered.
 
   _order() {
     return this.preference === "auto" ? TRANSPORTS : [this.preference];
   }
 
-  async _connect() {
-    if (this.state === "closed") return;
+  // _resumeFrom is what the next connection asks to continue: the session
+  // and the last polling seq delivered (WebSocket has none: the server
+  // counts a message delivered once written).
+  _resumeFrom() {
+    return this._session ? { id: this._session, ack: this._ack } : null;
+  }
+
+  async _connect(order = this._order()) {
+    if (this.state === "closed" || this._suspended) return;
+    const gen = ++this._connGen;
     this._setState("connecting");
     let wait = 0; // the longest Retry-After a server asked for
     if (!(await this._freshToken())) {
-      if (this.state !== "closed") this._retry();
+      if (this.state !== "closed" && gen === this._connGen) this._retry();
       return;
     }
-    for (const name of this._order()) {
+    if (this._detaching) await this._detaching; // the seq to ack comes with it
+    if (this.state === "closed" || gen !== this._connGen) return;
+    // A WebSocket the session moves off (see _switch) delivers until the
+    // server closes it; polling starts after that.
+    const moving = this._moving;
+    const moved = moving && Promise.race([moving.closed, sleep(HANDSHAKE_TIMEOUT).then(() => moving.detach())]);
+    for (const name of order) {
+      const resume = this._resumeFrom();
       try {
-        const conn = await this._open(name);
-        if (this.state === "closed" || this._conn) { conn.close(); return; } // closed, or adopted meanwhile
-        this._adopt(conn, name);
+        const conn = await this._open(name, resume, name === "websocket" ? null : moved);
+        // Closed, or another connect started meanwhile: never keep two
+        // connections, and never end the session the other one uses.
+        if (this.state === "closed" || gen !== this._connGen || this._conn) {
+          if (resume && conn.session === resume.id) conn.detach(); else conn.close();
+          return;
+        }
+        if (moving && this._moving === moving) {
+          this._moving = null;
+          // Not continued: the old session still lives on the socket.
+          if (conn.session !== resume.id) moving.close();
+        }
+        this._adopt(conn, name, resume);
         return;
       } catch (err) {
         if (err.retryAfter) wait = Math.max(wait, err.retryAfter);
         console.debug(`hotline: ${name} failed:`, err.message || err);
       }
+      if (this.state === "closed" || gen !== this._connGen) return;
+    }
+    if (moving && this._moving === moving) {
+      this._moving = null;
+      if (moving.isOpen()) {
+        // Nothing else opened: the session stays on its WebSocket.
+        this._conn = moving;
+        this._setState("connected");
+        const outbox = this._outbox || [];
+        this._outbox = null;
+        for (const m of outbox) this._send(moving, m);
+        return;
+      }
+      this._dropped = "websocket";
     }
     this._retry(wait);
   }
 
-  _open(name) {
+  // _open opens a connection of transport name, continuing the session
+  // resume names if the server can. A polling connection starts asking
+  // for messages once startAfter (if any) has settled.
+  async _open(name, resume, startAfter) {
+    const ref = {}; // the connection, once open: lost() names it
     const handlers = {
       message: (m) => { this._lastRecv = Date.now(); this._onMessage(m); },
       alive: () => { this._lastRecv = Date.now(); },
-      lost: (why) => this._onLost(why),
+      lost: (why) => this._onLost(ref.conn, why),
     };
-    if (name === "websocket") return openWebSocket(this.url, this.token, this.tokenInURL, handlers);
-    return openPolling(this.url, () => this.token, name, this.pollInterval, handlers);
+    ref.conn = name === "websocket"
+      ? await openWebSocket(this.url, this.token, this.tokenInURL, resume, () => this._nextId++, handlers)
+      : await openPolling(this.url, () => this.token, name, this.pollInterval, resume, startAfter, handlers);
+    return ref.conn;
   }
 
-  _adopt(conn, name) {
+  _adopt(conn, name, resume) {
+    const resumed = !!resume && conn.session === resume.id;
+    const dropped = this._dropped; // the last connection died under us
+    this._dropped = "";
     this._conn = conn;
+    this._session = conn.session;
+    this._ack = 0;
     this.transport = name;
     this._attempt = 0;
     this._lastRecv = Date.now();
     this._probing = false;
-    this._onServer.clear();
+    if (!resumed) {
+      // A new session: what the old one owed is not coming.
+      this._onServer.clear();
+      this._failAll("session lost");
+    }
     this._setState("connected");
-    this._request({ op: "connect" }).then((r) => {
-      if (this._conn !== conn) return;
-      this.info = r;
-      this._scheduleRefresh(conn, r.exp);
-      this._emit();
-    }).catch(() => {});
+    const outbox = this._outbox || [];
+    this._outbox = null;
+    if (conn.info) this._connected(conn, conn.info);
+    else this._request({ op: "connect" }).then((r) => this._connected(conn, r)).catch(() => {});
     for (const sub of this._subs.values()) {
+      // On a continued session a live subscription stays as it is, unless
+      // the connection dropped under a WebSocket: what the server wrote
+      // into the dead socket is lost, so it recovers from its position.
+      // A subscribe still in flight gets its reply on the new connection.
+      if (resumed && sub.state === "subscribing" && !dropped) continue;
+      if (resumed && sub.state === "live" && dropped !== "websocket") continue;
       sub.gen++;
       clearTimeout(sub.timer);
       sub.state = "idle";
       this._subscribe(sub, sub.positioned ? "reconnect" : "subscribe", null);
     }
+    for (const m of outbox) this._send(conn, m);
+    if (conn.start) conn.start(); // messages that came with the open
     clearTimeout(this._upgradeTimer);
     if (this.preference === "auto" && name !== "websocket") {
       this._upgradeTimer = setTimeout(() => this._tryUpgrade(), this.upgradeAfter);
     }
+  }
+
+  _connected(conn, r) {
+    if (this._conn !== conn) return;
+    this.info = r;
+    this._scheduleRefresh(conn, r.exp);
+    this._emit();
   }
 
   // _freshToken asks the token function, if there is one, for the token
@@ -280,47 +408,78 @@ export class Hotline extends EventTarget {
     });
   }
 
-  // _tryUpgrade moves a polling client back to WebSocket when it works.
-  async _tryUpgrade() {
+  // _tryUpgrade moves a polling client back to WebSocket when it works;
+  // if it does not, the session goes on polling.
+  _tryUpgrade() {
     if (this.state !== "connected" || this.transport === "websocket") return;
-    try {
-      if (!(await this._freshToken())) throw new Error("no token");
-      const conn = await this._open("websocket");
-      // Meanwhile the polling connection may have died (a reconnect is
-      // under way) or the client was closed: never keep two connections.
-      if (this.state !== "connected" || this.transport === "websocket") { conn.close(); return; }
-      const old = this._conn;
-      this._conn = null;
-      if (old) old.close();
-      this._failAll("transport changed");
-      this._adopt(conn, "websocket");
-    } catch {
-      this._upgradeTimer = setTimeout(() => this._tryUpgrade(), this.upgradeAfter);
-    }
+    this._switch(["websocket", this.transport]);
   }
 
-  _onLost(why) {
-    if (!this._conn) return; // already replaced or closed
-    console.debug("hotline: connection lost:", why);
+  // _switch moves the session to the first transport of order that opens.
+  // The old connection lets go of the session without ending it: polling
+  // stops asking (its last seq goes to the next connection as ack, so
+  // nothing is sent twice) after the requests it carries are handed over;
+  // a WebSocket closes with 4000, which the server takes as a drop, not a
+  // goodbye. Requests made meanwhile wait in an outbox for the next
+  // connection; those in flight keep waiting for their replies, which the
+  // continued session sends on the new connection.
+  //
+  // From a WebSocket to polling the order is the other way round: the
+  // browser drops what reaches a socket it has begun to close, and the
+  // server counts a message delivered once written. So the socket stays
+  // open and keeps delivering while polling opens; the server, moving the
+  // session, ends the socket after the message it is writing (close
+  // 4000), and only then does polling start, from what is left.
+  async _switch(order) {
+    const old = this._conn;
+    if (!old) return;
     this._conn = null;
+    this._outbox = this._outbox || [];
+    clearTimeout(this._upgradeTimer);
+    this._setState("connecting");
+    if (this.transport === "websocket" && order[0] !== "websocket") {
+      this._moving = old;
+      this._ack = 0;
+      this._attempt = 0;
+      clearTimeout(this._timer);
+      this._connect(order);
+      return;
+    }
+    const detaching = old.detach().then((ack) => {
+      this._ack = ack;
+      if (this._detaching === detaching) this._detaching = null;
+    });
+    this._detaching = detaching;
+    this._attempt = 0;
+    clearTimeout(this._timer);
+    this._connect(order);
+  }
+
+  _onLost(conn, why) {
+    if (!conn || this._conn !== conn) return; // already replaced or closed
+    console.debug("hotline: connection lost:", why);
+    this._lost(conn, false);
+  }
+
+  // _lost gives up a connection that died (or that _checkAlive found
+  // silent): its session is asked for again by the next connection.
+  _lost(conn, silent) {
+    this._conn = null;
+    this._dropped = this.transport;
+    this._ack = conn.ack();
+    if (silent) conn.detach();
     this._failAll("connection lost");
     this._retry();
-  }
-
-  // _drop closes the current connection and reconnects (at once if now).
-  _drop(now) {
-    const old = this._conn;
-    this._conn = null;
-    if (old) old.close();
-    this._failAll("reconnecting");
-    if (now) { this._attempt = 0; clearTimeout(this._timer); this._connect(); } else this._retry();
   }
 
   // _retry reconnects after a jittered backoff, or after what the server
   // asked for (Retry-After, in ms) with up to a fifth more as jitter.
   _retry(retryAfter = 0) {
-    if (this.state === "closed") return;
+    if (this.state === "closed" || this._suspended) return;
     this._setState("disconnected");
+    const outbox = this._outbox || [];
+    this._outbox = null;
+    for (const m of outbox) this._fail(m.id, new Error("not connected"));
     clearTimeout(this._timer);
     const delay = Math.max(backoff(this._attempt++), retryAfter * (1 + Math.random() / 5));
     this._timer = setTimeout(() => this._connect(), delay);
@@ -333,13 +492,13 @@ export class Hotline extends EventTarget {
     if (!conn || this._probing || Date.now() - this._lastRecv < this.idleTimeout) return;
     this._probing = true;
     this._call({ op: "connect" }, (r) => {
-      if (this._conn === conn) { this._probing = false; this.info = r; this._scheduleRefresh(conn, r.exp); }
+      if (this._conn === conn) { this._probing = false; this._connected(conn, r); }
     }, (err) => {
       if (this._conn !== conn) return;
       this._probing = false;
       if (err.code !== "timeout") return;
       console.debug("hotline: connection silent, reconnecting");
-      this._drop(false);
+      this._lost(conn, true);
     });
   }
 
@@ -364,23 +523,31 @@ export class Hotline extends EventTarget {
   // follow it (a polling response carries both in one batch).
   _call(req, onResult, onError) {
     const conn = this._conn;
-    if (!conn) { onError(new Error("not connected")); return; }
+    if (!conn && !this._outbox) { onError(new Error("not connected")); return; }
     const id = this._nextId++;
     let timer = null;
     if (this.requestTimeout > 0) {
       timer = setTimeout(() => {
-        if (!this._pending.delete(id)) return;
-        onError(Object.assign(new Error(`no reply to ${req.op} within ${this.requestTimeout} ms`), { code: "timeout" }));
+        this._fail(id, Object.assign(new Error(`no reply to ${req.op} within ${this.requestTimeout} ms`), { code: "timeout" }));
       }, this.requestTimeout);
     }
     this._pending.set(id, {
       onResult: (r) => { clearTimeout(timer); onResult(r); },
       onError: (e) => { clearTimeout(timer); onError(e); },
     });
-    conn.send({ id, ...req }).catch((err) => {
-      const p = this._pending.get(id);
-      if (p && this._pending.delete(id)) p.onError(err);
-    });
+    const msg = { id, ...req };
+    if (conn) this._send(conn, msg);
+    else this._outbox.push(msg); // a transport switch is under way
+  }
+
+  _send(conn, msg) {
+    conn.send(msg).catch((err) => this._fail(msg.id, err));
+  }
+
+  // _fail ends the request id with err, if it still waits.
+  _fail(id, err) {
+    const p = this._pending.get(id);
+    if (p && this._pending.delete(id)) p.onError(err);
   }
 
   _request(req) {
@@ -399,7 +566,7 @@ export class Hotline extends EventTarget {
   // two requests are handled in order, so pushes of the old subscription
   // all come before the new subscribe's reply.
   _subscribe(sub, cause, gap) {
-    if (!this._conn) return; // the next connection subscribes
+    if (!this._conn) { sub.state = "idle"; return; } // the next connection subscribes
     const gen = ++sub.gen;
     clearTimeout(sub.timer);
     sub.state = "subscribing";
@@ -575,14 +742,21 @@ function clearTokenCookie(token, secure) {
   if (mine) document.cookie = `${TOKEN_COOKIE}=; Path=/; Max-Age=0; SameSite=Strict${secure ? "; Secure" : ""}`;
 }
 
-// openWebSocket resolves with a connection once the socket is open, and
-// rejects if it closes before.
-function openWebSocket(base, token, tokenInURL, h) {
+// openWebSocket resolves with a connection once the socket is open and
+// the server has answered its connect request (conn.info: the session,
+// the user). resume {id, ack} asks to continue that session; conn.session
+// says which one the server gave. Messages that come before the connect
+// reply (the continued session's queue) wait for start(). It rejects if
+// the socket closes before.
+function openWebSocket(base, token, tokenInURL, resume, nextId, h) {
   return new Promise((resolve, reject) => {
     let url = base.replace(/^http/, "ws") + "/chat";
+    const q = new URLSearchParams();
+    if (resume) { q.set("session", resume.id); q.set("ack", String(resume.ack || 0)); }
     const secure = url.startsWith("wss:") || location.protocol === "https:";
     const cookie = token && !tokenInURL;
-    if (token && tokenInURL) url += "?token=" + encodeURIComponent(token);
+    if (token && tokenInURL) q.set("token", token);
+    if ([...q].length) url += "?" + q;
     if (cookie) setTokenCookie(token, secure);
     const done = () => { if (cookie) clearTokenCookie(token, secure); };
     let ws;
@@ -593,54 +767,86 @@ function openWebSocket(base, token, tokenInURL, h) {
       reject(err);
       return;
     }
-    let open = false;
-    const timer = setTimeout(() => { if (!open) { done(); ws.close(); reject(new Error("timeout")); } }, HANDSHAKE_TIMEOUT);
+    let open = false; // resolved
+    let early = []; // messages before start(); null once started
+    let settle;
+    const closed = new Promise((r) => { settle = r; });
+    const connectId = nextId();
+    const timer = setTimeout(() => { if (!open) { done(); ws.onclose = null; ws.close(); reject(new Error("timeout")); } }, HANDSHAKE_TIMEOUT);
+    const conn = {
+      session: "",
+      info: null,
+      send: (msg) => {
+        if (ws.readyState !== WebSocket.OPEN) return Promise.reject(new Error("socket closed"));
+        ws.send(JSON.stringify(msg));
+        return Promise.resolve();
+      },
+      start: () => { const m = early; early = null; for (const x of m) h.message(x); },
+      ack: () => 0, // the server counts a message delivered once written
+      isOpen: () => ws.readyState === WebSocket.OPEN,
+      closed, // settles when the socket has closed
+      // close ends the session (1000: the server drops it at once).
+      close: () => { ws.onclose = null; ws.onmessage = null; ws.close(1000); settle(); },
+      // detach leaves the session for the next connection: 4000 is not a
+      // goodbye, so the server keeps it for its grace period.
+      detach: () => { ws.onclose = null; ws.onmessage = null; ws.close(4000, "switching transport"); settle(); return Promise.resolve(0); },
+    };
     ws.onopen = () => {
-      open = true;
       done();
-      clearTimeout(timer);
-      resolve({
-        send: (msg) => {
-          if (ws.readyState !== WebSocket.OPEN) return Promise.reject(new Error("socket closed"));
-          ws.send(JSON.stringify(msg));
-          return Promise.resolve();
-        },
-        close: () => { ws.onclose = null; ws.onmessage = null; ws.close(1000); },
-      });
+      ws.send(JSON.stringify({ id: connectId, op: "connect" }));
     };
     ws.onmessage = (e) => {
       let m;
       try { m = JSON.parse(e.data); } catch (err) { console.warn("hotline: bad message", err); return; }
-      h.message(m);
+      if (!open && m.id === connectId) {
+        clearTimeout(timer);
+        if (m.error) { ws.onclose = null; ws.close(1000); reject(new Error(`connect: ${m.error.message}`)); return; }
+        open = true;
+        conn.info = m.result;
+        conn.session = m.result.session;
+        resolve(conn);
+        return;
+      }
+      if (early) early.push(m);
+      else h.message(m);
     };
     ws.onclose = (e) => {
       clearTimeout(timer);
       done();
+      settle();
       if (!open) reject(new Error(`websocket closed before opening (${e.code})`));
       else h.lost(`websocket closed ${e.code} ${e.reason}`);
     };
   });
 }
 
-// openPolling opens a long-polling or ajax-polling session. Every request
-// carries the current token (token()) as Authorization: Bearer. Each GET says the last seq it
-// got (ack), so a lost response is sent again and a retried one brings no
-// duplicates. Requests go out one POST at a time (batched), so the server
-// handles them in the order they were made.
-async function openPolling(base, token, transport, interval, h) {
+// openPolling opens a long-polling or ajax-polling session, or continues
+// the session resume names ({id, ack}: the server keeps it if it can,
+// else opens a new one; conn.session says which). It asks for messages
+// once startAfter (a promise, or null) has settled. Every request carries
+// the current token (token()) as Authorization: Bearer. Each GET says the
+// last seq it got (ack), so a lost response is sent again and a retried
+// one brings no duplicates. Requests go out one POST at a time (batched),
+// so the server handles them in the order they were made.
+async function openPolling(base, token, transport, interval, resume, startAfter, h) {
   const authz = () => (token() ? { Authorization: "Bearer " + token() } : {});
-  const res = await fetch(base + "/poll/open", { method: "POST", headers: authz(), body: JSON.stringify({ transport }) });
+  const body = { transport };
+  if (resume) body.session = resume.id;
+  const res = await fetch(base + "/poll/open", { method: "POST", headers: authz(), body: JSON.stringify(body) });
   if (!res.ok) throw Object.assign(new Error(`poll open: ${res.status} ${await res.text()}`), { retryAfter: retryAfter(res) });
   const { session } = await res.json();
   const url = base + "/poll/" + encodeURIComponent(session);
-  let ack = 0, closed = false, failures = 0;
+  let ack = resume && resume.id === session ? resume.ack || 0 : 0;
+  let closed = false, failures = 0;
   const ctrl = new AbortController();
   (async () => {
+    if (startAfter) await startAfter;
     while (!closed) {
       try {
         // A poll that outlives any sensible hold went into a black hole.
         const signal = AbortSignal.any([ctrl.signal, AbortSignal.timeout(POLL_TIMEOUT)]);
         const r = await fetch(`${url}?ack=${ack}`, { headers: authz(), signal, cache: "no-store" });
+        if (closed) return;
         if (r.status === 404 || r.status === 401 || r.status === 403) { closed = true; h.lost(`session gone (${r.status})`); return; }
         if (r.status === 503) {
           // Too many held polls: wait what the server says, then ask again.
@@ -668,11 +874,9 @@ async function openPolling(base, token, transport, interval, h) {
     }
   })();
   const queue = [];
-  let sending = false;
+  let sending = null; // the pump's promise while it runs
   const pump = async () => {
-    if (sending) return;
-    sending = true;
-    while (queue.length && !closed) {
+    while (queue.length) {
       const batch = queue.splice(0, MAX_BATCH);
       const msgs = batch.map((b) => b.msg);
       try {
@@ -680,6 +884,7 @@ async function openPolling(base, token, transport, interval, h) {
           method: "POST",
           headers: { ...authz(), "Content-Type": "application/json" },
           body: JSON.stringify(msgs.length === 1 ? msgs[0] : msgs),
+          signal: AbortSignal.timeout(POLL_TIMEOUT),
         });
         if (!r.ok) throw Object.assign(new Error(`send: ${r.status}`), { code: r.status });
         for (const b of batch) b.resolve();
@@ -687,19 +892,29 @@ async function openPolling(base, token, transport, interval, h) {
         for (const b of batch) b.reject(err);
       }
     }
-    for (const b of queue.splice(0)) b.reject(new Error("session closed"));
-    sending = false;
+    sending = null;
   };
+  const stop = () => { closed = true; ctrl.abort(); };
   return {
+    session,
     send: (msg) => new Promise((resolve, reject) => {
       if (closed) { reject(new Error("session closed")); return; }
       queue.push({ msg, resolve, reject });
-      pump();
+      if (!sending) sending = pump();
     }),
+    ack: () => ack,
     close: () => {
-      closed = true;
-      ctrl.abort();
-      fetch(url, { method: "DELETE", headers: authz() }).catch(() => {});
+      stop();
+      fetch(url, { method: "DELETE", headers: authz(), keepalive: true }).catch(() => {});
+    },
+    // detach stops polling and leaves the session for the next
+    // connection; it resolves with the last seq delivered once the
+    // requests already handed to it have reached the server (bounded), so
+    // that they are handled before what the next connection sends.
+    detach: async () => {
+      stop();
+      if (sending) await Promise.race([sending, sleep(HANDSHAKE_TIMEOUT)]);
+      return ack;
     },
   };
 }
