@@ -171,7 +171,9 @@ func (t *EventLoop) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t.add()
 	nc, _, err := ws.UpgradeDetached(w, r, &opts, &c.dec)
 	if err == nil {
-		c.fd, err = detachFD(nc)
+		var fd int
+		fd, err = detachFD(nc)
+		c.fd = int32(fd)
 	}
 	if err != nil {
 		c.dec.Release()
@@ -198,9 +200,9 @@ func (t *EventLoop) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if old != nil {
 		old.moved("session moved to another connection")
 	}
-	if err := t.poller.Add(c.fd, c); err != nil {
+	if err := t.poller.Add(int(c.fd), c); err != nil {
 		t.forget(c)
-		syscall.Close(c.fd)
+		syscall.Close(int(c.fd))
 		c.dec.Release()
 		t.done()
 		s.Detach()
@@ -382,10 +384,10 @@ func (t *EventLoop) sweeper() {
 type elConn struct {
 	t        *EventLoop
 	s        *push.Session
-	fd       int
 	lastSeen atomic.Int64 // UnixNano of the last bytes read
+	fd       int32        // int32: with the flags it fills 16 bytes
 
-	mu         sync.Mutex
+	cleanClose bool // the peer closed with 1000 or 1001
 	rRun       bool // the reader is submitted or running
 	rPend      bool // readable again since the reader started
 	wRun       bool
@@ -402,8 +404,8 @@ type elConn struct {
 	closeAt    int64
 	pingAt     int64
 	blockedAt  int64
-	cleanClose bool // the peer closed with 1000 or 1001
 
+	mu  sync.Mutex
 	dec ws.Decoder // the reader's
 
 	last uint64 // the writer's: last Seq written and acknowledged
@@ -523,8 +525,8 @@ func (c *elConn) finishLocked() func() {
 }
 
 func (c *elConn) closeFD() {
-	c.t.poller.Remove(c.fd)
-	syscall.Close(c.fd)
+	c.t.poller.Remove(int(c.fd))
+	syscall.Close(int(c.fd))
 	c.t.forget(c)
 	c.dec.Release()
 	c.pend = nil
@@ -587,9 +589,9 @@ func (c *elConn) readSome() (more, stop bool) {
 	}
 	for range maxReadsPerTurn {
 		sp := c.dec.Space()
-		n, err := syscall.Read(c.fd, sp)
+		n, err := syscall.Read(int(c.fd), sp)
 		for err == syscall.EINTR {
-			n, err = syscall.Read(c.fd, sp)
+			n, err = syscall.Read(int(c.fd), sp)
 		}
 		if err == syscall.EAGAIN {
 			return false, false
@@ -737,7 +739,7 @@ func (c *elConn) runWrite() {
 // took less than all of it and would block.
 func (c *elConn) write(p []byte) (n int, blocked bool, err error) {
 	for n < len(p) {
-		m, err := syscall.Write(c.fd, p[n:])
+		m, err := syscall.Write(int(c.fd), p[n:])
 		if err == syscall.EINTR {
 			continue
 		}
