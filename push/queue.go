@@ -187,6 +187,13 @@ func (q *queue) pending(after uint64, dst []Outbound) []Outbound {
 	return append(dst, q.items[i:]...)
 }
 
+// hasPending reports whether an item with Seq > after is queued.
+func (q *queue) hasPending(after uint64) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items) > 0 && q.next-1 > after
+}
+
 // ack drops the items with Seq <= seq.
 func (q *queue) ack(seq uint64) {
 	q.mu.Lock()

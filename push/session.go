@@ -178,6 +178,22 @@ func (s *Session) Pending(after uint64, dst []Outbound) []Outbound {
 	return s.q.pending(after, dst)
 }
 
+// HasPending reports whether the queue holds an item with Seq > after.
+func (s *Session) HasPending(after uint64) bool { return s.q.hasPending(after) }
+
+// SetWake makes the session call *f each time an item is queued for it
+// and when it ends, on the goroutine that queued the item or ended the
+// session, after the item is in the queue (or the end visible to Err).
+// That goroutine may hold an engine lock: *f must return at once and must
+// not call into the engine (start a goroutine, signal one). It lets a
+// transport keep no goroutine waiting on an idle session: the WebSocket
+// writer runs only while there is something to write. One wake function
+// at a time; SetWake replaces the previous one.
+func (s *Session) SetWake(f *func()) { s.q.onSignal.Store(f) }
+
+// ClearWake removes f if it is the session's wake function.
+func (s *Session) ClearWake(f *func()) { s.q.onSignal.CompareAndSwap(f, nil) }
+
 // Ack removes the queued items with Seq <= seq: the transport has written
 // them (WebSocket) or the client said it got them (polling).
 func (s *Session) Ack(seq uint64) { s.q.ack(seq) }

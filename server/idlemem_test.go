@@ -1,193 +1,237 @@
-//go:build linux
-
 package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
-	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/hotline-rt/hotline/push"
 )
 
 // TestIdleMemory measures what an idle subscribed superchat client costs
-// the server, in the default mode or the event-loop one. It runs only when
-// asked, as it takes the machine for a while:
+// the server: N clients connect over WebSocket (offering
+// permessage-deflate, as browsers do), subscribe to one channel and stay
+// silent; the server runs with `hotline serve`'s defaults (compression,
+// 30 s keepalive). The clients live in a child process (this test binary
+// again, TestIdleMemoryClients), so that the server's process holds the
+// server side only. It reports, per client, the growth of the Go heap
+// and stacks in use after a GC, and of the process's RSS.
 //
-//	HOTLINE_IDLE_CLIENTS=19000 HOTLINE_IDLE_PROCS=2 HOTLINE_IDLE_MODE=eventloop \
-//	    go test -run TestIdleMemory -v -timeout 10m ./server
+// It runs only when HOTLINE_IDLE_N is set (the number of clients; each
+// costs one file descriptor here and one in the child):
 //
-// The server runs in this process (so that the heap and stacks can be read
-// after a GC); the clients run in HOTLINE_IDLE_PROCS processes of
-// internal/idleclients, each under its own open-files limit. It reports,
-// per client: the growth of this process's RSS, of the Go heap in use plus
-// goroutine stacks after a GC, and of the kernel's TCP memory and slab
-// (system-wide: both ends of each loopback connection, and whatever else
-// runs on the machine meanwhile).
+//	HOTLINE_IDLE_N=5000 go test -run '^TestIdleMemory$' -v ./server/
+//
+// HOTLINE_IDLE_PROFILE=file writes a heap profile of the idle server,
+// every allocation sampled (go tool pprof -sample_index=inuse_space).
+// HOTLINE_IDLE_MAX=bytes fails the test above that many heap+stack bytes
+// per client.
 func TestIdleMemory(t *testing.T) {
-	n, _ := strconv.Atoi(os.Getenv("HOTLINE_IDLE_CLIENTS"))
+	n, _ := strconv.Atoi(os.Getenv("HOTLINE_IDLE_N"))
 	if n <= 0 {
-		t.Skip("set HOTLINE_IDLE_CLIENTS (and HOTLINE_IDLE_PROCS, HOTLINE_IDLE_MODE=eventloop|default)")
+		t.Skip("set HOTLINE_IDLE_N to the number of idle clients")
 	}
-	procs, _ := strconv.Atoi(os.Getenv("HOTLINE_IDLE_PROCS"))
-	procs = max(procs, 1)
-	eventLoop := os.Getenv("HOTLINE_IDLE_MODE") == "eventloop"
-	if os.Getenv("HOTLINE_IDLE_HEAPPROFILE") != "" {
+	profile := os.Getenv("HOTLINE_IDLE_PROFILE")
+	if profile != "" {
 		runtime.MemProfileRate = 1
 	}
-
-	bin := filepath.Join(t.TempDir(), "idleclients")
-	if out, err := exec.Command("go", "build", "-o", bin, "../internal/idleclients").CombinedOutput(); err != nil {
-		t.Fatalf("build idleclients: %v\n%s", err, out)
-	}
-
-	srv, err := New(Config{
-		EventLoop:       eventLoop,
-		MaxUserSessions: -1,
-		StatsInterval:   -1,
-		KeepAlive:       30 * time.Second,
-		// One channel with history (recovery), without presence and
-		// join/leave events: a join event to every subscriber of the
-		// channel per connect would make the connect storm quadratic.
-		Namespaces: map[string]push.NamespaceOptions{
-			"idle": {HistorySize: 100, HistoryTTL: 10 * time.Minute, HistoryBytes: 1 << 20},
-		},
-	})
+	srv, err := New(Config{StatsInterval: -1, Compress: true, KeepAlive: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := srv.HTTPServer()
-	go hs.Serve(ln)
+	hs := httptest.NewServer(srv.Handler())
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		hs.Shutdown(ctx)
-		srv.Shutdown(ctx)
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Error(err)
+		}
+		hs.Close()
 	}()
 
-	before := measure()
-	start := time.Now()
-	var clients []*exec.Cmd
+	before := idleSnapshot()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestIdleMemoryClients$", "-test.v")
+	cmd.Env = append(os.Environ(), "HOTLINE_IDLE_ADDR="+hs.Listener.Addr().String(), "HOTLINE_IDLE_CLIENTS="+strconv.Itoa(n))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
 	defer func() {
-		for _, c := range clients {
-			c.Process.Kill()
-			c.Wait()
+		stdin.Close() // the child closes its connections and exits
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("client process: %v", err)
+			}
+		case <-time.After(time.Minute):
+			cmd.Process.Kill()
+			<-done
+			t.Error("client process did not exit in a minute: killed")
 		}
 	}()
-	ready := make(chan string, procs)
-	for i := range procs {
-		per := n / procs
-		if i == procs-1 {
-			per = n - per*(procs-1)
+	sc := bufio.NewScanner(stdout)
+	ready := false
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "READY" {
+			ready = true
+			break
 		}
-		cmd := exec.Command(bin, "-addr", ln.Addr().String(), "-n", strconv.Itoa(per), "-channel", "idle:room")
-		cmd.Stderr = os.Stderr
-		stdin, _ := cmd.StdinPipe()
-		_ = stdin // held open: the clients stay until killed
-		out, err := cmd.StdoutPipe()
+		if strings.HasPrefix(line, "FAIL") || strings.HasPrefix(line, "---") || strings.HasPrefix(line, "panic") {
+			t.Log("client:", line)
+		}
+	}
+	if !ready {
+		t.Fatal("the client process ended before its clients were subscribed")
+	}
+	go io.Copy(io.Discard, stdout)
+	deadline := time.Now().Add(time.Minute)
+	for srv.websocket.Len() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("serving %d connections, want %d", srv.websocket.Len(), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // let the writers go idle
+	after := idleSnapshot()
+
+	per := func(a, b uint64) float64 { return (float64(a) - float64(b)) / float64(n) }
+	heap, stack := per(after.heap, before.heap), per(after.stack, before.stack)
+	t.Logf("%d idle subscribed superchat clients, per client: heap %.0f B + stacks %.0f B = %.0f B (%.2f KiB); RSS %.0f B; goroutines %.2f",
+		n, heap, stack, heap+stack, (heap+stack)/1024, per(after.rss, before.rss), per(uint64(after.goroutines), uint64(before.goroutines)))
+	if max, _ := strconv.ParseFloat(os.Getenv("HOTLINE_IDLE_MAX"), 64); max > 0 && heap+stack > max {
+		t.Errorf("%.0f bytes per idle client, want at most %.0f", heap+stack, max)
+	}
+	if profile != "" {
+		f, err := os.Create(profile)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := cmd.Start(); err != nil {
+		if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
 			t.Fatal(err)
 		}
-		clients = append(clients, cmd)
-		go func() {
-			line, _ := bufio.NewReader(out).ReadString('\n')
-			ready <- strings.TrimSpace(line)
-		}()
-	}
-	for range procs {
-		select {
-		case line := <-ready:
-			t.Logf("clients: %s", line)
-		case <-time.After(5 * time.Minute):
-			t.Fatal("clients not ready in 5 minutes")
-		}
-	}
-	connected := time.Since(start)
-	sessions := srv.Engine().Stats().Sessions
-	time.Sleep(2 * time.Second)
-	after := measure()
-	if path := os.Getenv("HOTLINE_IDLE_HEAPPROFILE"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pprof.Lookup("heap").WriteTo(f, 0)
 		f.Close()
 	}
-	mode := "default"
-	if eventLoop {
-		mode = "event-loop"
-	}
-	per := func(a, b int64) float64 { return float64(a-b) / float64(sessions) }
-	t.Logf("mode %s: %d sessions, connected in %v, %d goroutines", mode, sessions, connected.Round(time.Millisecond), runtime.NumGoroutine())
-	t.Logf("per client: RSS %.0f B, heap+stacks after GC %.0f B (heap %.0f, stacks %.0f)",
-		per(after.rss, before.rss), per(after.heap+after.stack, before.heap+before.stack),
-		per(after.heap, before.heap), per(after.stack, before.stack))
-	t.Logf("kernel, per connection (both ends, system-wide): TCP mem %.0f B, slab %.0f B",
-		per(after.tcpMem, before.tcpMem)/2, per(after.slab, before.slab)/2)
-	fmt.Printf("IDLE mode=%s clients=%d rss_per=%.0f heapstack_per=%.0f heap_per=%.0f stack_per=%.0f tcpmem_per_conn=%.0f slab_per_conn=%.0f\n",
-		mode, sessions, per(after.rss, before.rss), per(after.heap+after.stack, before.heap+before.stack),
-		per(after.heap, before.heap), per(after.stack, before.stack),
-		per(after.tcpMem, before.tcpMem)/2, per(after.slab, before.slab)/2)
 }
 
-type memSample struct{ rss, heap, stack, tcpMem, slab int64 }
+type idleMem struct {
+	heap, stack, rss uint64
+	goroutines       int
+}
 
-func measure() memSample {
-	runtime.GC()
-	runtime.GC()
-	debug.FreeOSMemory()
+func idleSnapshot() idleMem {
+	// Each GC halves the stacks that use less than a quarter of
+	// theirs: a few let them settle.
+	for range 4 {
+		runtime.GC()
+	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	s := memSample{heap: int64(ms.HeapAlloc), stack: int64(ms.StackInuse)}
-	s.rss = procField("/proc/self/status", "VmRSS:") * 1024
-	s.slab = procField("/proc/meminfo", "Slab:") * 1024
-	if b, err := os.ReadFile("/proc/net/sockstat"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) > 0 && f[0] == "TCP:" {
-				for i := 0; i+1 < len(f); i++ {
-					if f[i] == "mem" {
-						pages, _ := strconv.ParseInt(f[i+1], 10, 64)
-						s.tcpMem = pages * int64(os.Getpagesize())
-					}
-				}
-			}
-		}
-	}
-	return s
+	return idleMem{heap: ms.HeapInuse, stack: ms.StackInuse, rss: vmRSS(), goroutines: runtime.NumGoroutine()}
 }
 
-func procField(path, name string) int64 {
-	b, err := os.ReadFile(path)
+// vmRSS returns the process's resident set in bytes, or 0 off Linux.
+func vmRSS() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return 0
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, name) {
-			f := strings.Fields(line)
-			if len(f) >= 2 {
-				v, _ := strconv.ParseInt(f[1], 10, 64)
-				return v
-			}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
 		}
 	}
 	return 0
+}
+
+// TestIdleMemoryClients is TestIdleMemory's client process: it opens
+// HOTLINE_IDLE_CLIENTS connections to HOTLINE_IDLE_ADDR, subscribes each
+// to bench:idle, prints READY and holds them until stdin closes.
+func TestIdleMemoryClients(t *testing.T) {
+	addr := os.Getenv("HOTLINE_IDLE_ADDR")
+	n, _ := strconv.Atoi(os.Getenv("HOTLINE_IDLE_CLIENTS"))
+	if addr == "" || n <= 0 {
+		t.Skip("the client process of TestIdleMemory")
+	}
+	conns := dialMany(t, n, func(ctx context.Context) (net.Conn, error) {
+		return idleClient(ctx, addr)
+	})
+	fmt.Println("READY")
+	io.Copy(io.Discard, os.Stdin)
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// idleClient connects as a browser would (superchat, permessage-deflate
+// offered), subscribes to bench:idle and reads the reply.
+func idleClient(ctx context.Context, addr string) (net.Conn, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	fmt.Fprintf(nc, "GET /chat HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"+
+		"Sec-WebSocket-Protocol: superchat\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n", addr)
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil)
+	fail := func(err error) (net.Conn, error) {
+		nc.Close()
+		return nil, err
+	}
+	if err != nil {
+		return fail(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		return fail(fmt.Errorf("handshake: %s", resp.Status))
+	}
+	// One masked text frame (key 0, so the payload goes as is).
+	sub := []byte(`{"id":1,"op":"subscribe","channel":"bench:idle"}`)
+	frame := append([]byte{0x81, 0x80 | byte(len(sub)), 0, 0, 0, 0}, sub...)
+	if _, err := nc.Write(frame); err != nil {
+		return fail(err)
+	}
+	// The reply: a frame with a 7-bit length, holding "id":1.
+	var h [2]byte
+	if _, err := io.ReadFull(br, h[:]); err != nil {
+		return fail(err)
+	}
+	if h[1]&0x7f > 125 {
+		return fail(fmt.Errorf("reply frame header % x", h))
+	}
+	p := make([]byte, h[1]&0x7f)
+	if _, err := io.ReadFull(br, p); err != nil {
+		return fail(err)
+	}
+	if h[0]&0x40 == 0 && !bytes.Contains(p, []byte(`"id":1`)) {
+		return fail(fmt.Errorf("reply %q", p))
+	}
+	nc.SetDeadline(time.Time{})
+	return nc, nil
 }

@@ -119,7 +119,9 @@ export class Hotline extends EventTarget {
   //   onRecovery(r)     after each (re)subscribe and each repaired gap:
   //                     r = {recovered, reason, replayed, first, cause,
   //                     since, gap}. first: the first subscribe (nothing to
-  //                     recover). cause: "subscribe", "reconnect", "gap"
+  //                     recover). cause: "subscribe", "reconnect" (a new
+  //                     server session, or a WebSocket that died under a
+  //                     continued one), "gap"
   //                     (the server's gap notice, in r.gap) or "jump" (a
   //                     push that skipped offsets or changed epoch). When
   //                     recovered is true, the replayed publications have
@@ -256,7 +258,9 @@ export class Hotline extends EventTarget {
     // A WebSocket the session moves off (see _switch) delivers until the
     // server closes it; polling starts after that.
     const moving = this._moving;
-    const moved = moving && Promise.race([moving.closed, sleep(HANDSHAKE_TIMEOUT).then(() => moving.detach())]);
+    // If the server does not close it in time, let go of it ourselves
+    // (unless it is serving again: nothing else opened).
+    const moved = moving && Promise.race([moving.closed, sleep(HANDSHAKE_TIMEOUT).then(() => { if (this._conn !== moving) moving.detach(); })]);
     for (const name of order) {
       const resume = this._resumeFrom();
       try {
