@@ -195,7 +195,9 @@ func (t *EventLoop) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	old := t.live[s]
 	t.live[s] = c
-	s.OnQueue(c.wake)
+	c.wakeFn = new(func())
+	*c.wakeFn = c.wake
+	s.SetWake(c.wakeFn)
 	t.mu.Unlock()
 	if old != nil {
 		old.moved("session moved to another connection")
@@ -248,7 +250,7 @@ func (t *EventLoop) Takeover(s *push.Session) {
 	c := t.live[s]
 	if c != nil {
 		delete(t.live, s)
-		s.OnQueue(nil)
+		s.ClearWake(c.wakeFn)
 	}
 	t.mu.Unlock()
 	if c != nil {
@@ -262,7 +264,7 @@ func (t *EventLoop) forget(c *elConn) {
 	t.mu.Lock()
 	if t.live[c.s] == c {
 		delete(t.live, c.s)
-		c.s.OnQueue(nil)
+		c.s.ClearWake(c.wakeFn)
 	}
 	t.mu.Unlock()
 }
@@ -398,11 +400,11 @@ type elConn struct {
 	shut       bool // no more work; the socket closes when no role runs
 	fdClosed   bool
 	pinged     bool
-	handleOff  bool   // the session has ended: client messages are dropped
-	readOff    bool   // the reading is over (close frame in or a broken stream)
-	ctrl       []byte // control frames to write before more data
-	closeAt    int64
-	pingAt     int64
+	handleOff  bool    // the session has ended: client messages are dropped
+	readOff    bool    // the reading is over (close frame in or a broken stream)
+	ctrl       []byte  // control frames to write before more data
+	at         int64   // closeSent: when our close frame was queued; else pinged: when the ping was
+	wakeFn     *func() // the session's wake function (SetWake), c.wake
 	blockedAt  int64
 
 	mu  sync.Mutex
@@ -452,7 +454,7 @@ func (c *elConn) Ready(events int) {
 	}
 }
 
-// wake is the session's OnQueue: output to write.
+// wake is the session's wake function (SetWake): output to write.
 func (c *elConn) wake() {
 	c.mu.Lock()
 	if c.shut || c.wBlocked {
@@ -479,7 +481,7 @@ func (c *elConn) queueCtrlLocked(frame []byte, closing, shut bool) bool {
 	c.ctrl = append(c.ctrl, frame...)
 	if closing {
 		c.closeSent = true
-		c.closeAt = time.Now().UnixNano()
+		c.at = time.Now().UnixNano()
 	}
 	if shut {
 		c.flushShut = true
@@ -846,7 +848,7 @@ func (c *elConn) closeEnded(b []byte, d *push.Disconnect, buf []push.Outbound) [
 	c.mu.Lock()
 	if !c.closeSent {
 		c.closeSent = true
-		c.closeAt = time.Now().UnixNano()
+		c.at = time.Now().UnixNano()
 	}
 	c.mu.Unlock()
 	return b
@@ -863,21 +865,21 @@ func (c *elConn) sweep(now int64) {
 	var f func()
 	sub := false
 	switch {
-	case c.closeSent && now-c.closeAt > int64(closeWait):
+	case c.closeSent && now-c.at > int64(closeWait):
 		f = c.shutLocked()
 	case c.wBlocked && now-c.blockedAt > int64(t.writeTimeout()):
 		f = c.shutLocked()
 	case t.Accept.KeepAlive > 0 && !c.closeSent:
 		ka := int64(t.Accept.KeepAlive)
 		seen := c.lastSeen.Load()
-		if c.pinged && seen > c.pingAt {
+		if c.pinged && seen > c.at {
 			c.pinged = false
 		}
 		switch {
 		case !c.pinged && now-seen > ka:
-			c.pinged, c.pingAt = true, now
+			c.pinged, c.at = true, now
 			sub = c.queueCtrlLocked(ws.AppendPing(nil), false, false)
-		case c.pinged && now-c.pingAt > ka:
+		case c.pinged && now-c.at > ka:
 			sub = c.queueCtrlLocked(ws.AppendClose(nil, ws.StatusPolicyViolation, "keepalive: no pong"), true, true)
 		}
 	}
