@@ -18,8 +18,9 @@ import (
 //
 // ctx and the WriteTimeout bound the whole call, not each message: a
 // caller that needs a bound per message passes fewer messages per call.
-// Other messages wait until the call is done; control frames wait at most
-// for one write of the batch.
+// Other messages wait until the call is done, and so do control frames
+// (pongs, pings, the close frame): a caller that writes large batches
+// delays them by as much, so it bounds what it passes per call.
 func (c *Conn) WriteMessages(ctx context.Context, typ MessageType, msgs [][]byte) (int, error) {
 	if !typ.valid() {
 		return 0, errors.New("ws: WriteMessages of " + typ.String())

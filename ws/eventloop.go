@@ -294,6 +294,12 @@ func UpgradeDetached(w http.ResponseWriter, r *http.Request, opts *AcceptOptions
 		http.Error(w, herr.Reason, herr.StatusCode)
 		return nil, "", herr
 	}
+	if resp.h2 {
+		// h2: an HTTP/2 stream has no socket of its own to detach.
+		herr := &HandshakeError{StatusCode: http.StatusHTTPVersionNotSupported, Reason: "this endpoint takes WebSocket over HTTP/1.1 only"}
+		http.Error(w, herr.Reason, herr.StatusCode)
+		return nil, "", herr
+	}
 	nc, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		http.Error(w, "cannot take over the connection for WebSocket", http.StatusInternalServerError)

@@ -150,8 +150,17 @@ func (s *h2Stream) Close() error {
 	return err
 }
 
-func (s *h2Stream) LocalAddr() net.Addr  { return s.laddr }
-func (s *h2Stream) RemoteAddr() net.Addr { return s.raddr }
+// LocalAddr and RemoteAddr are those of the HTTP/2 connection, or an
+// empty address if net/http did not say (never nil: callers print them).
+func (s *h2Stream) LocalAddr() net.Addr  { return orEmpty(s.laddr) }
+func (s *h2Stream) RemoteAddr() net.Addr { return orEmpty(s.raddr) }
+
+func orEmpty(a net.Addr) net.Addr {
+	if a == nil {
+		return stringAddr("")
+	}
+	return a
+}
 
 // errStreamDeadline is what the deadline methods return where the stream
 // has none (the client side): Conn bounds its calls with a ctx instead.

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -82,6 +83,9 @@ func TestH2Echo(t *testing.T) {
 			}
 			if protos, _ := srv.seen(); len(protos) != 1 || protos[0] != 2 {
 				t.Fatalf("server saw protocols %v, want [2]", protos)
+			}
+			if c.LocalAddr().String() == "" || c.RemoteAddr().String() != srv.Listener.Addr().String() {
+				t.Fatalf("addresses %v -> %v, want the connection's, to %v", c.LocalAddr(), c.RemoteAddr(), srv.Listener.Addr())
 			}
 			if c.Subprotocol() != "chat" {
 				t.Fatalf("subprotocol %q", c.Subprotocol())
@@ -379,4 +383,89 @@ func TestH2PingInsideFragmentedMessage(t *testing.T) {
 	srv := newH2Server(t, echoHandler(nil))
 	w, br := rawH2Client(t, srv)
 	checkPingInsideFragmented(t, w, br)
+}
+
+// TestH2CloseUnblocksWrite: a server write stuck on HTTP/2 flow control
+// (the client reads nothing) ends when its ctx does: Close resets the
+// stream so that the write returns, and only then is Done closed. Without
+// the reset, Close would wait for the write forever.
+func TestH2CloseUnblocksWrite(t *testing.T) {
+	type result struct {
+		err  error
+		took time.Duration
+	}
+	done := make(chan result, 1)
+	srv := newH2Server(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		err = c.WriteMessage(ctx, MessageBinary, make([]byte, 64<<20))
+		<-c.Done()
+		done <- result{err, time.Since(start)}
+	}))
+	c, _, err := Dial(context.Background(), srv.url(), &DialOptions{TLSConfig: srv.tlsConfig(), HTTP2: HTTP2Only})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	select {
+	case r := <-done:
+		if !errors.Is(r.err, context.DeadlineExceeded) {
+			t.Fatalf("write: %v, want its ctx's deadline", r.err)
+		}
+		t.Logf("the write ended %v after it started", r.took)
+	case <-time.After(20 * time.Second):
+		t.Fatal("a write stuck on flow control outlived its ctx by 20 s")
+	}
+}
+
+// TestH2UpgradeDetachedRefuses: the event loop's UpgradeDetached needs a
+// socket of its own, which an HTTP/2 stream is not: 505, not a failed
+// hijack.
+func TestH2UpgradeDetachedRefuses(t *testing.T) {
+	srv := newH2Server(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var d Decoder
+		if nc, _, err := UpgradeDetached(w, r, nil, &d); err == nil {
+			nc.Close()
+		}
+	}))
+	_, resp, err := Dial(context.Background(), srv.url(), &DialOptions{TLSConfig: srv.tlsConfig(), HTTP2: HTTP2Only})
+	var he *HandshakeError
+	if !errors.As(err, &he) || he.StatusCode != http.StatusHTTPVersionNotSupported || resp.ProtoMajor != 2 {
+		t.Fatalf("UpgradeDetached over HTTP/2: %v, want 505", err)
+	}
+}
+
+// TestH2PoolGoesWithOptions: the HTTP/2 connections kept for a
+// *DialOptions are dropped (and closed when idle) once the options are
+// collected: dials that each make their own options do not pile up pools.
+func TestH2PoolGoesWithOptions(t *testing.T) {
+	srv := newH2Server(t, echoHandler(nil))
+	countPools := func() int {
+		n := 0
+		pools.Range(func(any, any) bool { n++; return true })
+		return n
+	}
+	before := countPools()
+	for range 5 {
+		c, _, err := Dial(context.Background(), srv.url(), &DialOptions{TLSConfig: srv.tlsConfig(), HTTP2: HTTP2Only})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close(StatusNormalClosure, "")
+	}
+	if n := countPools(); n < before+5 {
+		t.Fatalf("%d pools after 5 dials with their own options, want %d", n, before+5)
+	}
+	for i := 0; countPools() > before; i++ {
+		if i == 200 {
+			t.Fatalf("%d pools left after the options were collected, want %d", countPools(), before)
+		}
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -173,3 +173,86 @@ func TestTLSFlagsTogether(t *testing.T) {
 		t.Fatal("no TLS flags is plain HTTP")
 	}
 }
+
+// TestBenchInsecure: hotline bench against a TLS server with a
+// self-signed certificate fails without -insecure and measures every
+// transport with it (WebSockets over HTTP/2, polling over HTTPS).
+func TestBenchInsecure(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writePair(t, certFile, keyFile, 7)
+	_, addr, logs := startServe(t, "-tls-cert", certFile, "-tls-key", keyFile)
+	args := []string{"bench", "-url", "https://" + addr, "-clients", "3", "-rate", "20", "-duration", "500ms", "-transport", "ws,longpoll,poll", "-poll-interval", "200ms"}
+	if code, _, stderr := runCmd(t, nil, args...); code == 0 || !strings.Contains(stderr, "certificate") {
+		t.Fatalf("bench without -insecure: exit %d, stderr %s; want a certificate error", code, stderr)
+	}
+	code, stdout, stderr := runCmd(t, nil, append(args, "-insecure")...)
+	if code != 0 {
+		t.Fatalf("bench -insecure: exit %d\n%s\n%s\nserver:\n%s", code, stdout, stderr, logs)
+	}
+	t.Logf("%s", stdout)
+}
+
+// TestShutdownWithHTTP2WebSocket: serve's shutdown with a push WebSocket
+// open over HTTP/2 ends promptly and cleanly, the client told 1001.
+// http.Server.Shutdown waits for HTTP/2 streams and only the server's own
+// Shutdown closes them: run one after the other, they waited for
+// -shutdown-timeout and failed.
+func TestShutdownWithHTTP2WebSocket(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writePair(t, certFile, keyFile, 9)
+	s, addr, logs := startServe(t, "-tls-cert", certFile, "-tls-key", keyFile, "-shutdown-timeout", "5s")
+	ctx := context.Background()
+	c, _, err := ws.Dial(ctx, "wss://"+addr+"/chat", &ws.DialOptions{TLSConfig: &tls.Config{InsecureSkipVerify: true}, HTTP2: ws.HTTP2Only})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	read := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := c.ReadMessage(ctx, nil); err != nil {
+				read <- err
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	if code := s.stop(t); code != 0 {
+		t.Fatalf("serve exited with %d after %v:\n%s", code, time.Since(start), logs)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("shutdown took %v: it waited for the HTTP/2 stream", d)
+	}
+	if err := <-read; ws.CloseStatus(err) != ws.StatusGoingAway {
+		t.Fatalf("client read %v, want 1001", err)
+	}
+}
+
+// TestH2CFlag: with -h2c a WebSocket goes over cleartext HTTP/2 (prior
+// knowledge); without it the server does not speak HTTP/2 in clear.
+func TestH2CFlag(t *testing.T) {
+	ctx := context.Background()
+	_, addr, _ := startServe(t, "-h2c", "-diagnostics=true")
+	c, resp, err := ws.Dial(ctx, "ws://"+addr+"/echo", &ws.DialOptions{HTTP2: ws.HTTP2Only})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if !c.HTTP2() || resp.ProtoMajor != 2 {
+		t.Fatalf("over %s, HTTP2() %v", resp.Proto, c.HTTP2())
+	}
+	c.WriteMessage(ctx, ws.MessageText, []byte("h2c"))
+	if _, m, err := c.ReadMessage(ctx, nil); err != nil || string(m) != "h2c" {
+		t.Fatalf("echo: %q %v", m, err)
+	}
+	if err := c.Close(ws.StatusNormalClosure, ""); err != nil {
+		t.Fatal(err)
+	}
+
+	_, addr, _ = startServe(t, "-diagnostics=true")
+	if _, _, err := ws.Dial(ctx, "ws://"+addr+"/echo", &ws.DialOptions{HTTP2: ws.HTTP2Only}); err == nil {
+		t.Fatal("cleartext HTTP/2 without -h2c")
+	}
+}

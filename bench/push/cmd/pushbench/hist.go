@@ -51,14 +51,6 @@ func (h *hist) record(us int64) {
 	}
 }
 
-func (h *hist) merge(o *hist) {
-	for i, c := range o.counts {
-		h.counts[i] += c
-	}
-	h.n += o.n
-	h.max = max(h.max, o.max)
-}
-
 // quantile returns the latency at q (0..1).
 func (h *hist) quantile(q float64) time.Duration {
 	if h.n == 0 {

@@ -69,6 +69,9 @@ func (r *results) writeSVG(w io.Writer) error {
 		x := 12 + i*200
 		fmt.Fprintf(bw, `<rect x="%d" y="10" width="10" height="10" fill="%s"/><text x="%d" y="19">%s</text>`+"\n", x, serverColors[i%len(serverColors)], x+14, esc(s.Name+" "+s.Version))
 	}
+	if busy := max(r.LoadAvg[0], r.LoadAvg[1]); busy > float64(countCPUs()) {
+		fmt.Fprintf(bw, `<text x="%d" y="%d" text-anchor="end" fill="#c00">machine busy with other work (load average %.0f): not a measurement of the servers</text>`+"\n", W-12, H-8, busy)
+	}
 	for i, c := range charts {
 		drawChart(bw, (i%cols)*chartW, 30+(i/cols)*chartH, c)
 	}

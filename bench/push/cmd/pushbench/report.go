@@ -98,6 +98,9 @@ func (r *results) writeMarkdown(w io.Writer) {
 	line(fmt.Sprintf("saturation, %d subscribers: best deliveries/s on one core (p99 there)", p.SatClients), func(s string) string {
 		x, ok := r.find(s, "saturation", func(x row) bool { return x.Best })
 		if !ok {
+			if first, ok := r.find(s, "saturation", nil); ok {
+				return fmt.Sprintf("none: at the first step (%g msg/s) %s", first.Rate, strings.TrimPrefix(first.Note, "past the limit: "))
+			}
 			return "–"
 		}
 		return fmt.Sprintf("%s (%s ms at %g msg/s)", kilo(x.DeliveriesPerSec), num(x.P99ms), math.Round(x.Rate))
@@ -151,6 +154,12 @@ func (r *results) writeMarkdown(w io.Writer) {
 			}
 			if x.PublishErrors > 0 && !strings.Contains(note, "publish") {
 				note += fmt.Sprintf(" %d publish errors: %s", x.PublishErrors, x.PublishErr)
+			}
+			if x.Extra > 0 {
+				note += fmt.Sprintf(" %d deliveries of publications whose request failed", x.Extra)
+			}
+			if x.Closed > 0 && !strings.Contains(note, "closed") {
+				note += fmt.Sprintf(" clients closed by the server: %s", x.CloseErr)
 			}
 			fmt.Fprintf(bw, "| %s | %s | %d | %d | %g | %d | %d | %d | %d | %d | %s | %s | %s | %s | %.2f | %.2f | %.0f %% | %s |\n",
 				x.Server, x.Scenario, x.Clients, x.Rooms, math.Round(x.Rate*10)/10, x.Published, x.Delivered, x.Lost, x.OrderErrors, x.Closed,

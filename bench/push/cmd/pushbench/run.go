@@ -71,6 +71,7 @@ type row struct {
 	Delivered     int64  `json:"delivered,omitempty"`
 	Expected      int64  `json:"expected,omitempty"`
 	Lost          int64  `json:"lost,omitempty"`
+	Extra         int64  `json:"extra,omitempty"` // delivered beyond expected: publications whose request failed yet were published
 	OrderErrors   int64  `json:"order_errors,omitempty"`
 	Duplicates    int64  `json:"duplicates,omitempty"`
 	Closed        int64  `json:"closed,omitempty"`
@@ -226,7 +227,11 @@ func (s *session) phase(rate float64, dur time.Duration) (row, error) {
 		lastUs = max(lastUs, rep.LastUs)
 		h.add(rep.Hist)
 	}
-	r.Lost = r.Expected - r.Delivered
+	// A publish request that failed (a timeout) may still have been
+	// published: its deliveries count, beyond what was expected.
+	if r.Lost = r.Expected - r.Delivered; r.Lost < 0 {
+		r.Extra, r.Lost = -r.Lost, 0
+	}
 	r.P50ms, r.P99ms, r.MaxMs = ms(h.quantile(0.5)), ms(h.quantile(0.99)), ms(h.quantile(1))
 	if lastUs > start.UnixMicro() {
 		r.Seconds = float64(lastUs-start.UnixMicro()) / 1e6

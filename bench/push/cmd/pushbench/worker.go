@@ -196,14 +196,13 @@ func (w *worker) connect() workerConnected {
 			w.conns[i] = cl
 			res.OK++
 			res.DoneUs = max(res.DoneUs, time.Now().UnixMicro())
+			// Read from now on, not once all are in: a server's pings
+			// (Centrifugo's {}, Engine.IO's 2) must be answered while the
+			// others still connect, or it drops the client.
+			go w.receive(cl)
 		})
 	}
 	wg.Wait()
-	for _, cl := range w.conns {
-		if cl != nil {
-			go w.receive(cl)
-		}
-	}
 	return res
 }
 
