@@ -687,18 +687,25 @@ var scratchPool = sync.Pool{New: func() any { return &writeScratch{buf: make([]b
 // and go out in one system call.
 const writeChunk = 64 << 10
 
+// maxChunksPerTurn bounds one flush, so that a busy connection leaves the
+// worker to the others between chunks.
+const maxChunksPerTurn = 4
+
 func (c *elConn) runWrite() {
 	sc := scratchPool.Get().(*writeScratch)
 	defer scratchPool.Put(sc)
-	for {
+	for turn := 0; ; turn++ {
 		c.mu.Lock()
 		c.wPend = false
 		ctrl := c.ctrl
 		c.ctrl = nil
 		noData := c.closeSent
 		c.mu.Unlock()
-		blocked, err := c.flush(sc, ctrl, noData)
+		blocked, more, err := c.flush(sc, ctrl, noData)
 		c.mu.Lock()
+		if more {
+			c.wPend = true
+		}
 		if err != nil {
 			c.wRun = false
 			f := c.shutLocked()
@@ -715,7 +722,14 @@ func (c *elConn) runWrite() {
 		}
 		if c.wPend {
 			c.mu.Unlock()
-			continue
+			if turn < 2 {
+				continue
+			}
+			// Still busy: take a turn at the back of the queue, so that
+			// a connection that keeps getting messages does not keep a
+			// worker from the others (wRun stays set).
+			c.t.writers.Submit((*writeRole)(c))
+			return
 		}
 		if blocked {
 			c.wBlocked = true
@@ -759,20 +773,21 @@ func (c *elConn) write(p []byte) (n int, blocked bool, err error) {
 // flush writes, in order: what an earlier write left (pend), the control
 // frames ctrl, then the session's queue (unless noData), or once the
 // session has ended its disconnect notice and the close frame.
-func (c *elConn) flush(sc *writeScratch, ctrl []byte, noData bool) (blocked bool, err error) {
+// more means it stopped after maxChunksPerTurn with output left.
+func (c *elConn) flush(sc *writeScratch, ctrl []byte, noData bool) (blocked, more bool, err error) {
 	if len(c.pend) > 0 {
 		n, blocked, err := c.write(c.pend)
 		if err != nil {
-			return false, err
+			return false, false, err
 		}
 		if blocked {
 			c.pend = append(c.pend[n:], ctrl...)
-			return true, nil
+			return true, false, nil
 		}
 		c.pend = nil
 	}
 	b := append(sc.buf[:0], ctrl...)
-	for {
+	for chunk := 1; ; chunk++ {
 		var lastSeq uint64
 		batch := sc.batch[:0]
 		if !noData {
@@ -797,12 +812,12 @@ func (c *elConn) flush(sc *writeScratch, ctrl []byte, noData bool) (blocked bool
 		}
 		if len(b) == 0 {
 			sc.batch = batch[:0]
-			return false, nil
+			return false, false, nil
 		}
 		n, blocked, err := c.write(b)
 		if err != nil {
 			clear(batch)
-			return false, err
+			return false, false, err
 		}
 		if blocked {
 			c.pend = append([]byte(nil), b[n:]...)
@@ -827,7 +842,10 @@ func (c *elConn) flush(sc *writeScratch, ctrl []byte, noData bool) (blocked bool
 		}
 		sc.buf = b[:0]
 		if blocked || noData || lastSeq == 0 {
-			return blocked, nil
+			return blocked, false, nil
+		}
+		if chunk == maxChunksPerTurn {
+			return false, true, nil
 		}
 		b = sc.buf[:0]
 	}
