@@ -92,8 +92,16 @@ func StartCluster(t testing.TB, masters, replicas int) *Cluster {
 	t.Helper()
 	need(t, CLI)
 	dir := t.TempDir()
+	busPorts := map[int]int{} // a node's port -> its cluster bus port
 	node := func(port int) []string {
-		return []string{"--cluster-enabled", "yes",
+		// The cluster bus defaults to port+10000, which may be taken (or
+		// past 65535): give it a free port of its own.
+		bus, err := freePort()
+		if err != nil {
+			t.Fatalf("testredis: find a free port: %v", err)
+		}
+		busPorts[port] = bus
+		return []string{"--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus),
 			"--cluster-config-file", filepath.Join(dir, "nodes-"+strconv.Itoa(port)+".conf"),
 			"--cluster-node-timeout", strconv.Itoa(int(NodeTimeout / time.Millisecond)),
 			"--dir", dir}
@@ -116,7 +124,7 @@ func StartCluster(t testing.TB, masters, replicas int) *Cluster {
 	}
 	for i, r := range c.Replicas {
 		id := strings.TrimSpace(c.Cmd(c.Masters[i].Addr, "CLUSTER", "MYID"))
-		c.Cmd(r.Addr, "CLUSTER", "MEET", "127.0.0.1", strconv.Itoa(c.Masters[0].Port))
+		c.Cmd(r.Addr, "CLUSTER", "MEET", "127.0.0.1", strconv.Itoa(c.Masters[0].Port), strconv.Itoa(busPorts[c.Masters[0].Port]))
 		deadline := time.Now().Add(clusterTimeout)
 		for {
 			// The replica must know the master before it can follow it.
