@@ -35,7 +35,7 @@ type queue struct {
 	notify   chan struct{} // cap 1: something was queued or the session ended
 	room     chan struct{} // made by a waiting pushWait, closed by ack; else nil
 
-	onSignal atomic.Pointer[func()] // Session.OnQueue's callback, or nil
+	onSignal atomic.Pointer[func()] // the session's wake function (SetWake), or nil
 }
 
 // keepCap is the largest item capacity a drained queue keeps for reuse; a

@@ -17,6 +17,9 @@ func (s *Server) newEventLoop(opts *ws.AcceptOptions) (*transport.EventLoop, err
 		Log:          s.cfg.Logger,
 		OnDeliver:    s.metrics.delivered,
 		WriteTimeout: s.cfg.WriteTimeout,
+		// A session resumed here stops being served by a CONNECT
+		// (HTTP/2) connection of the goroutine transport.
+		TakeoverOther: s.websocket.Takeover,
 	}
 	if err := el.Start(); err != nil {
 		return nil, fmt.Errorf("server: %w", err)

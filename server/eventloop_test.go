@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"net"
 	"runtime"
@@ -40,6 +41,7 @@ func TestEventLoop(t *testing.T) {
 		{"NoGoroutinePerConnection", testEventLoopNoGoroutines},
 		{"Fragmented", testEventLoopFragmented},
 		{"ReplayLargerThanQueue", testEventLoopReplayLargerThanQueue},
+		{"ResumeMovesSession", testEventLoopResumeMovesSession},
 	} {
 		t.Run(tc.name, tc.f)
 	}
@@ -359,5 +361,39 @@ func testEventLoopReplayLargerThanQueue(t *testing.T) {
 		if string(m.Push.Data) != strconv.Itoa(i) {
 			t.Fatalf("replay: got %s, want %d", m.Push.Data, i)
 		}
+	}
+}
+
+// testEventLoopResumeMovesSession: a second connection that resumes the
+// session (?session=ID) takes it over: the first gets close 4000, the
+// second the publications, without resubscribing.
+func testEventLoopResumeMovesSession(t *testing.T) {
+	srv, base := start(t, Config{})
+	tok := token(t, "u", "U", time.Hour)
+	a := dial(t, base, "/chat", "superchat", tok)
+	a.send(`{"id":1,"op":"connect"}`)
+	var res struct{ Session string }
+	if err := json.Unmarshal(a.next(reply(1)).Result, &res); err != nil || res.Session == "" {
+		t.Fatalf("connect result: %v", err)
+	}
+	a.send(`{"id":2,"op":"subscribe","channel":"chat:r"}`)
+	a.next(reply(2))
+	b := dial(t, base, "/chat?session="+res.Session, "superchat", tok)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for {
+		_, _, err := a.c.ReadMessage(ctx, nil)
+		if err != nil {
+			if ws.CloseStatus(err) != 4000 {
+				t.Fatalf("first connection: %v, want close 4000", err)
+			}
+			break
+		}
+	}
+	if _, err := srv.Engine().Publish(ctx, push.PublishRequest{Channel: "chat:r", Data: []byte(`"after"`)}); err != nil {
+		t.Fatal(err)
+	}
+	if m := b.next(publication); string(m.Push.Data) != `"after"` {
+		t.Fatalf("second connection got %s", m.Push.Data)
 	}
 }

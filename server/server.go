@@ -357,15 +357,24 @@ func New(cfg Config) (*Server, error) {
 	}
 	opts.Subprotocols = transport.Subprotocols
 
-	var chat http.Handler = s.websocket
 	if cfg.EventLoop {
+		// GET (HTTP/1.1 upgrades) from the event loop; CONNECT (RFC
+		// 8441, a stream of an HTTP/2 connection: no socket of its own
+		// to poll) stays with the goroutine transport.
 		if s.eventloop, err = s.newEventLoop(opts); err != nil {
 			return nil, err
 		}
-		chat = s.eventloop
+		// Polling takes a session over from either WebSocket transport.
+		wsTakeover, el := s.polling.Takeover, s.eventloop
+		s.polling.Takeover = func(ps *push.Session) { wsTakeover(ps); el.Takeover(ps) }
+		for _, p := range []string{"/chat", "/chat/{room}"} {
+			s.mux.Handle("GET "+p, s.admit(s.eventloop))
+			s.mux.Handle("CONNECT "+p, s.admit(s.websocket))
+		}
+	} else {
+		s.handleWS("/chat", s.admit(s.websocket))
+		s.handleWS("/chat/{room}", s.admit(s.websocket))
 	}
-	s.handleWS("/chat", s.admit(chat))
-	s.handleWS("/chat/{room}", s.admit(chat))
 	if cfg.Diagnostics == DiagnosticsOn {
 		s.echo = transport.NewEcho(opts, s.limit, s.log)
 		s.broadcast = transport.NewBroadcast(opts, s.limit, s.log)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -46,6 +47,11 @@ type EventLoop struct {
 	WriteTimeout time.Duration
 	// OnDeliver is as WebSocket's.
 	OnDeliver func(transport string, published time.Time)
+	// TakeoverOther, if set, is called with a session that a connection
+	// here resumes: the other WebSocket transport's Takeover (the server
+	// serves HTTP/2 CONNECT with it), so that a queue never has two
+	// writers.
+	TakeoverOther func(*push.Session)
 	// ReadWorkers handle client messages (which may wait on the broker);
 	// 0 means 32. WriteWorkers write queued output (never blocking); 0
 	// means 2 per CPU.
@@ -62,6 +68,7 @@ type EventLoop struct {
 	mu   sync.Mutex
 	n    int
 	idle chan struct{}
+	live map[*push.Session]*elConn // the connection serving each session
 }
 
 // closeWait bounds the wait for the peer's close frame after ours, as
@@ -141,7 +148,10 @@ func (t *EventLoop) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	s, resumed := resumeSession(t.Engine, r, ident, proto)
+	s, resumed := resumeSession(t.Engine, t.Verifier, r, ident, proto)
+	if resumed && t.TakeoverOther != nil {
+		t.TakeoverOther(s)
+	}
 	if s == nil {
 		var err error
 		s, err = t.Engine.Connect(r.Context(), push.ConnectRequest{
@@ -161,7 +171,9 @@ func (t *EventLoop) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t.add()
 	nc, _, err := ws.UpgradeDetached(w, r, &opts, &c.dec)
 	if err == nil {
-		c.fd, err = detachFD(nc)
+		var fd int
+		fd, err = detachFD(nc)
+		c.fd = int32(fd)
 	}
 	if err != nil {
 		c.dec.Release()
@@ -177,10 +189,22 @@ func (t *EventLoop) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.lastSeen.Store(time.Now().UnixNano())
 	// Read before Add: from then on the Decoder is the reader's.
 	behind := c.dec.Buffered() > 0
-	s.OnQueue(c.wake)
-	if err := t.poller.Add(c.fd, c); err != nil {
-		s.OnQueue(nil)
-		syscall.Close(c.fd)
+	t.mu.Lock()
+	if t.live == nil {
+		t.live = make(map[*push.Session]*elConn)
+	}
+	old := t.live[s]
+	t.live[s] = c
+	c.wakeFn = new(func())
+	*c.wakeFn = c.wake
+	s.SetWake(c.wakeFn)
+	t.mu.Unlock()
+	if old != nil {
+		old.moved("session moved to another connection")
+	}
+	if err := t.poller.Add(int(c.fd), c); err != nil {
+		t.forget(c)
+		syscall.Close(int(c.fd))
 		c.dec.Release()
 		t.done()
 		s.Detach()
@@ -196,20 +220,59 @@ func (t *EventLoop) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // resumeSession is WebSocket.resume: the session named by ?session= if it
-// is live, the same user's and the same protocol.
-func resumeSession(e *push.Engine, r *http.Request, ident auth.Identity, proto push.Protocol) (*push.Session, bool) {
-	id := r.URL.Query().Get("session")
+// is live, the same protocol and the same user's (any user's in
+// development mode); ?ack=N acknowledges the items up to seq N.
+func resumeSession(e *push.Engine, v auth.Verifier, r *http.Request, ident auth.Identity, proto push.Protocol) (*push.Session, bool) {
+	q := r.URL.Query()
+	id := q.Get("session")
 	if id == "" {
 		return nil, false
 	}
 	s, ok := e.Session(id)
-	if !ok || s.Identity().UserID != ident.UserID || s.Protocol() != proto {
+	if !ok || s.Protocol() != proto || (!v.Dev() && s.Identity().UserID != ident.UserID) {
 		return nil, false
 	}
 	if s.Attach("websocket") != nil {
 		return nil, false
 	}
+	if ack, err := strconv.ParseUint(q.Get("ack"), 10, 64); err == nil {
+		s.Ack(ack)
+	}
 	return s, true
+}
+
+// Takeover ends the connection serving s here, if there is one, so that
+// another transport serves the session (Polling.Takeover): what is being
+// written is finished, then the close frame (4000) goes out; what is
+// still queued stays in the session.
+func (t *EventLoop) Takeover(s *push.Session) {
+	t.mu.Lock()
+	c := t.live[s]
+	if c != nil {
+		delete(t.live, s)
+		s.ClearWake(c.wakeFn)
+	}
+	t.mu.Unlock()
+	if c != nil {
+		c.moved("session moved to another transport")
+	}
+}
+
+// forget drops c from live if it still serves its session, and its
+// session's callback with it.
+func (t *EventLoop) forget(c *elConn) {
+	t.mu.Lock()
+	if t.live[c.s] == c {
+		delete(t.live, c.s)
+		c.s.ClearWake(c.wakeFn)
+	}
+	t.mu.Unlock()
+}
+
+// moved closes c with 4000 after what it is writing; it writes no more of
+// the session's queue.
+func (c *elConn) moved(reason string) {
+	c.queueCtrl(ws.AppendClose(nil, StatusSessionMoved, reason), true, true)
 }
 
 // detachFD takes the socket out of nc: a duplicate of its descriptor
@@ -323,10 +386,10 @@ func (t *EventLoop) sweeper() {
 type elConn struct {
 	t        *EventLoop
 	s        *push.Session
-	fd       int
 	lastSeen atomic.Int64 // UnixNano of the last bytes read
+	fd       int32        // int32: with the flags it fills 16 bytes
 
-	mu         sync.Mutex
+	cleanClose bool // the peer closed with 1000 or 1001
 	rRun       bool // the reader is submitted or running
 	rPend      bool // readable again since the reader started
 	wRun       bool
@@ -337,14 +400,14 @@ type elConn struct {
 	shut       bool // no more work; the socket closes when no role runs
 	fdClosed   bool
 	pinged     bool
-	handleOff  bool   // the session has ended: client messages are dropped
-	readOff    bool   // the reading is over (close frame in or a broken stream)
-	ctrl       []byte // control frames to write before more data
-	closeAt    int64
-	pingAt     int64
+	handleOff  bool    // the session has ended: client messages are dropped
+	readOff    bool    // the reading is over (close frame in or a broken stream)
+	ctrl       []byte  // control frames to write before more data
+	at         int64   // closeSent: when our close frame was queued; else pinged: when the ping was
+	wakeFn     *func() // the session's wake function (SetWake), c.wake
 	blockedAt  int64
-	cleanClose bool // the peer closed with 1000 or 1001
 
+	mu  sync.Mutex
 	dec ws.Decoder // the reader's
 
 	last uint64 // the writer's: last Seq written and acknowledged
@@ -391,7 +454,7 @@ func (c *elConn) Ready(events int) {
 	}
 }
 
-// wake is the session's OnQueue: output to write.
+// wake is the session's wake function (SetWake): output to write.
 func (c *elConn) wake() {
 	c.mu.Lock()
 	if c.shut || c.wBlocked {
@@ -418,7 +481,7 @@ func (c *elConn) queueCtrlLocked(frame []byte, closing, shut bool) bool {
 	c.ctrl = append(c.ctrl, frame...)
 	if closing {
 		c.closeSent = true
-		c.closeAt = time.Now().UnixNano()
+		c.at = time.Now().UnixNano()
 	}
 	if shut {
 		c.flushShut = true
@@ -464,9 +527,9 @@ func (c *elConn) finishLocked() func() {
 }
 
 func (c *elConn) closeFD() {
-	c.t.poller.Remove(c.fd)
-	syscall.Close(c.fd)
-	c.s.OnQueue(nil)
+	c.t.poller.Remove(int(c.fd))
+	syscall.Close(int(c.fd))
+	c.t.forget(c)
 	c.dec.Release()
 	c.pend = nil
 	if c.cleanClose {
@@ -528,9 +591,9 @@ func (c *elConn) readSome() (more, stop bool) {
 	}
 	for range maxReadsPerTurn {
 		sp := c.dec.Space()
-		n, err := syscall.Read(c.fd, sp)
+		n, err := syscall.Read(int(c.fd), sp)
 		for err == syscall.EINTR {
-			n, err = syscall.Read(c.fd, sp)
+			n, err = syscall.Read(int(c.fd), sp)
 		}
 		if err == syscall.EAGAIN {
 			return false, false
@@ -624,18 +687,25 @@ var scratchPool = sync.Pool{New: func() any { return &writeScratch{buf: make([]b
 // and go out in one system call.
 const writeChunk = 64 << 10
 
+// maxChunksPerTurn bounds one flush, so that a busy connection leaves the
+// worker to the others between chunks.
+const maxChunksPerTurn = 4
+
 func (c *elConn) runWrite() {
 	sc := scratchPool.Get().(*writeScratch)
 	defer scratchPool.Put(sc)
-	for {
+	for turn := 0; ; turn++ {
 		c.mu.Lock()
 		c.wPend = false
 		ctrl := c.ctrl
 		c.ctrl = nil
 		noData := c.closeSent
 		c.mu.Unlock()
-		blocked, err := c.flush(sc, ctrl, noData)
+		blocked, more, err := c.flush(sc, ctrl, noData)
 		c.mu.Lock()
+		if more {
+			c.wPend = true
+		}
 		if err != nil {
 			c.wRun = false
 			f := c.shutLocked()
@@ -652,7 +722,14 @@ func (c *elConn) runWrite() {
 		}
 		if c.wPend {
 			c.mu.Unlock()
-			continue
+			if turn < 2 {
+				continue
+			}
+			// Still busy: take a turn at the back of the queue, so that
+			// a connection that keeps getting messages does not keep a
+			// worker from the others (wRun stays set).
+			c.t.writers.Submit((*writeRole)(c))
+			return
 		}
 		if blocked {
 			c.wBlocked = true
@@ -678,7 +755,7 @@ func (c *elConn) runWrite() {
 // took less than all of it and would block.
 func (c *elConn) write(p []byte) (n int, blocked bool, err error) {
 	for n < len(p) {
-		m, err := syscall.Write(c.fd, p[n:])
+		m, err := syscall.Write(int(c.fd), p[n:])
 		if err == syscall.EINTR {
 			continue
 		}
@@ -696,20 +773,21 @@ func (c *elConn) write(p []byte) (n int, blocked bool, err error) {
 // flush writes, in order: what an earlier write left (pend), the control
 // frames ctrl, then the session's queue (unless noData), or once the
 // session has ended its disconnect notice and the close frame.
-func (c *elConn) flush(sc *writeScratch, ctrl []byte, noData bool) (blocked bool, err error) {
+// more means it stopped after maxChunksPerTurn with output left.
+func (c *elConn) flush(sc *writeScratch, ctrl []byte, noData bool) (blocked, more bool, err error) {
 	if len(c.pend) > 0 {
 		n, blocked, err := c.write(c.pend)
 		if err != nil {
-			return false, err
+			return false, false, err
 		}
 		if blocked {
 			c.pend = append(c.pend[n:], ctrl...)
-			return true, nil
+			return true, false, nil
 		}
 		c.pend = nil
 	}
 	b := append(sc.buf[:0], ctrl...)
-	for {
+	for chunk := 1; ; chunk++ {
 		var lastSeq uint64
 		batch := sc.batch[:0]
 		if !noData {
@@ -734,12 +812,12 @@ func (c *elConn) flush(sc *writeScratch, ctrl []byte, noData bool) (blocked bool
 		}
 		if len(b) == 0 {
 			sc.batch = batch[:0]
-			return false, nil
+			return false, false, nil
 		}
 		n, blocked, err := c.write(b)
 		if err != nil {
 			clear(batch)
-			return false, err
+			return false, false, err
 		}
 		if blocked {
 			c.pend = append([]byte(nil), b[n:]...)
@@ -764,7 +842,10 @@ func (c *elConn) flush(sc *writeScratch, ctrl []byte, noData bool) (blocked bool
 		}
 		sc.buf = b[:0]
 		if blocked || noData || lastSeq == 0 {
-			return blocked, nil
+			return blocked, false, nil
+		}
+		if chunk == maxChunksPerTurn {
+			return false, true, nil
 		}
 		b = sc.buf[:0]
 	}
@@ -785,7 +866,7 @@ func (c *elConn) closeEnded(b []byte, d *push.Disconnect, buf []push.Outbound) [
 	c.mu.Lock()
 	if !c.closeSent {
 		c.closeSent = true
-		c.closeAt = time.Now().UnixNano()
+		c.at = time.Now().UnixNano()
 	}
 	c.mu.Unlock()
 	return b
@@ -802,21 +883,21 @@ func (c *elConn) sweep(now int64) {
 	var f func()
 	sub := false
 	switch {
-	case c.closeSent && now-c.closeAt > int64(closeWait):
+	case c.closeSent && now-c.at > int64(closeWait):
 		f = c.shutLocked()
 	case c.wBlocked && now-c.blockedAt > int64(t.writeTimeout()):
 		f = c.shutLocked()
 	case t.Accept.KeepAlive > 0 && !c.closeSent:
 		ka := int64(t.Accept.KeepAlive)
 		seen := c.lastSeen.Load()
-		if c.pinged && seen > c.pingAt {
+		if c.pinged && seen > c.at {
 			c.pinged = false
 		}
 		switch {
 		case !c.pinged && now-seen > ka:
-			c.pinged, c.pingAt = true, now
+			c.pinged, c.at = true, now
 			sub = c.queueCtrlLocked(ws.AppendPing(nil), false, false)
-		case c.pinged && now-c.pingAt > ka:
+		case c.pinged && now-c.at > ka:
 			sub = c.queueCtrlLocked(ws.AppendClose(nil, ws.StatusPolicyViolation, "keepalive: no pong"), true, true)
 		}
 	}

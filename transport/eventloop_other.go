@@ -17,18 +17,20 @@ import (
 // EventLoop is the event-loop WebSocket transport; it needs Linux (epoll),
 // and Start fails elsewhere.
 type EventLoop struct {
-	Engine       *push.Engine
-	Verifier     auth.Verifier
-	Accept       ws.AcceptOptions
-	Log          *slog.Logger
-	WriteTimeout time.Duration
-	OnDeliver    func(transport string, published time.Time)
-	ReadWorkers  int
-	WriteWorkers int
+	Engine        *push.Engine
+	Verifier      auth.Verifier
+	Accept        ws.AcceptOptions
+	Log           *slog.Logger
+	WriteTimeout  time.Duration
+	OnDeliver     func(transport string, published time.Time)
+	TakeoverOther func(*push.Session)
+	ReadWorkers   int
+	WriteWorkers  int
 }
 
-func (t *EventLoop) Start() error { return errors.New("transport: the event loop needs Linux (epoll)") }
-func (t *EventLoop) Close()       {}
+func (t *EventLoop) Start() error             { return errors.New("transport: the event loop needs Linux (epoll)") }
+func (t *EventLoop) Close()                   {}
+func (t *EventLoop) Takeover(s *push.Session) {}
 func (t *EventLoop) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	http.Error(w, "event loop unavailable", http.StatusInternalServerError)
 }

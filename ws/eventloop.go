@@ -61,7 +61,7 @@ type Decoder struct {
 	readLimit int64
 	frame     header
 	remain    int64  // payload bytes of the current frame not yet taken
-	maskPos   int    // bytes of the current frame unmasked so far
+	maskPos   int32  // bytes of the current frame unmasked, mod 4 (int32: it shares a word with msgOp)
 	msgOp     opcode // message in progress, 0 between messages
 	msgLen    int64
 	msg       []byte // a message assembled from several pieces
@@ -146,7 +146,7 @@ func (d *Decoder) Next() Event {
 			}
 			k := min(avail, d.remain)
 			p := d.rbuf[d.rpos : d.rpos+int(k)]
-			d.maskPos = mask(d.frame.key, d.maskPos, p)
+			d.maskPos = int32(mask(d.frame.key, int(d.maskPos), p) & 3)
 			d.rpos += int(k)
 			d.remain -= k
 			if d.msgOp == opText && !d.utf8.write(p) {

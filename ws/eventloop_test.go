@@ -2,6 +2,7 @@ package ws
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 )
 
@@ -121,4 +122,82 @@ func TestDecoderRules(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzDecoderMatchesConn feeds one stream of client frames to the
+// blocking reader (a server Conn) and to the Decoder, the latter in
+// chunks of a fuzzed size, and checks that both yield the same messages
+// and end the same way: the peer's close with its code, or a failure with
+// the same status.
+func FuzzDecoderMatchesConn(f *testing.F) {
+	f.Add(clientFrame(bitFin|byte(opText), []byte("hello")), uint8(1))
+	f.Add(append(clientFrame(byte(opText), []byte("hel")), clientFrame(bitFin|byte(opContinuation), []byte("lo"))...), uint8(3))
+	f.Add(append(clientFrame(bitFin|byte(opPing), []byte("p")), clientFrame(bitFin|byte(opBinary), []byte{1, 2})...), uint8(2))
+	f.Add(clientFrame(bitFin|byte(opClose), []byte{0x03, 0xe8, 'o', 'k'}), uint8(5))
+	f.Add(clientFrame(bitFin|byte(opText), []byte{0xe2, 0x9c}), uint8(1))
+	f.Add([]byte{0x81, 0x05, 'h', 'e', 'l', 'l', 'o'}, uint8(7))
+	const limit = 1 << 12
+	f.Fuzz(func(t *testing.T, stream []byte, chunk uint8) {
+		type outcome struct {
+			msgs []string
+			end  string
+		}
+		var want outcome
+		c := newConn(&replayConn{r: bytes.NewReader(stream)}, true, limit)
+		for range 100 {
+			op, msg, err := c.readMessage(nil)
+			if err != nil {
+				var ce *CloseError
+				switch {
+				case errors.As(err, &ce) && ce.Code != StatusAbnormalClosure:
+					want.end = "close " + itoa(int(ce.Code))
+				default:
+					want.end = "eof"
+				}
+				break
+			}
+			want.msgs = append(want.msgs, itoa(int(op))+":"+string(msg))
+		}
+		var got outcome
+		d := NewDecoder(limit)
+		step := int(chunk%64) + 1
+	feed:
+		for off := 0; ; {
+			for {
+				ev := d.Next()
+				if ev.Kind == EventMore {
+					break
+				}
+				switch ev.Kind {
+				case EventMessage:
+					got.msgs = append(got.msgs, itoa(int(ev.Type))+":"+string(ev.Data))
+				case EventClose, EventError:
+					got.end = "close " + itoa(int(ev.Code))
+					break feed
+				}
+				if len(got.msgs) == 100 {
+					break feed
+				}
+			}
+			d.Release()
+			if off == len(stream) {
+				got.end = "eof"
+				break
+			}
+			n := copy(d.Space(), stream[off:min(off+step, len(stream))])
+			d.Advance(n)
+			off += n
+		}
+		if len(want.msgs) == 100 {
+			return // the Conn's loop stopped, not the stream
+		}
+		if got.end != want.end || len(got.msgs) != len(want.msgs) {
+			t.Fatalf("Decoder: %d messages, %s; Conn: %d messages, %s", len(got.msgs), got.end, len(want.msgs), want.end)
+		}
+		for i := range got.msgs {
+			if got.msgs[i] != want.msgs[i] {
+				t.Fatalf("message %d: Decoder %q, Conn %q", i, got.msgs[i], want.msgs[i])
+			}
+		}
+	})
 }

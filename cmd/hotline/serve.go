@@ -100,6 +100,9 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if *eventLoop && useTLS { // evloop
+		return fmt.Errorf("-event-loop serves plain TCP only: terminate TLS at a proxy, or drop -tls-cert")
+	}
 	var certs *certPair
 	if useTLS {
 		if certs, err = loadCertPair(*tlsCert, *tlsKey); err != nil {
