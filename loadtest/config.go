@@ -39,6 +39,10 @@ type Config struct {
 	// padding (about 60 bytes).
 	Size int
 
+	// Insecure skips the verification of the server's TLS certificate
+	// (an https:// URL with a self-signed test certificate).
+	Insecure bool
+
 	// Compress offers permessage-deflate on the WebSocket clients'
 	// connections; the server decides. Polling is not compressed.
 	Compress bool

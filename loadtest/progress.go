@@ -28,7 +28,25 @@ type Progress struct {
 	Accepted int64         // publications the server confirmed
 
 	Delivered int64 // distinct deliveries so far
-	Expected  int64 // Accepted × Clients
+	// Expected is Accepted × Clients. It can lag Delivered: a subscriber
+	// may get a publication before the publisher gets its reply. Due
+	// corrects for that; the progress shows Due.
+	Expected int64
+}
+
+// Due is the deliveries known to be due so far: Clients for each
+// publication known to be published. The server confirmed Accepted of
+// them, and a publication delivered before its publish reply came back
+// is published too: at least ceil(Delivered / Clients) distinct
+// publications have been delivered, as each brings at most one delivery
+// per client. So Due is never below Delivered, and the progress never
+// shows more than 100%.
+func (p Progress) Due() int64 {
+	if p.Clients <= 0 {
+		return max(p.Expected, p.Delivered)
+	}
+	c := int64(p.Clients)
+	return max(p.Expected, max(p.Accepted, (p.Delivered+c-1)/c)*c)
 }
 
 // Fraction is how far the current phase has gone, from 0 to 1.
@@ -45,8 +63,8 @@ func (p Progress) Fraction() float64 {
 		}
 	case PhaseDrain:
 		f = 1
-		if p.Expected > 0 {
-			f = float64(p.Delivered) / float64(p.Expected)
+		if due := p.Due(); due > 0 {
+			f = float64(p.Delivered) / float64(due)
 		}
 	case PhaseDone:
 		f = 1
@@ -62,7 +80,7 @@ func (p Progress) String() string {
 	default:
 		return fmt.Sprintf("%s: %s %s/%s, published %d/%d, delivered %d/%d%s",
 			p.Transport, p.Phase, roundDuration(p.Elapsed), roundDuration(p.Duration),
-			p.Accepted, p.Messages, p.Delivered, p.Expected, percent(p.Delivered, p.Expected))
+			p.Accepted, p.Messages, p.Delivered, p.Due(), percent(p.Delivered, p.Due()))
 	}
 }
 
@@ -76,7 +94,7 @@ func (p Progress) Bar(width int) string {
 	} else {
 		// Widths fixed for the run, so the bar does not jitter.
 		nw, dw := digits(int64(p.Messages)), digits(int64(p.Messages)*int64(p.Clients))
-		tail = fmt.Sprintf(" %6s/%s pub %*d recv %*d/%*d", roundDuration(p.Elapsed), roundDuration(p.Duration), nw, p.Accepted, dw, p.Delivered, dw, p.Expected)
+		tail = fmt.Sprintf(" %6s/%s pub %*d recv %*d/%*d", roundDuration(p.Elapsed), roundDuration(p.Duration), nw, p.Accepted, dw, p.Delivered, dw, p.Due())
 	}
 	inner := width - len(head) - len(tail) - 2
 	if inner > 40 {

@@ -3,6 +3,7 @@ package loadtest
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -162,8 +163,17 @@ func (r *runner) wsURL() string {
 	return u.String()
 }
 
+// tlsConfig is the clients' TLS configuration: nil (the defaults) unless
+// Insecure.
+func (r *runner) tlsConfig() *tls.Config {
+	if !r.cfg.Insecure {
+		return nil
+	}
+	return &tls.Config{InsecureSkipVerify: true}
+}
+
 func (r *runner) dialOptions(token string, dial func(context.Context, string, string) (net.Conn, error)) *ws.DialOptions {
-	o := &ws.DialOptions{Subprotocols: []string{"superchat"}, Header: http.Header{}, NetDialContext: dial}
+	o := &ws.DialOptions{Subprotocols: []string{"superchat"}, Header: http.Header{}, NetDialContext: dial, TLSConfig: r.tlsConfig()}
 	if token != "" {
 		o.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -190,6 +200,7 @@ func (r *runner) newClients() error {
 		tr := &http.Transport{
 			Proxy:               http.ProxyFromEnvironment,
 			DialContext:         r.w.dial,
+			TLSClientConfig:     r.tlsConfig(),
 			MaxConnsPerHost:     2, // a held long poll and a request beside it
 			MaxIdleConnsPerHost: 2,
 			IdleConnTimeout:     90 * time.Second,
@@ -282,6 +293,7 @@ func (r *runner) connect(ctx context.Context) error {
 func (r *runner) newPublisher(ctx context.Context) (publisher, error) {
 	if r.cfg.APIKey != "" {
 		a := newAPIPublisher(r.pub, r.base, r.cfg.APIKey, r.cfg.Publishers)
+		a.hc.Transport.(*http.Transport).TLSClientConfig = r.tlsConfig()
 		a.start(ctx, r.cfg.Publishers)
 		return a, nil
 	}

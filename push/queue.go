@@ -3,6 +3,7 @@ package push
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -33,6 +34,8 @@ type queue struct {
 	done     chan struct{} // closed when err is set
 	notify   chan struct{} // cap 1: something was queued or the session ended
 	room     chan struct{} // made by a waiting pushWait, closed by ack; else nil
+
+	onSignal atomic.Pointer[func()] // Session.OnQueue's callback, or nil
 }
 
 // keepCap is the largest item capacity a drained queue keeps for reuse; a
@@ -50,6 +53,9 @@ func (q *queue) signal() {
 	select {
 	case q.notify <- struct{}{}:
 	default:
+	}
+	if f := q.onSignal.Load(); f != nil {
+		(*f)()
 	}
 }
 
@@ -179,6 +185,13 @@ func (q *queue) pending(after uint64, dst []Outbound) []Outbound {
 		return dst
 	}
 	return append(dst, q.items[i:]...)
+}
+
+// hasPending reports whether an item with Seq > after is queued.
+func (q *queue) hasPending(after uint64) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items) > 0 && q.next-1 > after
 }
 
 // ack drops the items with Seq <= seq.

@@ -51,9 +51,37 @@ func (e *Engine) newSession(req ConnectRequest, room string) *Session {
 		attached:  1,
 	}
 	s.info = broker.ClientInfo{User: req.Identity.UserID, Name: req.Identity.Name, Client: s.id}
-	s.log = e.log.With(slog.String("session", LogID(s.id)), slog.String("user", s.info.User), slog.String("protocol", s.proto.String()))
+	s.log = slog.New(&sessionLog{h: e.log.Handler(), s: s})
 	s.q.init(e.cfg.QueueMessages, e.cfg.QueueBytes)
 	return s
+}
+
+// sessionLog is a session's log handler: the engine's, with the session's
+// attributes added to each record as it is logged. slog.Logger.With would
+// format them once, ahead, into a handler of the session's own: a few
+// hundred bytes that every idle session would hold for logs it seldom
+// writes.
+type sessionLog struct {
+	h slog.Handler
+	s *Session
+}
+
+func (l *sessionLog) Enabled(ctx context.Context, level slog.Level) bool {
+	return l.h.Enabled(ctx, level)
+}
+
+func (l *sessionLog) Handle(ctx context.Context, r slog.Record) error {
+	s := l.s
+	r.AddAttrs(slog.String("session", LogID(s.id)), slog.String("user", s.info.User), slog.String("protocol", s.proto.String()))
+	return l.h.Handle(ctx, r)
+}
+
+func (l *sessionLog) WithAttrs(as []slog.Attr) slog.Handler {
+	return &sessionLog{h: l.h.WithAttrs(as), s: l.s}
+}
+
+func (l *sessionLog) WithGroup(name string) slog.Handler {
+	return &sessionLog{h: l.h.WithGroup(name), s: l.s}
 }
 
 // ID returns the session id: 128 random bits, base64url. It is a bearer
@@ -177,6 +205,22 @@ func (s *Session) Wait(ctx context.Context, after uint64) error {
 func (s *Session) Pending(after uint64, dst []Outbound) []Outbound {
 	return s.q.pending(after, dst)
 }
+
+// HasPending reports whether the queue holds an item with Seq > after.
+func (s *Session) HasPending(after uint64) bool { return s.q.hasPending(after) }
+
+// SetWake makes the session call *f each time an item is queued for it
+// and when it ends, on the goroutine that queued the item or ended the
+// session, after the item is in the queue (or the end visible to Err).
+// That goroutine may hold an engine lock: *f must return at once and must
+// not call into the engine (start a goroutine, signal one). It lets a
+// transport keep no goroutine waiting on an idle session: the WebSocket
+// writer runs only while there is something to write. One wake function
+// at a time; SetWake replaces the previous one.
+func (s *Session) SetWake(f *func()) { s.q.onSignal.Store(f) }
+
+// ClearWake removes f if it is the session's wake function.
+func (s *Session) ClearWake(f *func()) { s.q.onSignal.CompareAndSwap(f, nil) }
 
 // Ack removes the queued items with Seq <= seq: the transport has written
 // them (WebSocket) or the client said it got them (polling).

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -65,7 +67,31 @@ func BenchmarkFanOut(b *testing.B) {
 					name += "/history=" + v.history
 				}
 				b.Run(name, func(b *testing.B) {
-					benchFanOut(b, v.endpoint, v.history == "on", subs, size)
+					benchFanOut(b, v.endpoint, v.history == "on", subs, size, 1)
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkFanOutBurst is BenchmarkFanOut with bursts: each iteration
+// publishes burst messages back to back and waits until every subscriber
+// has the last one (each checks that it gets them all, in order). Queued
+// messages pile up per connection, as at saturation: the writer sends
+// what is queued for a connection in one write. ns/op is one burst; the
+// latency metrics are of the burst's last message.
+//
+//	go test -run '^$' -bench FanOutBurst -benchtime 50x ./server/
+func BenchmarkFanOutBurst(b *testing.B) {
+	if testing.Short() {
+		b.Skip("starts servers with thousands of connections")
+	}
+	for _, subs := range []int{1000, 5000} {
+		for _, burst := range []int{16} {
+			for _, endpoint := range []string{"chat"} {
+				name := fmt.Sprintf("endpoint=%s/subs=%d/size=64/burst=%d", endpoint, subs, burst)
+				b.Run(name, func(b *testing.B) {
+					benchFanOut(b, endpoint, false, subs, 64, burst)
 				})
 			}
 		}
@@ -76,7 +102,7 @@ func BenchmarkFanOut(b *testing.B) {
 // before the benchmark or test fails.
 const fanOutTimeout = 10 * time.Second
 
-func benchFanOut(b *testing.B, endpoint string, history bool, subs, size int) {
+func benchFanOut(b *testing.B, endpoint string, history bool, subs, size, burst int) {
 	srv, base := startFanOut(b, history)
 	path := "/broadcast"
 	if endpoint == "chat" {
@@ -109,6 +135,7 @@ func benchFanOut(b *testing.B, endpoint string, history bool, subs, size int) {
 	for i, c := range conns[:subs] {
 		readers.Go(func() {
 			var buf []byte
+			next := int64(1) // the sequence number expected next
 			for {
 				_, msg, err := c.ReadMessage(context.Background(), buf[:0])
 				if err != nil {
@@ -121,11 +148,14 @@ func benchFanOut(b *testing.B, endpoint string, history bool, subs, size int) {
 				switch {
 				case !ok || len(msg) != size:
 					r.lost(fmt.Sprintf("subscriber %d: unexpected %d-byte message %.40q", i, len(msg), msg))
-				case seq != r.seq.Load():
-					r.lost(fmt.Sprintf("subscriber %d: got message %d in round %d", i, seq, r.seq.Load()))
-				default:
+				case seq != next:
+					r.lost(fmt.Sprintf("subscriber %d: got message %d, want %d (round %d)", i, seq, next, r.seq.Load()))
+				case seq == r.seq.Load():
+					next++
 					r.lat[i] = now - sent
 					r.arrived()
+				default:
+					next++
 				}
 			}
 		})
@@ -144,14 +174,20 @@ func benchFanOut(b *testing.B, endpoint string, history bool, subs, size int) {
 	pad := []byte(strings.Repeat("x", size))
 	msg := make([]byte, 0, size)
 	publish := func() {
-		seq := r.next()
-		msg = strconv.AppendInt(msg[:0], seq, 10)
-		msg = append(msg, ' ')
-		msg = strconv.AppendInt(msg, time.Since(epoch).Nanoseconds(), 10)
-		msg = append(msg, ' ')
-		msg = append(msg, pad[:size-len(msg)]...)
-		if err := pub.WriteMessage(context.Background(), ws.MessageText, msg); err != nil {
-			b.Fatalf("publish %d: %v", seq, err)
+		first := r.seq.Load() + 1
+		r.got.Store(0)
+		for seq := first; seq < first+int64(burst); seq++ {
+			msg = strconv.AppendInt(msg[:0], seq, 10)
+			msg = append(msg, ' ')
+			msg = strconv.AppendInt(msg, time.Since(epoch).Nanoseconds(), 10)
+			msg = append(msg, ' ')
+			msg = append(msg, pad[:size-len(msg)]...)
+			if seq == first+int64(burst)-1 {
+				r.seq.Store(seq) // the round's message: the last of the burst
+			}
+			if err := pub.WriteMessage(context.Background(), ws.MessageText, msg); err != nil {
+				b.Fatalf("publish %d: %v", seq, err)
+			}
 		}
 		if err := r.wait(); err != nil {
 			b.Fatal(err)
@@ -483,4 +519,136 @@ func raceBuild() bool {
 	return ok && slices.ContainsFunc(info.Settings, func(s debug.BuildSetting) bool {
 		return s.Key == "-race" && s.Value == "true"
 	})
+}
+
+// BenchmarkFanOutCPU measures what a delivery costs the server in CPU
+// time and write system calls rather than wall time, which a shared
+// machine makes noisy: subs raw TCP subscribers of /chat/bench read what
+// arrives in 64 KiB reads and count frame bytes (so they cost little), a
+// ws client publishes burst chat messages of 64 bytes back to back, and
+// each iteration waits until every subscriber has the whole burst.
+// cpu-ns/delivery is the process's user+system CPU time (getrusage, the
+// cheap readers included) per delivery; writes/delivery is the process's
+// write system calls (/proc/self/io syscw, the publisher's few included)
+// per delivery.
+//
+//	go test -run '^$' -bench FanOutCPU -benchtime 20x ./server/
+func BenchmarkFanOutCPU(b *testing.B) {
+	if testing.Short() {
+		b.Skip("starts servers with thousands of connections")
+	}
+	for _, subs := range []int{1000} {
+		for _, burst := range []int{1, 16, 128} {
+			b.Run(fmt.Sprintf("subs=%d/size=64/burst=%d", subs, burst), func(b *testing.B) {
+				benchFanOutCPU(b, subs, burst)
+			})
+		}
+	}
+}
+
+func benchFanOutCPU(b *testing.B, subs, burst int) {
+	const size = 64
+	const frame = 2 + size // a final text frame with a 7-bit length
+	srv, base := startFanOut(b, false)
+	addr := strings.TrimPrefix(base, "http://")
+	conns := dialMany(b, subs, func(ctx context.Context) (net.Conn, error) {
+		return dialRaw(ctx, addr, "/chat/bench")
+	})
+	pub, _, err := ws.Dial(context.Background(), "ws://"+addr+"/chat/bench", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	waitServed(b, srv, "chat", subs+1)
+
+	var got atomic.Int64 // subscribers that have the whole burst
+	done := make(chan struct{}, 1)
+	var want atomic.Int64 // bytes each subscriber must have read by the end of this burst
+	var readers sync.WaitGroup
+	var closing atomic.Bool
+	b.Cleanup(func() {
+		closing.Store(true)
+		pub.CloseNow()
+		for _, c := range conns {
+			c.Close()
+		}
+		readers.Wait()
+	})
+	for _, c := range conns {
+		readers.Go(func() {
+			buf := make([]byte, 64<<10)
+			var n int64
+			for {
+				m, err := c.Read(buf)
+				if err != nil {
+					return
+				}
+				n += int64(m)
+				if n == want.Load() && got.Add(1) == int64(subs) {
+					done <- struct{}{}
+				}
+			}
+		})
+	}
+	readers.Go(func() {
+		var buf []byte
+		for {
+			_, msg, err := pub.ReadMessage(context.Background(), buf[:0])
+			if err != nil {
+				return
+			}
+			buf = msg
+		}
+	})
+	msg := []byte(strings.Repeat("x", size))
+	timer := time.NewTimer(time.Hour)
+	publish := func() {
+		got.Store(0)
+		want.Add(int64(burst * frame))
+		for range burst {
+			if err := pub.WriteMessage(context.Background(), ws.MessageText, msg); err != nil {
+				b.Fatal(err)
+			}
+		}
+		timer.Reset(fanOutTimeout)
+		select {
+		case <-done:
+		case <-timer.C:
+			b.Fatalf("%d of %d subscribers got the burst in %v", got.Load(), subs, fanOutTimeout)
+		}
+	}
+	for range 3 {
+		publish()
+	}
+	cpu0, w0 := processCPU(), processWrites()
+	for b.Loop() {
+		publish()
+	}
+	deliveries := float64(b.N * burst * subs)
+	b.ReportMetric(float64(processCPU()-cpu0)/deliveries, "cpu-ns/delivery")
+	b.ReportMetric(float64(processWrites()-w0)/deliveries, "writes/delivery")
+	b.ReportMetric(deliveries/b.Elapsed().Seconds(), "deliveries/s")
+}
+
+// processCPU returns the process's user and system CPU time in ns.
+func processCPU() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+// processWrites returns the process's write system calls so far (Linux).
+func processWrites() int64 {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "syscw:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
 }

@@ -49,6 +49,10 @@ type Config struct {
 	// WriteTimeout bounds the write of one message to a WebSocket client;
 	// past it the client is dropped. 0 means 10s.
 	WriteTimeout time.Duration
+	// EventLoop serves /chat with the event-loop WebSocket transport
+	// (transport.EventLoop: epoll, no goroutine or buffer per idle
+	// connection; Linux, plain TCP, no permessage-deflate).
+	EventLoop bool
 	// MaxConns bounds the connections: live sessions over every
 	// transport (a detached session in its grace period counts) plus
 	// diagnostic connections (/echo, /broadcast). Past it new clients
@@ -67,6 +71,13 @@ type Config struct {
 	// IdleTimeout is how long an idle keep-alive connection is kept
 	// between requests. 0 means 30s; negative means no limit.
 	IdleTimeout time.Duration
+	// H2C serves HTTP/2 without TLS (prior knowledge, as h2c) beside
+	// HTTP/1.1. HTTP/2 over TLS is always on; WebSockets ride on it
+	// (RFC 8441) when the program imports ws/xconnect.
+	H2C bool
+	// H2MaxStreams bounds the concurrent streams of one HTTP/2
+	// connection: its requests and its WebSockets. 0 means 250.
+	H2MaxStreams int
 	// MaxHeaderBytes bounds the request line and headers, handshakes
 	// included (431 past it). 0 means 16 KiB.
 	MaxHeaderBytes int
@@ -166,6 +177,7 @@ type Server struct {
 	handler   http.Handler // mux behind the Host check
 	engine    *push.Engine
 	websocket *transport.WebSocket
+	eventloop *transport.EventLoop // nil unless Config.EventLoop
 	polling   *transport.Polling
 	echo      *transport.Echo      // nil: diagnostics off
 	broadcast *transport.Broadcast // nil: diagnostics off
@@ -273,6 +285,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 30 * time.Second
 	}
+	if cfg.H2MaxStreams <= 0 {
+		cfg.H2MaxStreams = 250
+	}
 	if cfg.MaxHeaderBytes <= 0 {
 		cfg.MaxHeaderBytes = 16 << 10
 	}
@@ -342,13 +357,20 @@ func New(cfg Config) (*Server, error) {
 	}
 	opts.Subprotocols = transport.Subprotocols
 
-	s.mux.Handle("GET /chat", s.admit(s.websocket))
-	s.mux.Handle("GET /chat/{room}", s.admit(s.websocket))
+	var chat http.Handler = s.websocket
+	if cfg.EventLoop {
+		if s.eventloop, err = s.newEventLoop(opts); err != nil {
+			return nil, err
+		}
+		chat = s.eventloop
+	}
+	s.handleWS("/chat", s.admit(chat))
+	s.handleWS("/chat/{room}", s.admit(chat))
 	if cfg.Diagnostics == DiagnosticsOn {
 		s.echo = transport.NewEcho(opts, s.limit, s.log)
 		s.broadcast = transport.NewBroadcast(opts, s.limit, s.log)
-		s.mux.Handle("GET /echo", s.echo)
-		s.mux.Handle("GET /broadcast", s.broadcast)
+		s.handleWS("/echo", s.echo)
+		s.handleWS("/broadcast", s.broadcast)
 	}
 	// /healthz: liveness, 200 while the process serves. /readyz: 503
 	// with the reason while the broker cannot be reached (a broker that
@@ -414,6 +436,13 @@ func (s *Server) Engine() *push.Engine { return s.engine }
 // Handler returns the server's HTTP handler.
 func (s *Server) Handler() http.Handler { return s.handler }
 
+// handleWS routes a WebSocket endpoint: GET for the HTTP/1.1 upgrade,
+// CONNECT for the extended CONNECT of HTTP/2 (RFC 8441).
+func (s *Server) handleWS(path string, h http.Handler) {
+	s.mux.Handle("GET "+path, h)
+	s.mux.Handle("CONNECT "+path, h)
+}
+
 // checkHost answers 421 to a request whose Host is not allowed.
 func (s *Server) checkHost(h http.Handler) http.Handler {
 	if len(s.cfg.AllowedHosts) == 0 {
@@ -432,7 +461,8 @@ func (s *Server) checkHost(h http.Handler) http.Handler {
 }
 
 // HTTPServer returns an http.Server for Handler with the configured
-// limits (ReadTimeout, IdleTimeout, MaxHeaderBytes) and GoingAway
+// limits (ReadTimeout, IdleTimeout, MaxHeaderBytes, H2MaxStreams),
+// HTTP/2 on TLS (and without it if H2C), and GoingAway
 // registered for its Shutdown. Serve it, and at the end call its Shutdown
 // and then the server's.
 func (s *Server) HTTPServer() *http.Server {
@@ -443,7 +473,12 @@ func (s *Server) HTTPServer() *http.Server {
 		IdleTimeout:       max(s.cfg.IdleTimeout, 0),
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: s.cfg.H2MaxStreams},
+		Protocols:         new(http.Protocols),
 	}
+	hs.Protocols.SetHTTP1(true)
+	hs.Protocols.SetHTTP2(true) // used with TLS only
+	hs.Protocols.SetUnencryptedHTTP2(s.cfg.H2C)
 	hs.RegisterOnShutdown(s.GoingAway)
 	return hs
 }
@@ -476,6 +511,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.engine.Shutdown(ctx)
 	s.polling.Close()
 	err = errors.Join(err, s.websocket.Wait(ctx))
+	if s.eventloop != nil {
+		err = errors.Join(err, s.eventloop.Wait(ctx))
+		s.eventloop.Close()
+	}
 	if s.echo != nil {
 		err = errors.Join(err, s.echo.Wait(ctx), s.broadcast.Wait(ctx))
 	}

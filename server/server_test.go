@@ -24,6 +24,9 @@ var secret = []byte("0123456789abcdef0123456789abcdef")
 func newServer(t *testing.T, cfg Config) *Server {
 	t.Helper()
 	cfg.StatsInterval = -1
+	if strings.HasPrefix(t.Name(), "TestEventLoop/") {
+		cfg.EventLoop = true // eventloop_test.go runs these tests again
+	}
 	if cfg.Auth == nil {
 		v, err := auth.New(auth.Config{Secret: secret})
 		if err != nil {

@@ -170,6 +170,7 @@ func (e *Echo) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// stack grew while parsing the request, and an idle echo
 		// connection should cost as little as possible.
 		e.set.serve(c, echo)
+		holdStream(c)
 	}
 }
 
@@ -233,6 +234,7 @@ func (b *Broadcast) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	opts.WriteTimeout = b.WriteTimeout
 	if c := b.set.upgrade(w, r, &opts, b.log, "broadcast"); c != nil {
 		b.set.serve(c, b.serve)
+		holdStream(c)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hotline-rt/hotline/auth"
@@ -32,8 +33,9 @@ type WebSocket struct {
 	// its Subprotocols are ignored.
 	Accept ws.AcceptOptions
 	Log    *slog.Logger
-	// WriteTimeout bounds the write of one message to a client; past it
-	// the client is dropped. 0 means 10s.
+	// WriteTimeout bounds one write to a client: a message, or a batch
+	// of queued messages of up to 64 KiB sent in one write; past it the
+	// client is dropped. 0 means 10s.
 	WriteTimeout time.Duration
 	// OnDeliver, if set, is called for each publication written, with
 	// the time the broker accepted it (for latency metrics).
@@ -106,6 +108,7 @@ func (t *WebSocket) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		go old.Close(StatusSessionMoved, "session moved to another connection")
 	}
 	go t.serve(c, s)
+	holdStream(c)
 }
 
 // StatusSessionMoved is the close code of a connection whose session
@@ -188,9 +191,67 @@ func (t *WebSocket) log() *slog.Logger {
 	return t.Log
 }
 
-// serve runs one connection: the reader here, the writer on its own
-// goroutine, which serve waits for.
+// serve runs one connection. Between the client's messages it keeps one
+// goroutine, parked in WaitReadable on a fresh 2 KiB stack: each message
+// is read and handled on a goroutine of its own, which hands over to a
+// new waiter when done, so that the stack a message grew (JSON, the
+// broker) goes with it instead of staying with the idle connection (the
+// runtime shrinks an idle stack only down to 4 KiB). The writer runs
+// only while the session has something to write: the session wakes it
+// (SetWake) when an item is queued; it drains the queue and ends.
 func (t *WebSocket) serve(c *ws.Conn, s *push.Session) {
+	w := &wsWriter{t: t, c: c, s: s, exited: make(chan struct{}, 1)}
+	w.wake, w.runFn = w.kick, w.run
+	w.waitFn, w.readFn = w.waitRead, w.readOne
+	s.SetWake(&w.wake)
+	w.kick() // what was queued before the wake was set
+	w.waitRead()
+}
+
+// waitRead waits until the client sends something and hands over to
+// readOne on a new goroutine.
+func (w *wsWriter) waitRead() {
+	if err := w.c.WaitReadable(context.Background()); err != nil {
+		w.end(err)
+		return
+	}
+	go w.readFn()
+}
+
+// readOne reads and handles one message, then hands over to waitRead on a
+// new goroutine.
+func (w *wsWriter) readOne() {
+	c, s := w.c, w.s
+	ctx := context.Background()
+	op, msg, err := c.ReadMessage(ctx, w.rbuf[:0])
+	if err != nil {
+		w.end(err)
+		return
+	}
+	if op != ws.MessageText {
+		c.Close(ws.StatusUnsupportedData, "binary messages are not part of chat or superchat")
+		w.end(nil)
+		return
+	}
+	if err := s.Handle(ctx, msg); err != nil {
+		w.end(err)
+		return
+	}
+	// Keep a small buffer for the next message; a large one goes.
+	w.rbuf = nil
+	if cap(msg) <= maxKeptReadBuf {
+		w.rbuf = msg
+	}
+	go w.waitFn()
+}
+
+// maxKeptReadBuf is the largest read buffer an idle connection keeps for
+// its next message.
+const maxKeptReadBuf = 512
+
+// end ends the connection after its reading ended with err.
+func (w *wsWriter) end(err error) {
+	t, c, s := w.t, w.c, w.s
 	defer t.done()
 	defer func() {
 		t.mu.Lock()
@@ -199,33 +260,165 @@ func (t *WebSocket) serve(c *ws.Conn, s *push.Session) {
 		}
 		t.mu.Unlock()
 	}()
-	ctx, cancel := context.WithCancel(context.Background())
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		t.writeLoop(ctx, c, s)
-	}()
-	err := t.readLoop(c, s)
 	var d *push.Disconnect
 	switch {
 	case errors.As(err, &d):
 		// The engine ended the session: the writer sends the close.
 		s.Close(d.Code, d.Reason)
+		w.stop(false)
 	case closedCleanly(err):
 		// The client said goodbye: nothing to resume, so the session
 		// ends now instead of holding its place (and a -max-conns
 		// slot) for the grace period.
 		s.Close(push.CodeNormal, "closed by the client")
+		w.stop(false)
 	default:
 		// The client dropped: keep the session for its grace period,
 		// so that it can resume.
-		cancel()
+		w.stop(true)
 	}
-	<-writerDone
-	cancel()
+	s.ClearWake(&w.wake)
 	s.Detach()
 	c.CloseNow()
 }
+
+// The states of a wsWriter.
+const (
+	writerIdle    int32 = iota // no writer goroutine; a wake starts one
+	writerRunning              // a writer goroutine is draining the queue
+	writerStopped              // the connection is done: no writer starts
+)
+
+// wsWriter writes a session's queue to its connection, on a goroutine
+// that runs only while there is something to write.
+type wsWriter struct {
+	t      *WebSocket
+	c      *ws.Conn
+	s      *push.Session
+	state  atomic.Int32
+	halt   atomic.Bool   // the client dropped: write no further batch
+	exited chan struct{} // cap 1: a token each time the writer goes idle
+	wake   func()        // w.kick, bound once: the session's wake function
+	runFn  func()        // w.run, bound once: go w.runFn() does not allocate
+	waitFn func()        // w.waitRead, bound once
+	readFn func()        // w.readOne, bound once
+	rbuf   []byte        // the read buffer, kept between messages if small
+
+	// Written by the running writer goroutine only. Atomic because a
+	// writer that has just gone idle reads them (more) while a new one
+	// may have started.
+	last  atomic.Uint64 // Seq of the last item written
+	ended atomic.Bool   // the session's close went out, or a write failed
+}
+
+// kick starts the writer unless it runs (or the connection is done). It
+// runs on the goroutine that queued an item, maybe under an engine lock:
+// it only starts a goroutine.
+func (w *wsWriter) kick() {
+	if w.state.CompareAndSwap(writerIdle, writerRunning) {
+		go w.runFn()
+	}
+}
+
+// run drains the queue, goes idle, and runs again if something arrived
+// meanwhile (a wake that found it running did not start another).
+func (w *wsWriter) run() {
+	for {
+		w.drain()
+		if beforeIdle != nil {
+			beforeIdle(w)
+		}
+		w.state.Store(writerIdle)
+		select {
+		case w.exited <- struct{}{}:
+		default:
+		}
+		if !w.more() || !w.state.CompareAndSwap(writerIdle, writerRunning) {
+			return
+		}
+	}
+}
+
+// beforeIdle, if set (by tests), runs after a writer has drained the
+// queue and before it goes idle: what it queues must still go out.
+var beforeIdle func(*wsWriter)
+
+// more reports whether the writer has work: queued items, or the close of
+// an ended session.
+func (w *wsWriter) more() bool {
+	if w.ended.Load() || w.halt.Load() {
+		return false
+	}
+	return w.s.HasPending(w.last.Load()) || w.s.Err() != nil
+}
+
+// stop waits until no writer runs and makes sure none starts again. With
+// halt (the client dropped), a running writer ends after its current
+// batch.
+func (w *wsWriter) stop(halt bool) {
+	if halt {
+		w.halt.Store(true)
+	}
+	for !w.state.CompareAndSwap(writerIdle, writerStopped) {
+		<-w.exited
+	}
+}
+
+// drain sends the session's queue in order and acknowledges what was
+// written, until nothing is left. When the session ends, the queued data
+// not yet written is dropped and the close goes next: the superchat
+// disconnect notice (the queue's last item) and the close frame with the
+// session's code, so that a slow consumer learns why it is cut instead of
+// waiting behind the queue it is cut for. A batch already being written
+// when the session ends is finished first (a frame cannot be cut); ws
+// bounds it by WriteTimeout, and the close frame by 5 s.
+func (w *wsWriter) drain() {
+	t, c, s := w.t, w.c, w.s
+	batch := getOutbound()
+	defer putOutbound(batch)
+	last := w.last.Load()
+	defer func() { w.last.Store(last) }()
+	for !w.ended.Load() && !w.halt.Load() {
+		*batch = s.Pending(last, (*batch)[:0])
+		if len(*batch) > 0 {
+			// Each write is bounded by the connection's WriteTimeout,
+			// which ends with the write and leaves nothing behind for
+			// the keepalive pings and pong replies that come after. Not
+			// a ctx per batch: context.WithTimeout and its watch cost
+			// about 9 allocations per message per recipient, and the
+			// fan-out must allocate nothing.
+			werr := t.writeBatch(context.Background(), c, s, *batch, &last)
+			if last > 0 {
+				s.Ack(last)
+			}
+			clear(*batch) // drop references to shared payloads
+			if werr == nil {
+				continue
+			}
+			if werr != errSessionEnded {
+				w.ended.Store(true)
+				c.CloseNow()
+				return
+			}
+		}
+		if err := s.Err(); err != nil {
+			w.ended.Store(true)
+			var d *push.Disconnect // escapes: only once, at the end
+			if errors.As(err, &d) {
+				t.closeEnded(c, s, d, last, (*batch)[:0])
+				clear(*batch)
+			}
+		}
+		return
+	}
+}
+
+// outboundPool holds the batches writers take from their queues, so that
+// a writer holds one only while it runs.
+var outboundPool = sync.Pool{New: func() any { return new([]push.Outbound) }}
+
+func getOutbound() *[]push.Outbound  { return outboundPool.Get().(*[]push.Outbound) }
+func putOutbound(b *[]push.Outbound) { outboundPool.Put(b) }
 
 // closedCleanly reports whether err is the client's own close frame with
 // 1000 (normal closure) or 1001 (going away, as a browser leaving the
@@ -234,72 +427,6 @@ func closedCleanly(err error) bool {
 	var ce *ws.CloseError
 	return errors.As(err, &ce) && !ce.Local &&
 		(ce.Code == ws.StatusNormalClosure || ce.Code == ws.StatusGoingAway)
-}
-
-func (t *WebSocket) readLoop(c *ws.Conn, s *push.Session) error {
-	ctx := context.Background()
-	var buf []byte
-	for {
-		op, msg, err := c.ReadMessage(ctx, buf[:0])
-		if err != nil {
-			return err
-		}
-		if op != ws.MessageText {
-			c.Close(ws.StatusUnsupportedData, "binary messages are not part of chat or superchat")
-			return nil
-		}
-		if err := s.Handle(ctx, msg); err != nil {
-			return err
-		}
-		if cap(msg) <= 64<<10 {
-			buf = msg
-		} else {
-			buf = nil
-		}
-	}
-}
-
-// writeLoop sends the session's queue in order and acknowledges what was
-// written. When the session ends, the queued data not yet written is
-// dropped and the close goes next: the superchat disconnect notice (the
-// queue's last item) and the close frame with the session's code, so that
-// a slow consumer learns why it is cut instead of waiting behind the
-// queue it is cut for. A message already being written when the session
-// ends is finished first (a frame cannot be cut); ws bounds it by
-// WriteTimeout, and the close frame by 5 s.
-func (t *WebSocket) writeLoop(ctx context.Context, c *ws.Conn, s *push.Session) {
-	var last uint64
-	var batch []push.Outbound
-	for {
-		err := s.Wait(ctx, last)
-		batch = s.Pending(last, batch[:0])
-		if len(batch) > 0 {
-			// Each write is bounded by the connection's WriteTimeout,
-			// which ends with the write and leaves nothing behind for
-			// the keepalive pings and pong replies that come after. Not
-			// a ctx per batch: context.WithTimeout and its watch cost
-			// about 9 allocations per message per recipient, and the
-			// fan-out must allocate nothing.
-			werr := t.writeBatch(context.Background(), c, s, batch, &last)
-			if last > 0 {
-				s.Ack(last)
-			}
-			clear(batch) // drop references to shared payloads
-			if werr == errSessionEnded {
-				err = s.Err()
-			} else if werr != nil {
-				c.CloseNow()
-				return
-			}
-		}
-		if err != nil {
-			var d *push.Disconnect
-			if errors.As(err, &d) {
-				t.closeEnded(c, s, d, last, batch[:0])
-			}
-			return
-		}
-	}
 }
 
 func (t *WebSocket) writeTimeout() time.Duration {
@@ -325,28 +452,58 @@ func (t *WebSocket) closeEnded(c *ws.Conn, s *push.Session, d *push.Disconnect, 
 	c.Close(ws.StatusCode(d.Code), d.Reason) // bounded by ws
 }
 
+// maxWriteBytes bounds what one write batch gathers (a larger message
+// goes alone): the WriteTimeout bounds each batch, and the disconnect of
+// an ended session waits for at most one batch.
+const maxWriteBytes = 64 << 10
+
 // writeBatch writes batch in order, moving *last to each message written.
-// It stops with errSessionEnded before a message if the session has
-// ended meanwhile.
+// It gathers the messages into batches of up to maxWriteBytes, each sent
+// with one ws.Conn.WriteMessages (one write system call for a burst of
+// small messages, each still a frame of its own). It stops with
+// errSessionEnded before a batch if the session has ended meanwhile.
 func (t *WebSocket) writeBatch(ctx context.Context, c *ws.Conn, s *push.Session, batch []push.Outbound, last *uint64) error {
 	done := s.Done()
-	for i := range batch {
+	msgs := getMsgs()
+	defer putMsgs(msgs)
+	for len(batch) > 0 {
 		select {
 		case <-done:
 			return errSessionEnded
 		default:
 		}
-		o := &batch[i]
-		if err := c.WriteMessage(ctx, ws.MessageText, o.Data); err != nil {
+		k, size := 0, 0
+		for k < len(batch) && (k == 0 || size+len(batch[k].Data) <= maxWriteBytes) {
+			size += len(batch[k].Data)
+			k++
+		}
+		*msgs = (*msgs)[:0]
+		for i := range batch[:k] {
+			*msgs = append(*msgs, batch[i].Data)
+		}
+		n, err := c.WriteMessages(ctx, ws.MessageText, *msgs)
+		clear(*msgs)
+		for i := range batch[:n] {
+			o := &batch[i]
+			*last = o.Seq
+			if t.OnDeliver != nil && !o.Time.IsZero() {
+				t.OnDeliver("websocket", o.Time)
+			}
+		}
+		if err != nil {
 			return err
 		}
-		*last = o.Seq
-		if t.OnDeliver != nil && !o.Time.IsZero() {
-			t.OnDeliver("websocket", o.Time)
-		}
+		batch = batch[k:]
 	}
 	return nil
 }
+
+// msgsPool holds the payload lists of write batches, so that a writer
+// holds one only while it writes.
+var msgsPool = sync.Pool{New: func() any { return new([][]byte) }}
+
+func getMsgs() *[][]byte  { return msgsPool.Get().(*[][]byte) }
+func putMsgs(m *[][]byte) { msgsPool.Put(m) }
 
 // Wait blocks until every connection has finished (its goroutines have
 // returned), or ctx ends. It is for shutdown, after the engine has ended

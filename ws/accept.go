@@ -77,8 +77,19 @@ type CompressionOptions struct {
 	Threshold int
 }
 
-// Upgrade turns an HTTP request into a WebSocket connection by hijacking
-// it. If the request is not an acceptable handshake, Upgrade answers it
+// Upgrade turns an HTTP request into a WebSocket connection. Over
+// HTTP/1.1 it hijacks the connection after answering 101. Over HTTP/2 it
+// accepts an extended CONNECT with :protocol websocket (RFC 8441): it
+// answers 200 and the request's stream becomes the connection, its body
+// what the client sends and the response what the server sends. The
+// checks (origin, version, subprotocol, permessage-deflate) and the
+// options are the same for both.
+//
+// Over HTTP/2 the stream belongs to the handler: the handler must not
+// return before the connection is closed (wait for <-c.Done(); see
+// Conn.HTTP2), as net/http ends the stream when it returns.
+//
+// If the request is not an acceptable handshake, Upgrade answers it
 // with the proper status (400, 403, 405 or 426 with
 // Sec-WebSocket-Version: 13) and a plain-text reason, and returns a
 // *HandshakeError.
@@ -96,6 +107,9 @@ func Upgrade(w http.ResponseWriter, r *http.Request, opts *AcceptOptions) (*Conn
 		}
 		http.Error(w, herr.Reason, herr.StatusCode)
 		return nil, herr
+	}
+	if resp.h2 {
+		return acceptH2(w, r, resp)
 	}
 	nc, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
@@ -148,13 +162,19 @@ func AcceptConn(nc net.Conn, opts *AcceptOptions) (*Conn, error) {
 // acceptResponse is a handshake that passed the checks, ready to answer.
 type acceptResponse struct {
 	opts        *AcceptOptions
-	accept      string
+	h2          bool   // an extended CONNECT over HTTP/2 (RFC 8441)
+	accept      string // Sec-WebSocket-Accept, over HTTP/1.1
 	subprotocol string
 	deflate     *deflateParams
 }
 
 func prepareResponse(r *http.Request, opts *AcceptOptions) (*acceptResponse, *HandshakeError) {
-	if status, reason := checkRequest(r); status != 0 {
+	h2 := isExtendedConnect(r)
+	check := checkRequest
+	if h2 {
+		check = checkRequestH2
+	}
+	if status, reason := check(r); status != 0 {
 		return nil, &HandshakeError{StatusCode: status, Reason: reason}
 	}
 	if !OriginAllowed(r, opts.AllowedOrigins) {
@@ -162,8 +182,11 @@ func prepareResponse(r *http.Request, opts *AcceptOptions) (*acceptResponse, *Ha
 	}
 	resp := &acceptResponse{
 		opts:        opts,
-		accept:      AcceptKey(r.Header.Get("Sec-WebSocket-Key")),
+		h2:          h2,
 		subprotocol: SelectSubprotocol(r, opts.Subprotocols),
+	}
+	if !h2 {
+		resp.accept = AcceptKey(r.Header.Get("Sec-WebSocket-Key"))
 	}
 	if opts.Compression != nil {
 		// A malformed extension list only means no compression.
@@ -189,7 +212,7 @@ func finishAccept(nc net.Conn, br *bufio.Reader, resp *acceptResponse) (*Conn, e
 	}
 	for k, vs := range resp.opts.Header {
 		for _, v := range vs {
-			if strings.ContainsAny(k+v, "\r\n") {
+			if !headerSafe(k, v) {
 				continue
 			}
 			b.WriteString(k + ": " + v + "\r\n")
@@ -200,13 +223,7 @@ func finishAccept(nc net.Conn, br *bufio.Reader, resp *acceptResponse) (*Conn, e
 		nc.Close()
 		return nil, fmt.Errorf("ws: write handshake response: %w", err)
 	}
-	c := newConn(nc, true, resp.opts.ReadLimit)
-	c.subprotocol = resp.subprotocol
-	if resp.deflate != nil {
-		c.extensions = resp.deflate.String()
-		c.deflate = newDeflateState(*resp.deflate, true, resp.opts.Compression)
-		c.rsvAllowed = bitRsv1
-	}
+	c := resp.newConn(nc)
 	if err := c.adoptBuffered(br); err != nil {
 		nc.Close()
 		return nil, err
@@ -215,6 +232,23 @@ func finishAccept(nc net.Conn, br *bufio.Reader, resp *acceptResponse) (*Conn, e
 	c.startKeepAlive(resp.opts.KeepAlive)
 	return c, nil
 }
+
+// newConn makes the server's Conn on nc with what the handshake agreed:
+// one code path for HTTP/1.1 and HTTP/2.
+func (resp *acceptResponse) newConn(nc net.Conn) *Conn {
+	c := newConn(nc, true, resp.opts.ReadLimit)
+	c.subprotocol = resp.subprotocol
+	if resp.deflate != nil {
+		c.extensions = resp.deflate.String()
+		c.deflate = newDeflateState(*resp.deflate, true, resp.opts.Compression)
+		c.rsvAllowed = bitRsv1
+	}
+	return c
+}
+
+// headerSafe reports whether a header line may be written as it is: no
+// CR or LF that would split it.
+func headerSafe(k, v string) bool { return !strings.ContainsAny(k+v, "\r\n") }
 
 // adoptBuffered takes over bytes that the handshake's reader read past the
 // handshake (a peer may send its first frames right behind it).

@@ -76,9 +76,6 @@ type Conn struct {
 	writeMu   sync.Mutex
 	closeSent bool  // under writeMu
 	writeErr  error // under writeMu; sticky
-	wctrl     [maxHeaderSize + maxControlPayload]byte
-	wvec      [2][]byte
-	wbufs     net.Buffers
 	writer    messageWriter
 
 	closeRecv chan struct{} // closed when the peer's close frame arrives
@@ -208,6 +205,36 @@ func (c *Conn) Close(code StatusCode, reason string) error {
 		return readErr
 	}
 	return &CloseError{Code: StatusAbnormalClosure, Reason: "connection closed before the peer's close frame", Local: true}
+}
+
+// WaitReadable blocks until the peer has sent something (or the
+// connection has ended), without reading it and without holding a buffer:
+// a server with a goroutine per connection calls it before ReadMessage so
+// that its idle goroutines wait with a shallow stack, which the runtime
+// then shrinks to its minimum (an idle goroutine parked deep in
+// ReadMessage keeps twice that). It returns at once if bytes are already
+// buffered or the connection is not a plain socket (TLS, net.Pipe). ctx
+// bounds the wait as it bounds ReadMessage. Pings that arrive are handled
+// by the ReadMessage that follows.
+func (c *Conn) WaitReadable(ctx context.Context) error {
+	if c.raw == nil {
+		return nil
+	}
+	c.readMu.Lock()
+	ready := c.rend > c.rpos || c.readErr != nil
+	c.readMu.Unlock()
+	if ready {
+		return nil
+	}
+	stop, err := c.begin(ctx)
+	if err != nil {
+		return err
+	}
+	err = c.raw.wait()
+	if c.closed.Load() {
+		err = nil // ReadMessage says why
+	}
+	return c.unwatch(ctx, stop, err)
 }
 
 // Time limits on a Conn have a single mechanism: a call's ctx. watch ties

@@ -195,15 +195,14 @@ func readServerFrame(t *testing.T, br *bufio.Reader) (header, []byte) {
 	return h, p
 }
 
-func TestProtocolViolations(t *testing.T) {
+// protocolViolations are frames a server must refuse, with the close
+// status it answers: run over HTTP/1.1 here and over an HTTP/2 stream in
+// TestH2ProtocolViolations.
+func protocolViolations() []protocolViolation {
 	long := bytes.Repeat([]byte("a"), 126)
 	unmasked := appendHeader(nil, header{fin: true, op: opText, length: 2})
 	unmasked = append(unmasked, "hi"...)
-	for _, tc := range []struct {
-		name   string
-		frames [][]byte
-		want   StatusCode
-	}{
+	return []protocolViolation{
 		{"unmasked client frame", [][]byte{unmasked}, StatusProtocolError},
 		{"reserved opcode", [][]byte{clientFrame(bitFin|0x3, nil)}, StatusProtocolError},
 		{"reserved control opcode", [][]byte{clientFrame(bitFin|0xb, nil)}, StatusProtocolError},
@@ -222,35 +221,57 @@ func TestProtocolViolations(t *testing.T) {
 		{"close payload 1 byte", [][]byte{clientFrame(bitFin|byte(opClose), []byte{0x03})}, StatusProtocolError},
 		{"close reason invalid utf8", [][]byte{clientFrame(bitFin|byte(opClose), []byte{0x03, 0xe8, 0xff})}, StatusInvalidFramePayloadData},
 		{"too big", [][]byte{clientFrame(bitFin|byte(opBinary), make([]byte, 2000))}, StatusMessageTooBig},
-	} {
+	}
+}
+
+type protocolViolation struct {
+	name   string
+	frames [][]byte
+	want   StatusCode
+}
+
+func TestProtocolViolations(t *testing.T) {
+	for _, tc := range protocolViolations() {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := echoServer(t, &AcceptOptions{ReadLimit: 1000})
 			nc, br := rawClient(t, srv)
-			for _, f := range tc.frames {
-				nc.Write(f)
-			}
-			h, p := readServerFrame(t, br)
-			if h.op != opClose {
-				t.Fatalf("got %v frame, want close", h.op)
-			}
-			code, reason, err := parseClosePayload(p)
-			if err != nil || code != tc.want {
-				t.Fatalf("close %d %q (%v), want %d", code, reason, err, tc.want)
-			}
-			if reason == "" {
-				t.Errorf("close %d without a reason", code)
-			}
-			// The server then ends the TCP connection.
-			if _, err := br.ReadByte(); err != io.EOF {
-				t.Errorf("after close: %v, want EOF", err)
-			}
+			checkViolation(t, tc, nc, br)
 		})
+	}
+}
+
+// checkViolation sends tc's frames on a raw connection (or stream) and
+// checks the server's close and the end of the stream after it.
+func checkViolation(t *testing.T, tc protocolViolation, nc io.Writer, br *bufio.Reader) {
+	t.Helper()
+	for _, f := range tc.frames {
+		nc.Write(f)
+	}
+	h, p := readServerFrame(t, br)
+	if h.op != opClose {
+		t.Fatalf("got %v frame, want close", h.op)
+	}
+	code, reason, err := parseClosePayload(p)
+	if err != nil || code != tc.want {
+		t.Fatalf("close %d %q (%v), want %d", code, reason, err, tc.want)
+	}
+	if reason == "" {
+		t.Errorf("close %d without a reason", code)
+	}
+	// The server then ends the TCP connection (the stream over HTTP/2).
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after close: %v, want EOF", err)
 	}
 }
 
 func TestPingInsideFragmentedMessage(t *testing.T) {
 	srv := echoServer(t, nil)
 	nc, br := rawClient(t, srv)
+	checkPingInsideFragmented(t, nc, br)
+}
+
+func checkPingInsideFragmented(t *testing.T, nc io.Writer, br *bufio.Reader) {
+	t.Helper()
 	nc.Write(clientFrame(byte(opText), []byte("hel")))
 	nc.Write(clientFrame(bitFin|byte(opPing), []byte("p1")))
 	nc.Write(clientFrame(byte(opContinuation), []byte("lo ")))

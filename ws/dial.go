@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -50,6 +51,13 @@ type DialOptions struct {
 
 	// Compression offers permessage-deflate; nil offers nothing.
 	Compression *CompressionOptions
+
+	// HTTP2 says whether the WebSocket may go over HTTP/2 (RFC 8441):
+	// HTTP2Auto (the default) for wss:// URLs when the server offers it.
+	// Dials made with the same *DialOptions share their HTTP/2
+	// connections: WebSockets to one server are streams of one TCP/TLS
+	// connection (see HTTP2Mode).
+	HTTP2 HTTP2Mode
 }
 
 // Dial opens a WebSocket connection to a ws:// or wss:// URL (http:// and
@@ -59,7 +67,7 @@ type DialOptions struct {
 // the start of its body.
 func Dial(ctx context.Context, rawURL string, opts *DialOptions) (*Conn, *http.Response, error) {
 	if opts == nil {
-		opts = &DialOptions{}
+		opts = &defaultDialOptions
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -95,9 +103,6 @@ func Dial(ctx context.Context, rawURL string, opts *DialOptions) (*Conn, *http.R
 	var keyBytes [16]byte
 	rand.Read(keyBytes[:])
 	key := base64.StdEncoding.EncodeToString(keyBytes[:])
-	req.Header.Set("Upgrade", "websocket")
-	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Sec-WebSocket-Key", key)
 	req.Header.Set("Sec-WebSocket-Version", "13")
 	if len(opts.Subprotocols) > 0 {
 		req.Header.Set("Sec-WebSocket-Protocol", strings.Join(opts.Subprotocols, ", "))
@@ -111,9 +116,31 @@ func Dial(ctx context.Context, rawURL string, opts *DialOptions) (*Conn, *http.R
 		req.Header.Set("Sec-WebSocket-Extensions", offer.String())
 	}
 
-	nc, err := dialTransport(ctx, u, secure, opts)
-	if err != nil {
-		return nil, nil, err
+	var nc net.Conn
+	if useH2(opts.HTTP2, secure) {
+		c, resp, err := dialH2(ctx, u, secure, req, opts)
+		nc = takeNoH2Conn(err)
+		if !errors.Is(err, errNoH2) || opts.HTTP2 == HTTP2Only {
+			if nc != nil {
+				nc.Close()
+			}
+			var he *HandshakeError
+			if err != nil && !errors.As(err, &he) {
+				err = fmt.Errorf("ws: dial %s: %w", rawURL, err)
+			}
+			return c, resp, err
+		}
+		// The server does not do WebSocket over HTTP/2: HTTP/1.1 then,
+		// on the connection it chose HTTP/1.1 on if there is one.
+	}
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Sec-WebSocket-Key", key)
+	if nc == nil {
+		var err error
+		if nc, err = dialTransport(ctx, u, secure, opts); err != nil {
+			return nil, nil, err
+		}
 	}
 	// ctx bounds the handshake as it bounds a call on a Conn: its end
 	// closes the connection. Nothing is left on the socket afterwards.
@@ -134,6 +161,29 @@ func Dial(ctx context.Context, rawURL string, opts *DialOptions) (*Conn, *http.R
 // dialTransport opens the TCP (and TLS) connection, through a proxy if
 // one applies.
 func dialTransport(ctx context.Context, u *url.URL, secure bool, opts *DialOptions) (net.Conn, error) {
+	nc, addr, err := dialTCP(ctx, u, secure, opts)
+	if err != nil || !secure {
+		return nc, err
+	}
+	cfg := opts.TLSConfig.Clone()
+	if cfg == nil {
+		cfg = &tls.Config{}
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = u.Hostname()
+	}
+	cfg.NextProtos = []string{"http/1.1"}
+	tc := tls.Client(nc, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("ws: TLS handshake with %s: %w", addr, err)
+	}
+	return tc, nil
+}
+
+// dialTCP opens the TCP connection to u's host, through a proxy if one
+// applies, and returns it with the address dialed.
+func dialTCP(ctx context.Context, u *url.URL, secure bool, opts *DialOptions) (net.Conn, string, error) {
 	dial := opts.NetDialContext
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
@@ -155,7 +205,7 @@ func dialTransport(ctx context.Context, u *url.URL, secure bool, opts *DialOptio
 	pu.Scheme = map[bool]string{false: "http", true: "https"}[secure]
 	proxyURL, err := proxyFn(&http.Request{URL: &pu})
 	if err != nil {
-		return nil, fmt.Errorf("ws: proxy: %w", err)
+		return nil, addr, fmt.Errorf("ws: proxy: %w", err)
 	}
 	var nc net.Conn
 	if proxyURL != nil {
@@ -164,25 +214,9 @@ func dialTransport(ctx context.Context, u *url.URL, secure bool, opts *DialOptio
 		nc, err = dial(ctx, "tcp", addr)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("ws: dial %s: %w", addr, err)
+		return nil, addr, fmt.Errorf("ws: dial %s: %w", addr, err)
 	}
-	if !secure {
-		return nc, nil
-	}
-	cfg := opts.TLSConfig.Clone()
-	if cfg == nil {
-		cfg = &tls.Config{}
-	}
-	if cfg.ServerName == "" {
-		cfg.ServerName = u.Hostname()
-	}
-	cfg.NextProtos = []string{"http/1.1"}
-	tc := tls.Client(nc, cfg)
-	if err := tc.HandshakeContext(ctx); err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("ws: TLS handshake with %s: %w", addr, err)
-	}
-	return tc, nil
+	return nc, addr, nil
 }
 
 // dialProxy opens a tunnel to addr through an HTTP proxy with CONNECT.
@@ -260,11 +294,29 @@ func clientHandshake(nc net.Conn, req *http.Request, key string, opts *DialOptio
 	if got := resp.Header.Get("Sec-WebSocket-Accept"); got != AcceptKey(key) {
 		return fail("Sec-WebSocket-Accept is %q, want %q", got, AcceptKey(key))
 	}
-	proto := resp.Header.Get("Sec-WebSocket-Protocol")
+	proto, deflate, err := checkAgreement(resp.Header, opts)
+	if err != nil {
+		return nil, resp, err
+	}
+	c := newClientConn(nc, proto, deflate, opts)
+	if err := c.adoptBuffered(br); err != nil {
+		return nil, resp, err
+	}
+	return c, resp, nil
+}
+
+// checkAgreement checks the subprotocol and extensions that the server's
+// handshake response chose (over HTTP/1.1 and HTTP/2 alike) against what
+// the client offered.
+func checkAgreement(h http.Header, opts *DialOptions) (string, *deflateParams, error) {
+	fail := func(format string, args ...any) (string, *deflateParams, error) {
+		return "", nil, fmt.Errorf("ws: bad handshake response: "+format, args...)
+	}
+	proto := h.Get("Sec-WebSocket-Protocol")
 	if proto != "" && !slices.Contains(opts.Subprotocols, proto) {
 		return fail("server chose subprotocol %q, which was not offered", proto)
 	}
-	exts, err := parseExtensions(resp.Header.Values("Sec-WebSocket-Extensions"))
+	exts, err := parseExtensions(h.Values("Sec-WebSocket-Extensions"))
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -285,6 +337,12 @@ func clientHandshake(nc net.Conn, req *http.Request, key string, opts *DialOptio
 		}
 		deflate = &p
 	}
+	return proto, deflate, nil
+}
+
+// newClientConn makes the client's Conn on nc with what the handshake
+// agreed.
+func newClientConn(nc net.Conn, proto string, deflate *deflateParams, opts *DialOptions) *Conn {
 	c := newConn(nc, false, opts.ReadLimit)
 	c.subprotocol = proto
 	if deflate != nil {
@@ -292,8 +350,5 @@ func clientHandshake(nc net.Conn, req *http.Request, key string, opts *DialOptio
 		c.deflate = newDeflateState(*deflate, false, opts.Compression)
 		c.rsvAllowed = bitRsv1
 	}
-	if err := c.adoptBuffered(br); err != nil {
-		return nil, resp, err
-	}
-	return c, resp, nil
+	return c
 }

@@ -16,6 +16,18 @@
 //		...
 //	}
 //
+// # HTTP/2 (RFC 8441)
+//
+// Upgrade also accepts a WebSocket over HTTP/2: an extended CONNECT with
+// :protocol websocket, answered 200, the stream carrying the frames. The
+// options and checks are those of HTTP/1.1. The stream belongs to the
+// handler, which waits for <-c.Done() before it returns (c.HTTP2 says
+// whether it must). Go's HTTP/2 server offers this only with
+// GODEBUG=http2xconnect=1: import ws/xconnect in package main to set it.
+// Dial uses HTTP/2 for wss:// URLs when the server offers it (see
+// DialOptions.HTTP2), and dials that share a *DialOptions share their
+// connections: many WebSockets on one TCP/TLS connection.
+//
 // # Messages
 //
 // ReadMessage and WriteMessage move whole messages; NextReader and

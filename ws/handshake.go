@@ -88,6 +88,27 @@ func checkRequest(r *http.Request) (int, string) {
 	return 0, ""
 }
 
+// isExtendedConnect reports whether r asks for a WebSocket over an HTTP/2
+// (or later) stream: RFC 8441's extended CONNECT, which Go's server shows
+// as r.Method CONNECT with the :protocol pseudo-header kept in r.Header.
+func isExtendedConnect(r *http.Request) bool {
+	return r.ProtoMajor >= 2 && r.Method == http.MethodConnect && r.Header.Get(":protocol") != ""
+}
+
+// checkRequestH2 validates an extended CONNECT opening handshake (RFC 8441
+// section 5): :protocol websocket and version 13. It has no
+// Sec-WebSocket-Key, no Upgrade and no Connection header (HTTP/2 forbids
+// them); the rest (Origin, subprotocols, extensions) is as over HTTP/1.1.
+func checkRequestH2(r *http.Request) (int, string) {
+	switch {
+	case !strings.EqualFold(r.Header.Get(":protocol"), "websocket"):
+		return http.StatusBadRequest, "extended CONNECT for protocol " + fmt.Sprintf("%q", r.Header.Get(":protocol")) + ": this is a WebSocket endpoint"
+	case r.Header.Get("Sec-WebSocket-Version") != "13":
+		return http.StatusUpgradeRequired, "unsupported Sec-WebSocket-Version " + fmt.Sprintf("%q", r.Header.Get("Sec-WebSocket-Version")) + ": this server speaks version 13"
+	}
+	return 0, ""
+}
+
 // OriginAllowed reports whether Upgrade accepts r's origin: a request with
 // no Origin, one whose Origin host is the request's Host, and one that
 // matches a pattern of allowed. Patterns are matched with path.Match,

@@ -428,40 +428,53 @@ func (c *Conn) nextDataFrame() (header, error) {
 }
 
 func (c *Conn) checkHeader(h header) error {
-	switch {
-	case h.masked != c.server:
-		if c.server {
-			return c.fail(StatusProtocolError, "client frame is not masked")
-		}
-		return c.fail(StatusProtocolError, "server frame is masked")
-	case h.op.isReserved():
-		return c.fail(StatusProtocolError, "reserved opcode "+itoa(int(h.op)))
-	case h.op.IsControl():
-		if !h.fin {
-			return c.fail(StatusProtocolError, "fragmented control frame")
-		}
-		if h.length > maxControlPayload {
-			return c.fail(StatusProtocolError, "control frame payload longer than 125 bytes")
-		}
-		if h.rsv != 0 {
-			return c.fail(StatusProtocolError, "RSV bits set on a control frame")
-		}
-	case h.op == opContinuation:
-		if c.msgOp == 0 {
-			return c.fail(StatusProtocolError, "continuation frame without a message to continue")
-		}
-		if h.rsv != 0 {
-			return c.fail(StatusProtocolError, "RSV bits set on a continuation frame")
-		}
-	default: // text or binary
-		if c.msgOp != 0 {
-			return c.fail(StatusProtocolError, "new message before the last one was finished")
-		}
-		if h.rsv&^c.rsvAllowed != 0 {
-			return c.fail(StatusProtocolError, "RSV bits set without an extension that defines them")
-		}
+	if code, reason := headerRule(h, c.server, c.msgOp, c.rsvAllowed); code != 0 {
+		return c.fail(code, reason)
 	}
 	return nil
+}
+
+// headerRule checks h against every rule of RFC 6455 that a header can
+// break, given the side reading it (server: frames must be masked), the
+// opcode of the message in progress (0 between messages) and the RSV bits
+// a negotiated extension claims. It returns 0 for a valid header, else the
+// close status and reason to fail the connection with. It does no I/O,
+// so that the blocking reader and the event-loop Decoder share it.
+func headerRule(h header, server bool, msgOp opcode, rsvAllowed byte) (StatusCode, string) {
+	switch {
+	case h.masked != server:
+		if server {
+			return StatusProtocolError, "client frame is not masked"
+		}
+		return StatusProtocolError, "server frame is masked"
+	case h.op.isReserved():
+		return StatusProtocolError, "reserved opcode " + itoa(int(h.op))
+	case h.op.IsControl():
+		if !h.fin {
+			return StatusProtocolError, "fragmented control frame"
+		}
+		if h.length > maxControlPayload {
+			return StatusProtocolError, "control frame payload longer than 125 bytes"
+		}
+		if h.rsv != 0 {
+			return StatusProtocolError, "RSV bits set on a control frame"
+		}
+	case h.op == opContinuation:
+		if msgOp == 0 {
+			return StatusProtocolError, "continuation frame without a message to continue"
+		}
+		if h.rsv != 0 {
+			return StatusProtocolError, "RSV bits set on a continuation frame"
+		}
+	default: // text or binary
+		if msgOp != 0 {
+			return StatusProtocolError, "new message before the last one was finished"
+		}
+		if h.rsv&^rsvAllowed != 0 {
+			return StatusProtocolError, "RSV bits set without an extension that defines them"
+		}
+	}
+	return 0, ""
 }
 
 // handleControl reads a control frame's payload and acts on it.

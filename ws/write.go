@@ -60,12 +60,18 @@ func (c *Conn) writeFrame(fin bool, op opcode, rsv byte, p []byte) error {
 			putBuf(buf)
 			return c.unlockWriter(err)
 		}
-		hdr := appendHeader(c.wctrl[:0], h)
-		c.wvec[0], c.wvec[1] = hdr, p
-		c.wbufs = c.wvec[:]
-		_, err := c.wbufs.WriteTo(c.nc)
-		c.wvec[0], c.wvec[1] = nil, nil
-		return c.unlockWriter(c.wrote(0, err))
+		// The header and payload as one writev, through a pooled
+		// batch: a connection holds no write buffers while idle.
+		b := batchPool.Get().(*batch)
+		b.n = len(appendHeader(b.buf[:0], h))
+		b.cut()
+		b.vec = append(b.vec, p)
+		b.msgs = 1
+		var written int
+		err := c.flushBatch(b, &written)
+		b.n, b.mark, b.msgs = 0, 0, 0
+		batchPool.Put(b)
+		return c.unlockWriter(err)
 	}
 	h.key = rand.Uint32()
 	buf := getBuf()
@@ -145,13 +151,16 @@ func (c *Conn) writeControlLocked(op opcode, p []byte) error {
 	if h.masked {
 		h.key = rand.Uint32()
 	}
-	b := appendHeader(c.wctrl[:0], h)
+	buf := getBuf() // not a buffer of the connection's own: idle, it holds none
+	b := appendHeader(buf[:0], h)
 	n := len(b)
 	b = append(b, p...)
 	if h.masked {
 		mask(h.key, 0, b[n:])
 	}
-	return c.wrote(c.nc.Write(b))
+	err := c.wrote(c.nc.Write(b))
+	putBuf(buf)
+	return err
 }
 
 // writeClose sends a close frame once, bounded by controlTimeout; later

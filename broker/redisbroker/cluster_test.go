@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -275,5 +276,79 @@ func TestClusterFailover(t *testing.T) {
 			}
 		}
 		t.Logf("node %d: every acknowledged publication received or told (%d gap notices)", ni, gaps)
+	}
+}
+
+// TestClusterSlotMoves moves the slot of a subscribed channel, with its
+// keys, to another master (CLUSTER SETSLOT IMPORTING/MIGRATING, MIGRATE,
+// SETSLOT NODE), between two runs of publications: the subscriber follows
+// the slot (the old owner ends its sharded subscription; the link is
+// renewed on the new owner and the channel caught up) and gets every
+// publication once, in order, with no gap.
+func TestClusterSlotMoves(t *testing.T) {
+	c := testredis.StartCluster(t, 3, 0)
+	ctx := context.Background()
+	a, na := clusterNode(t, redisbroker.Config{Addrs: c.Addrs(), PingInterval: 500 * time.Millisecond})
+	p, err := redisbroker.New(redisbroker.Config{Addrs: c.Addrs()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(ctx)
+	const ch = "moving"
+	if err := a.Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	opts := broker.PublishOptions{HistorySize: 100}
+	publish := func(from, to int) {
+		for i := from; i <= to; i++ {
+			if _, err := p.Publish(ctx, ch, json.RawMessage(fmt.Sprint(i)), nil, opts); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	publish(1, 5)
+	brokertest.Eventually(t, "first five", func() bool { return len(na.Received(ch)) == 5 })
+
+	key := "hotline:{" + ch + "}:meta"
+	slot := strings.TrimSpace(c.Cmd(c.Masters[0].Addr, "CLUSTER", "KEYSLOT", key))
+	rc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+	defer rc.Close()
+	owner, err := rc.MasterForKey(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var from, to *testredis.Proc
+	for _, m := range c.Masters {
+		if m.Addr == owner.Options().Addr {
+			from = m
+		} else if to == nil {
+			to = m
+		}
+	}
+	fromID := strings.TrimSpace(c.Cmd(from.Addr, "CLUSTER", "MYID"))
+	toID := strings.TrimSpace(c.Cmd(to.Addr, "CLUSTER", "MYID"))
+	c.Cmd(to.Addr, "CLUSTER", "SETSLOT", slot, "IMPORTING", fromID)
+	c.Cmd(from.Addr, "CLUSTER", "SETSLOT", slot, "MIGRATING", toID)
+	keys := strings.Fields(c.Cmd(from.Addr, "CLUSTER", "GETKEYSINSLOT", slot, "100"))
+	if len(keys) == 0 {
+		t.Fatal("no keys in the slot")
+	}
+	args := append([]string{"MIGRATE", "127.0.0.1", fmt.Sprint(to.Port), "", "0", "5000", "KEYS"}, keys...)
+	if out := c.Cmd(from.Addr, args...); !strings.Contains(out, "OK") {
+		t.Fatalf("MIGRATE: %s", out)
+	}
+	for _, m := range c.Masters {
+		c.Cmd(m.Addr, "CLUSTER", "SETSLOT", slot, "NODE", toID)
+	}
+	c.WaitOK()
+	moved := time.Now()
+	publish(6, 10)
+	brokertest.Eventually(t, "all ten", func() bool { return len(na.Received(ch)) >= 10 })
+	t.Logf("slot %s moved from %s to %s; the subscriber had the next five %v after the move", slot, from.Addr, to.Addr, time.Since(moved).Round(time.Millisecond))
+	if got := brokertest.Offs(na.Received(ch)); got != fmt.Sprint(seq(1, 10)) {
+		t.Fatalf("got %s", got)
+	}
+	if g := na.GapList(""); len(g) != 0 {
+		t.Fatalf("gaps %+v", g)
 	}
 }

@@ -490,3 +490,47 @@ func testRedisFaults(t *testing.T, queueSize int, delay time.Duration) {
 	mu.Unlock()
 	t.Logf("\n%s", report.String())
 }
+
+// TestRedisRolledBackStream: a stream that lost its latest publications
+// (as after a failover to a replica that had not received them) gives
+// their offsets to new publications. A node that had handed over the lost
+// ones, once its link is back, reports a gap and then hands over the new
+// publications at those offsets, not dropping them as duplicates.
+func TestRedisRolledBackStream(t *testing.T) {
+	ctx := context.Background()
+	addr := testredis.Start(t)
+	a, na := newNode(t, addr)
+	b, _ := newNode(t, addr)
+	if err := a.Subscribe(ctx, "rb"); err != nil {
+		t.Fatal(err)
+	}
+	opts := broker.PublishOptions{HistorySize: 100}
+	brokertest.Pub(t, b, "rb", 5, opts)
+	brokertest.Eventually(t, "five", func() bool { return len(na.Received("rb")) == 5 })
+	// Roll the stream back to offset 3, as a promoted replica might be.
+	rc := redis.NewClient(&redis.Options{Addr: addr})
+	defer rc.Close()
+	if err := rc.HSet(ctx, "hotline:{rb}:meta", "offset", 3).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.LTrim(ctx, "hotline:{rb}:history", 0, 2).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	brokertest.Eventually(t, "a gap after the link came back", func() bool { return len(na.GapList("rb")) > 0 })
+	for i := range 2 {
+		if _, err := b.Publish(ctx, "rb", json.RawMessage(fmt.Sprint(10+i)), nil, opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	brokertest.Eventually(t, "the new 4 and 5", func() bool { return len(na.Received("rb")) == 7 })
+	got := na.Received("rb")
+	if string(got[5].Data) != "10" || string(got[6].Data) != "11" || got[5].Offset != 4 {
+		t.Fatalf("got %s, data %s %s", brokertest.Offs(got), got[5].Data, got[6].Data)
+	}
+	if g := na.GapList("rb"); len(g) != 1 || g[0].Reason != "epoch changed" || g[0].Before != 5 {
+		t.Fatalf("gaps %+v", g)
+	}
+}

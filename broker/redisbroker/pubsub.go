@@ -954,6 +954,11 @@ func (ps *pubsub) caughtUp(cr catchResult) {
 			gap = gapTrimmed
 		case errors.Is(cr.err, broker.ErrEpochChanged):
 			gap = gapEpochChanged
+			// The stream handed over is gone, or was rolled back
+			// (a failover to a replica that had not all of it):
+			// its offsets may be given to new publications, which
+			// are not the ones handed over.
+			st.delivered = false
 		}
 		// After the gap the next publication is taken as it comes
 		// (those held meanwhile are live and follow each other); the

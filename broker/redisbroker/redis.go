@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -146,6 +147,19 @@ const (
 // between the Pub/Sub reader and the Handler overflows. Join and leave
 // events lost meanwhile are not repaired; presence itself is stored and
 // refreshed, so a presence read is right again once the server is back.
+//
+// # Failover
+//
+// When a master fails (Sentinel or Cluster promotes its replica), calls to
+// it fail until the new master is found: with a dial error (not published,
+// the API's 503) or, for a command that was sent, ErrOutcomeUnknown (504).
+// A cluster client reloads its slot map every second while in use and at
+// once after such a failure; a Sentinel client asks the Sentinels. The
+// Pub/Sub links reconnect to the new master and every channel is caught up
+// from history, as after any reconnect. Redis replicates asynchronously:
+// a publication acknowledged just before the master died may be missing
+// on the promoted replica, which then gives its offset to the next
+// publication. Set MinReplicas to acknowledge only what a replica has.
 type Broker struct {
 	client   redis.UniversalClient
 	single   *redis.Client        // client when it is one server or Sentinel's master
@@ -175,9 +189,11 @@ const redisDialTimeout = 5 * time.Second
 // fails if the server (every cluster master, or the master Sentinel names)
 // does not answer PING.
 func New(cfg Config) (*Broker, error) {
-	addrs := cfg.Addrs
+	// go-redis appends to the address slice it is given: each client
+	// gets its own copy, so brokers made from one Config share nothing.
+	addrs := slices.Clip(slices.Clone(cfg.Addrs))
 	if cfg.Addr != "" {
-		addrs = append([]string{cfg.Addr}, addrs...)
+		addrs = slices.Clip(append([]string{cfg.Addr}, addrs...))
 	}
 	sentinel := len(cfg.SentinelAddrs) > 0 || cfg.SentinelMaster != ""
 	switch {
@@ -228,7 +244,7 @@ func New(cfg Config) (*Broker, error) {
 		r.mode = "sentinel"
 		r.single = redis.NewFailoverClient(&redis.FailoverOptions{
 			MasterName:       cfg.SentinelMaster,
-			SentinelAddrs:    cfg.SentinelAddrs,
+			SentinelAddrs:    slices.Clip(slices.Clone(cfg.SentinelAddrs)),
 			SentinelPassword: cfg.SentinelPassword,
 			Username:         cfg.Username,
 			Password:         cfg.Password,

@@ -55,6 +55,7 @@ func bench(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Size, "size", 0, "pad each message's data to about this many bytes; 0: no padding (~60 bytes)")
 	fs.DurationVar(&cfg.Drain, "drain", 0, "how long to wait for the last deliveries after publishing; 0: 5s plus two poll intervals")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 30*time.Second, "time allowed to connect and subscribe all clients")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "accept any TLS certificate from an https:// -url (self-signed test certificates)")
 	fs.BoolVar(&cfg.Compress, "compress", false, "WebSocket clients offer permessage-deflate")
 	fs.IntVar(&cfg.Publishers, "publishers", 8, "publish requests in flight at once over the HTTP API")
 	withEnvHelp(fs, benchSynopsis)

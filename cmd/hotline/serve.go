@@ -76,8 +76,15 @@ func serve(ctx context.Context, args []string) error {
 	apiKey := fs.String("api-key", "", "key for the server API (/api/publish, /api/presence, /api/history),\nsent as 'Authorization: apikey KEY'; empty disables the API")
 	keepAlive := fs.Duration("keepalive", 30*time.Second, "WebSocket ping period when a client is silent; 0 disables")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for queued messages to flush")
+	// h2: TLS and HTTP/2
+	tlsCert := fs.String("tls-cert", "", "PEM file with the TLS certificate (and chain): with -tls-key the server\nspeaks HTTPS and wss://, HTTP/2 (WebSockets too, RFC 8441) beside\nHTTP/1.1; both files are read again on SIGHUP")
+	tlsKey := fs.String("tls-key", "", "PEM file with the private key of -tls-cert")
+	h2c := fs.Bool("h2c", false, "also serve HTTP/2 without TLS (prior knowledge), e.g. behind a proxy\nthat terminates TLS and speaks HTTP/2 to hotline")
+	h2MaxStreams := fs.Int("h2-max-streams", 250, "most concurrent streams (requests and WebSockets) on one HTTP/2\nconnection")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	// evloop: the event-loop WebSocket transport
+	eventLoop := fs.Bool("event-loop", false, "serve /chat from an epoll event loop: an idle WebSocket costs no\ngoroutine and no buffer (Linux, plain TCP: terminate TLS at a proxy;\npermessage-deflate is not negotiated in this mode)")
 	withEnvHelp(fs, serveSynopsis)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -88,6 +95,16 @@ func serve(ctx context.Context, args []string) error {
 	log, err := newLogger(stderrOf(ctx), *logFormat, *logLevel)
 	if err != nil {
 		return err
+	}
+	useTLS, err := tlsFlags(*tlsCert, *tlsKey)
+	if err != nil {
+		return err
+	}
+	var certs *certPair
+	if useTLS {
+		if certs, err = loadCertPair(*tlsCert, *tlsKey); err != nil {
+			return err
+		}
 	}
 	ns, err := namespaces(nsFlags)
 	if err != nil {
@@ -147,6 +164,7 @@ func serve(ctx context.Context, args []string) error {
 		ReadLimit:       *readLimit,
 		KeepAlive:       *keepAlive,
 		WriteTimeout:    *writeTimeout,
+		EventLoop:       *eventLoop,
 		MaxConns:        *maxConns,
 		Namespaces:      ns,
 		Broker:          b,
@@ -172,6 +190,8 @@ func serve(ctx context.Context, args []string) error {
 		ReadTimeout:      *readTimeout,
 		IdleTimeout:      *idleTimeout,
 		MaxHeaderBytes:   *maxHeaderBytes,
+		H2C:              *h2c,
+		H2MaxStreams:     *h2MaxStreams,
 		MaxBody:          *maxBody,
 		Logger:           log,
 	})
@@ -183,9 +203,16 @@ func serve(ctx context.Context, args []string) error {
 		return err
 	}
 	hs := srv.HTTPServer()
-	log.Info("hotline serving", "addr", "http://"+ln.Addr().String(), "compress", *compress)
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	if certs != nil {
+		hs.TLSConfig = certs.tlsConfig()
+		certs.reloadOnHUP(ctx, log)
+		log.Info("hotline serving", append([]any{"addr", "https://" + ln.Addr().String(), "compress", *compress, "http2", true}, certs.describe()...)...)
+		go func() { errc <- hs.ServeTLS(ln, "", "") }()
+	} else {
+		log.Info("hotline serving", "addr", "http://"+ln.Addr().String(), "compress", *compress, "h2c", *h2c)
+		go func() { errc <- hs.Serve(ln) }()
+	}
 	select {
 	case err := <-errc:
 		return err
@@ -194,7 +221,12 @@ func serve(ctx context.Context, args []string) error {
 	log.Info("shutting down", "timeout", *shutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
 	defer cancel()
-	err = errors.Join(hs.Shutdown(sctx), srv.Shutdown(sctx))
+	// Together: over HTTP/2 a WebSocket is a stream that hs.Shutdown
+	// waits for, and srv.Shutdown is what closes it.
+	herr := make(chan error, 1)
+	go func() { herr <- hs.Shutdown(sctx) }()
+	err = srv.Shutdown(sctx)
+	err = errors.Join(<-herr, err)
 	if err == nil {
 		log.Info("shutdown complete")
 	}

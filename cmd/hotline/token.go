@@ -39,8 +39,14 @@ func token(ctx context.Context, args []string) error {
 	fs.Var(&subscribe, "subscribe", "channel pattern the user may subscribe to, e.g. 'chat:*'; repeat the flag\nor separate with commas (none: what each namespace allows)")
 	fs.Var(&publish, "publish", "channel pattern the user may publish to; as -subscribe")
 	ttl := fs.Duration("ttl", time.Hour, "lifetime (the exp claim); 0: the token never expires")
-	withEnvHelp(fs, tokenSynopsis)
-	if err := parseFlags(fs, args); err != nil {
+	// Not parseFlags: HOTLINE_SUB or HOTLINE_NAME would be odd settings
+	// for a whole shell. The secret alone comes from the environment, as
+	// serve's.
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "%s\n\nFlags:\n", tokenSynopsis)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -54,6 +54,14 @@ func TestTokenCommand(t *testing.T) {
 		t.Fatalf("connect: %s %v", msg, err)
 	}
 
+	// The secret defaults to serve's variable.
+	t.Setenv("HOTLINE_JWT_SECRET", secret)
+	if code, out, stderr := runCmd(t, nil, "token", "-sub", "bob"); code != 0 {
+		t.Fatalf("token with HOTLINE_JWT_SECRET: %d %s", code, stderr)
+	} else if id, err := v.Verify(strings.TrimSpace(out)); err != nil || id.UserID != "bob" {
+		t.Fatalf("token with HOTLINE_JWT_SECRET: %+v %v", id, err)
+	}
+
 	for _, args := range [][]string{
 		{"token", "-sub", "alice"},   // no secret
 		{"token", "-secret", secret}, // no sub

@@ -240,3 +240,70 @@ func TestTransportSwitchesLoseNothing(t *testing.T) {
 		t.Errorf("%d recovery reports, want only the first subscribe's: %s", n, eval[string](t, p, `JSON.stringify(window.recoveries)`))
 	}
 }
+
+// TestSessionSurvivesFallbackAndUpgrade: the page's WebSocket dies and a
+// proxy now refuses upgrades: the client falls back to long polling and
+// continues its session there; when upgrades work again it moves the
+// session back to WebSocket. A backend publishes all along; every
+// publication is shown once, in order, and the only recovery is the one
+// after the socket died (what the server wrote into it counts as
+// delivered).
+func TestSessionSurvivesFallbackAndUpgrade(t *testing.T) {
+	var blocked atomic.Bool
+	ts := startServer(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if blocked.Load() && strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+				http.Error(w, "upgrades are not allowed here", http.StatusForbidden)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	b := browser(t)
+	p := page(t, b, ts.url("/?room=fallback&upgrade=1500"))
+	connected(t, p)
+	waitFor(t, p, `window.hotline.transport === "websocket" && document.querySelectorAll("#people li").length === 1`)
+	session := eval[string](t, p, `window.hotline.info.session`)
+
+	const total = 120
+	done := make(chan error, 1)
+	go func() {
+		for i := range total {
+			if err := ts.tryPublish("chat:fallback", fmt.Sprintf("f%03d", i)); err != nil {
+				done <- err
+				return
+			}
+			time.Sleep(25 * time.Millisecond)
+		}
+		done <- nil
+	}()
+	time.Sleep(300 * time.Millisecond)
+	blocked.Store(true)
+	ts.cut()
+	waitFor(t, p, `window.hotline.state === "connected" && window.hotline.transport === "longpoll"`)
+	if got := eval[string](t, p, `window.hotline.info.session`); got != session {
+		t.Errorf("after the fallback: session %.8s..., want %.8s... continued", got, session)
+	}
+	blocked.Store(false)
+	waitFor(t, p, `window.hotline.state === "connected" && window.hotline.transport === "websocket"`)
+	if got := eval[string](t, p, `window.hotline.info.session`); got != session {
+		t.Errorf("after the upgrade: session %.8s..., want %.8s... continued", got, session)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	sees(t, p, fmt.Sprintf("f%03d", total-1))
+	got := eval[[]string](t, p, `[...document.querySelectorAll("#messages li.msg")].map(li => li.textContent.replace(/^server /, ""))`)
+	want := make([]string, total)
+	for i := range want {
+		want[i] = fmt.Sprintf("f%03d", i)
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("shown (%d):\n%v\nwant each of %d once, in order", len(got), got, total)
+	}
+	reports := eval[string](t, p, `JSON.stringify(window.recoveries.map(r => [r.cause, r.recovered, r.replayed]))`)
+	t.Logf("recovery reports: %s", reports)
+	if n := eval[int](t, p, `window.recoveries.filter(r => r.cause !== "reconnect" && !r.first && r.since.offset !== 0).length`); n != 0 {
+		t.Errorf("recoveries besides the one after the socket died: %s", reports)
+	}
+}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"github.com/hotline-rt/hotline/auth"
 	"github.com/hotline-rt/hotline/broker"
 	"github.com/hotline-rt/hotline/server"
@@ -467,5 +469,45 @@ func TestJoinEmptyRoomMissesNothing(t *testing.T) {
 	sees(t, p, "in between")
 	if n := count(t, p, "in between"); n != 1 {
 		t.Fatalf("shown %d times, want once", n)
+	}
+}
+
+// TestCleanCloseLeavesAtOnce: a page that closes its client, or goes
+// away, leaves presence at once; the server's grace period (here ten
+// minutes, for dropped connections only) does not hold it. Chromium keeps
+// a page it navigates away from in its back-forward cache, WebSocket
+// open: the client ends its session on pagehide (without that handler
+// both "navigate" cases fail, checked), and when the page comes back
+// it connects again.
+func TestCleanCloseLeavesAtOnce(t *testing.T) {
+	ts := startServerWith(t, nil, func(c *server.Config) { c.SessionGrace = 10 * time.Minute })
+	b := browser(t)
+	for _, tr := range []string{"websocket", "longpoll"} {
+		for _, how := range []string{"close", "navigate"} {
+			if tr == "websocket" && how == "close" {
+				continue // close(): 1000, transport's TestCleanCloseEndsSession
+			}
+			t.Run(tr+"/"+how, func(t *testing.T) {
+				q := "/?transport=" + tr + "&room=leave-" + tr + "-" + how
+				stays := page(t, b, ts.url(q))
+				goes := page(t, b, ts.url(q))
+				connected(t, stays)
+				connected(t, goes)
+				waitFor(t, stays, `document.querySelectorAll("#people li").length === 2`)
+				if how == "close" {
+					eval[bool](t, goes, `window.hotline.close(), true`)
+				} else {
+					run(t, goes, chromedp.Navigate("about:blank"))
+				}
+				waitFor(t, stays, `document.querySelectorAll("#people li").length === 1`)
+				if how == "navigate" && tr == "websocket" {
+					// Restored from the cache: no load event to wait for.
+					// (chromedp loses the page's execution context then: the
+					// other page tells that it is back.)
+					eval[bool](t, goes, `history.back(), true`)
+					waitFor(t, stays, `document.querySelectorAll("#people li").length === 2`)
+				}
+			})
+		}
 	}
 }

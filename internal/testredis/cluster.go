@@ -245,19 +245,12 @@ func StartSentinel(t testing.TB) *Sentinel {
 	need(t, CLI)
 	dir := t.TempDir()
 	s := &Sentinel{t: t}
-	s.Master = startProc(t, func(int) []string { return []string{"--dir", dir} })
-	s.Replica = startProc(t, func(int) []string {
-		return []string{"--dir", dir, "--replicaof", "127.0.0.1", strconv.Itoa(s.Master.Port)}
-	})
-	waitFor(t, "replica in sync", func() bool {
-		out, err := tryCli(s.Replica.Addr, "INFO", "replication")
-		return err == nil && strings.Contains(out, "master_link_status:up")
-	})
+	s.Master, s.Replica = StartReplicated(t)
 	for i := range 3 {
 		s.Sentinels = append(s.Sentinels, startProc(t, func(port int) []string {
 			conf := filepath.Join(dir, fmt.Sprintf("sentinel-%d-%d.conf", i, port))
 			text := fmt.Sprintf("port %d\nbind 127.0.0.1\nsentinel monitor %s 127.0.0.1 %d 2\n"+
-				"sentinel down-after-milliseconds %s %d\nsentinel failover-timeout %s 10000\n",
+				"sentinel down-after-milliseconds %s %d\nsentinel failover-timeout %s 3000\n",
 				port, SentinelMaster, s.Master.Port, SentinelMaster, NodeTimeout/time.Millisecond, SentinelMaster)
 			if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 				t.Fatal(err)
@@ -272,6 +265,23 @@ func StartSentinel(t testing.TB) *Sentinel {
 		})
 	}
 	return s
+}
+
+// StartReplicated starts a master and a replica of it (no Sentinel), and
+// waits until the replica is in sync.
+func StartReplicated(t testing.TB) (master, replica *Proc) {
+	t.Helper()
+	need(t, CLI)
+	dir := t.TempDir()
+	master = startProc(t, func(int) []string { return []string{"--dir", dir} })
+	replica = startProc(t, func(int) []string {
+		return []string{"--dir", dir, "--replicaof", "127.0.0.1", strconv.Itoa(master.Port)}
+	})
+	waitFor(t, "replica in sync", func() bool {
+		out, err := tryCli(replica.Addr, "INFO", "replication")
+		return err == nil && strings.Contains(out, "master_link_status:up")
+	})
+	return master, replica
 }
 
 // Addrs are the Sentinels' addresses.

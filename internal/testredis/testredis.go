@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -121,7 +122,13 @@ func freePort() (int, error) {
 // process is stopped before run returns.
 func run(port int, extra ...string) (string, func(), int, error) {
 	p := strconv.Itoa(port)
-	args := append([]string{"--port", p, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"}, extra...)
+	args := []string{"--port", p, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"}
+	if len(extra) > 0 && !strings.HasPrefix(extra[0], "--") {
+		// A configuration file comes first.
+		args = append(append([]string{extra[0]}, args...), extra[1:]...)
+	} else {
+		args = append(args, extra...)
+	}
 	cmd := exec.Command(Binary, args...)
 	var out bytes.Buffer
 	cmd.Stdout = &out

@@ -47,8 +47,11 @@ export interface RecoveryReport {
   first: boolean;
   /**
    * "subscribe": subscribe() with a since position; "reconnect": a new
-   * connection; "gap": the server's gap notice (in `gap`); "jump": a live
-   * push that did not follow the last one delivered.
+   * server session (the old one expired), or a WebSocket that died under
+   * a continued one (what was in flight may be lost); a connection that
+   * continues the session without doubt reports nothing; "gap": the
+   * server's gap notice (in `gap`); "jump": a live push that did not
+   * follow the last one delivered.
    */
   cause: "subscribe" | "reconnect" | "gap" | "jump";
   /** The position recovery started from: the last one delivered. */

@@ -93,6 +93,7 @@ export class Hotline extends EventTarget {
     this._outbox = null; // requests made during a transport switch
     this._detaching = null; // a switch's old connection letting go
     this._moving = null; // a WebSocket a switch moves the session off
+    this._suspended = false; // the page is hidden (pagehide): no session
     this._attempt = 0;
     this._timer = null;
     this._upgradeTimer = null;
@@ -100,6 +101,15 @@ export class Hotline extends EventTarget {
     this._lastRecv = 0; // when the connection last brought anything
     this._probing = false;
     this._liveTimer = this.idleTimeout > 0 ? setInterval(() => this._checkAlive(), Math.max(250, this.idleTimeout / 4)) : null;
+    // A page that goes away ends its session at once, so that its user
+    // leaves presence now rather than after the server's grace period.
+    // Not only when it unloads: Chromium keeps a page in its back-forward
+    // cache with its WebSocket open. If the page comes back from that
+    // cache, the client connects again and recovers from its positions.
+    if (typeof window !== "undefined") {
+      window.addEventListener("pagehide", () => this._suspend());
+      window.addEventListener("pageshow", (e) => { if (e.persisted) this._wake(); });
+    }
     this._connect();
   }
 
@@ -109,7 +119,9 @@ export class Hotline extends EventTarget {
   //   onRecovery(r)     after each (re)subscribe and each repaired gap:
   //                     r = {recovered, reason, replayed, first, cause,
   //                     since, gap}. first: the first subscribe (nothing to
-  //                     recover). cause: "subscribe", "reconnect", "gap"
+  //                     recover). cause: "subscribe", "reconnect" (a new
+  //                     server session, or a WebSocket that died under a
+  //                     continued one), "gap"
   //                     (the server's gap notice, in r.gap) or "jump" (a
   //                     push that skipped offsets or changed epoch). When
   //                     recovered is true, the replayed publications have
@@ -186,6 +198,31 @@ export class Hotline extends EventTarget {
     this._emit();
   }
 
+  // _suspend ends the session (the page is going away) but keeps the
+  // subscriptions and their positions, for _wake.
+  _suspend() {
+    if (this.state === "closed" || this._suspended) return;
+    this._suspended = true;
+    this._connGen++; // a connect under way gives up
+    clearTimeout(this._timer);
+    clearTimeout(this._upgradeTimer);
+    clearTimeout(this._refreshTimer);
+    if (this._conn) this._conn.close();
+    if (this._moving) this._moving.close();
+    this._conn = null;
+    this._moving = null;
+    this._session = null;
+    this._failAll("page hidden");
+    this._setState("disconnected");
+  }
+
+  _wake() {
+    if (!this._suspended || this.state === "closed") return;
+    this._suspended = false;
+    this._attempt = 0;
+    this._connect();
+  }
+
   // --- connection management ---
   //
   // The client keeps one server session for as long as it can: a new
@@ -208,7 +245,7 @@ export class Hotline extends EventTarget {
   }
 
   async _connect(order = this._order()) {
-    if (this.state === "closed") return;
+    if (this.state === "closed" || this._suspended) return;
     const gen = ++this._connGen;
     this._setState("connecting");
     let wait = 0; // the longest Retry-After a server asked for
@@ -221,7 +258,9 @@ export class Hotline extends EventTarget {
     // A WebSocket the session moves off (see _switch) delivers until the
     // server closes it; polling starts after that.
     const moving = this._moving;
-    const moved = moving && Promise.race([moving.closed, sleep(HANDSHAKE_TIMEOUT).then(() => moving.detach())]);
+    // If the server does not close it in time, let go of it ourselves
+    // (unless it is serving again: nothing else opened).
+    const moved = moving && Promise.race([moving.closed, sleep(HANDSHAKE_TIMEOUT).then(() => { if (this._conn !== moving) moving.detach(); })]);
     for (const name of order) {
       const resume = this._resumeFrom();
       try {
@@ -440,7 +479,7 @@ export class Hotline extends EventTarget {
   // _retry reconnects after a jittered backoff, or after what the server
   // asked for (Retry-After, in ms) with up to a fifth more as jitter.
   _retry(retryAfter = 0) {
-    if (this.state === "closed") return;
+    if (this.state === "closed" || this._suspended) return;
     this._setState("disconnected");
     const outbox = this._outbox || [];
     this._outbox = null;

@@ -11,6 +11,8 @@ const h = new Hotline({
   // For tests (and the curious): how soon a silent connection is probed.
   idleTimeout: Number(params.get("idle")) || undefined,
   requestTimeout: Number(params.get("timeout")) || undefined,
+  // For tests: how soon a fallback tries WebSocket again.
+  upgradeAfter: Number(params.get("upgrade")) || undefined,
 });
 window.hotline = h; // for the browser tests and the curious
 window.recoveries = []; // every onRecovery report, for the same
