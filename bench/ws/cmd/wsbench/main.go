@@ -197,6 +197,13 @@ func main() {
 		}
 	}
 	rep.Versions["hotline"] = "this tree"
+	// hotline is whatever the repository holds: name the commit.
+	if rev, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output(); err == nil {
+		rep.Versions["hotline"] = "this tree at " + strings.TrimSpace(string(rev))
+		if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(st) > 0 {
+			rep.Versions["hotline"] += " with uncommitted changes"
+		}
+	}
 	fmt.Fprintf(os.Stderr, "wsbench %s: %s; %s\n", mode, rep.Machine, rep.Pinning)
 
 	if mode == "full" && *jsonOut == "" && *mdOut == "" && *svgOut == "" && *caseRE == "" && *rounds == 0 && *measure == 0 && len(names) == len(allServers) {
