@@ -2,8 +2,6 @@ package broker_test
 
 import (
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -11,7 +9,10 @@ import (
 // TestNoRedisInEngine keeps go-redis out of the engine and of this package:
 // only a binary that picks the Redis broker (package redisbroker) links it.
 func TestNoRedisInEngine(t *testing.T) {
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the go command is needed to list dependencies: %v", err)
+	}
 	for _, pkg := range []string{"github.com/hotline-rt/hotline/broker", "github.com/hotline-rt/hotline/push"} {
 		out, err := exec.Command(goBin, "list", "-deps", pkg).CombinedOutput()
 		if err != nil {

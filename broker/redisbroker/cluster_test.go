@@ -108,6 +108,24 @@ func TestClusterTwoNodes(t *testing.T) {
 			}
 		}
 	}
+	// Sharded Pub/Sub: each channel is subscribed on its owner only, so
+	// a publication travels through that shard alone.
+	rc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+	defer rc.Close()
+	for _, ch := range chs {
+		owner, err := rc.MasterForKey(ctx, "hotline:{"+ch+"}:meta")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range c.Masters {
+			out := c.Cmd(m.Addr, "PUBSUB", "SHARDNUMSUB", "hotline:{"+ch+"}:pub")
+			subs := strings.Fields(out)
+			onOwner := m.Addr == owner.Options().Addr
+			if len(subs) != 2 || (onOwner && subs[1] != "2") || (!onOwner && subs[1] != "0") {
+				t.Fatalf("%s on %s (owner %v): PUBSUB SHARDNUMSUB %q", ch, m.Addr, onOwner, out)
+			}
+		}
+	}
 	const per = 20
 	for i := range per {
 		for _, ch := range chs {
@@ -201,6 +219,7 @@ func TestClusterFailover(t *testing.T) {
 			default:
 			}
 			for _, ch := range chs {
+				started := time.Now().UnixNano()
 				pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				pos, err := bb.Publish(pctx, ch, json.RawMessage(fmt.Sprint(i)), nil, opts)
 				cancel()
@@ -209,7 +228,7 @@ func TestClusterFailover(t *testing.T) {
 					mu.Lock()
 					acked[ch] = append(acked[ch], pos.Offset)
 					mu.Unlock()
-					if k := killedAt.Load(); k != 0 && onVictim[ch] && recovered.Load() == 0 {
+					if k := killedAt.Load(); k != 0 && started > k && onVictim[ch] && recovered.Load() == 0 {
 						recovered.Store(time.Now().UnixNano())
 					}
 				case errors.Is(err, broker.ErrOutcomeUnknown):
@@ -222,8 +241,8 @@ func TestClusterFailover(t *testing.T) {
 		}
 	})
 	time.Sleep(500 * time.Millisecond)
+	c.Masters[0].Kill() // returns once the process is gone
 	killedAt.Store(time.Now().UnixNano())
-	c.Masters[0].Kill()
 	c.WaitPromoted(0)
 	t.Logf("replica promoted, cluster ok again %v after SIGKILL", time.Duration(time.Now().UnixNano()-killedAt.Load()).Round(10*time.Millisecond))
 	deadline := time.Now().Add(30 * time.Second)

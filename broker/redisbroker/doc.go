@@ -7,5 +7,6 @@
 // Files: redis.go holds the Broker type and its calls, scripts.go the Lua
 // scripts and the JSON codecs of what is stored, pubsub.go the Pub/Sub
 // state machine (subscribe and confirm, receive, dispatch, catch-up) with
-// its ownership rules at the top.
+// its ownership rules at the top, slot.go the cluster hash slot of a
+// channel, addr.go ParseAddr (what -redis-addr takes).
 package redisbroker

@@ -497,6 +497,12 @@ func testRedisFaults(t *testing.T, queueSize int, delay time.Duration) {
 // ones, once its link is back, reports a gap and then hands over the new
 // publications at those offsets, not dropping them as duplicates.
 func TestRedisRolledBackStream(t *testing.T) {
+	for _, to := range []int{3, 4} {
+		t.Run(fmt.Sprint("to ", to), func(t *testing.T) { testRolledBack(t, to) })
+	}
+}
+
+func testRolledBack(t *testing.T, to int) {
 	ctx := context.Background()
 	addr := testredis.Start(t)
 	a, na := newNode(t, addr)
@@ -507,13 +513,13 @@ func TestRedisRolledBackStream(t *testing.T) {
 	opts := broker.PublishOptions{HistorySize: 100}
 	brokertest.Pub(t, b, "rb", 5, opts)
 	brokertest.Eventually(t, "five", func() bool { return len(na.Received("rb")) == 5 })
-	// Roll the stream back to offset 3, as a promoted replica might be.
+	// Roll the stream back, as a promoted replica might be.
 	rc := redis.NewClient(&redis.Options{Addr: addr})
 	defer rc.Close()
-	if err := rc.HSet(ctx, "hotline:{rb}:meta", "offset", 3).Err(); err != nil {
+	if err := rc.HSet(ctx, "hotline:{rb}:meta", "offset", to).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := rc.LTrim(ctx, "hotline:{rb}:history", 0, 2).Err(); err != nil {
+	if err := rc.LTrim(ctx, "hotline:{rb}:history", 0, int64(to-1)).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if err := rc.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
@@ -525,12 +531,59 @@ func TestRedisRolledBackStream(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	brokertest.Eventually(t, "the new 4 and 5", func() bool { return len(na.Received("rb")) == 7 })
+	brokertest.Eventually(t, "the two new ones", func() bool { return len(na.Received("rb")) == 7 })
 	got := na.Received("rb")
-	if string(got[5].Data) != "10" || string(got[6].Data) != "11" || got[5].Offset != 4 {
+	if string(got[5].Data) != "10" || string(got[6].Data) != "11" || got[5].Offset != uint64(to+1) {
 		t.Fatalf("got %s, data %s %s", brokertest.Offs(got), got[5].Data, got[6].Data)
 	}
 	if g := na.GapList("rb"); len(g) != 1 || g[0].Reason != "epoch changed" || g[0].Before != 5 {
 		t.Fatalf("gaps %+v", g)
+	}
+}
+
+// TestRedisRewrittenStream: as TestRedisRolledBackStream, but new
+// publications take the lost offsets and go past where the node was before
+// its link comes back, so the stream's top is beyond the node's position
+// again. The node reads the publication it handed over last once more,
+// finds another one at that offset, and reports a gap before handing over
+// what is there: nothing is skipped silently.
+func TestRedisRewrittenStream(t *testing.T) {
+	ctx := context.Background()
+	addr := testredis.Start(t)
+	px := newProxy(t, addr)
+	a, na := newNode(t, px.addr())
+	b, _ := newNode(t, addr)
+	if err := a.Subscribe(ctx, "rw"); err != nil {
+		t.Fatal(err)
+	}
+	opts := broker.PublishOptions{HistorySize: 100}
+	brokertest.Pub(t, b, "rw", 5, opts)
+	brokertest.Eventually(t, "five", func() bool { return len(na.Received("rw")) == 5 })
+	px.cut(true)
+	rc := redis.NewClient(&redis.Options{Addr: addr})
+	defer rc.Close()
+	if err := rc.HSet(ctx, "hotline:{rw}:meta", "offset", 3).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.LTrim(ctx, "hotline:{rw}:history", 0, 2).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 { // offsets 4, 5, 6 again
+		if _, err := b.Publish(ctx, "rw", json.RawMessage(fmt.Sprint(10+i)), nil, opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	px.cut(false)
+	brokertest.Eventually(t, "offset 6", func() bool {
+		got := na.Received("rw")
+		return got[len(got)-1].Offset == 6
+	})
+	got := na.Received("rw")
+	gaps := na.GapList("rw")
+	if len(gaps) != 1 || gaps[0].Reason != "epoch changed" || gaps[0].Before != 5 {
+		t.Fatalf("gaps %+v, received %s", gaps, brokertest.Offs(got))
+	}
+	if brokertest.Offs(got) != "[1 2 3 4 5 5 6]" || string(got[5].Data) != "11" || string(got[6].Data) != "12" {
+		t.Fatalf("received %s", brokertest.Offs(got))
 	}
 }

@@ -151,6 +151,12 @@ type chanState struct {
 	pos       broker.Position
 	known     bool
 	delivered bool
+	// posTime is the Redis time of the publication at pos, if it was
+	// handed over: a catch-up reads that publication again and, if it
+	// is another one, knows the stream was rolled back (a failover to a
+	// replica that had not received it) and its offsets given to new
+	// publications.
+	posTime time.Time
 
 	catching    bool   // a catch-up runs or waits for a slot
 	reason      string // why: the gap reason if history cannot fill it
@@ -161,11 +167,15 @@ type chanState struct {
 
 // catchResult is one page of history read by a catch-up.
 type catchResult struct {
-	st   *chanState
-	from broker.Position
-	page bool // read with a limit: more may follow
-	res  broker.HistoryResult
-	err  error
+	st    *chanState
+	from  broker.Position
+	page  bool // read with a limit: more may follow
+	limit int  // the limit
+	// rewritten: the publication read at from is not the one handed
+	// over there (see chanState.posTime).
+	rewritten bool
+	res       broker.HistoryResult
+	err       error
 }
 
 func (ps *pubsub) init(r *Broker, queueSize, queueBytes, catchUps int, pingEvery time.Duration) {
@@ -792,6 +802,8 @@ func (ps *pubsub) scheduleLocked(st *chanState) {
 	}
 	ps.running++
 	from, known := st.pos, st.known
+	check := known && st.delivered && from.Offset >= 1 && !st.posTime.IsZero()
+	fromTime := st.posTime
 	ps.r.wg.Go(func() {
 		ctx, cancel := context.WithTimeout(ps.r.ctx, catchUpTimeout)
 		defer cancel()
@@ -804,8 +816,27 @@ func (ps *pubsub) scheduleLocked(st *chanState) {
 		// again before the hole is reported.
 		for attempt := 0; ; attempt++ {
 			if known {
-				cr.page = true
-				cr.res, cr.err = ps.r.History(ctx, st.channel, broker.HistoryRequest{Since: &from, Limit: catchUpPage})
+				cr.page, cr.limit, cr.rewritten = true, catchUpPage, false
+				if check {
+					// The last one handed over is read too, to
+					// check it is still the same publication.
+					prev := broker.Position{Epoch: from.Epoch, Offset: from.Offset - 1}
+					cr.limit = catchUpPage + 1
+					cr.res, cr.err = ps.r.History(ctx, st.channel, broker.HistoryRequest{Since: &prev, Limit: cr.limit})
+					if errors.Is(cr.err, broker.ErrHistoryTrimmed) {
+						// Not kept any more: it cannot be checked.
+						cr.limit = catchUpPage
+						cr.res, cr.err = ps.r.History(ctx, st.channel, broker.HistoryRequest{Since: &from, Limit: catchUpPage})
+					} else if got := cr.res.Publications; cr.err == nil && len(got) > 0 && got[0].Offset == from.Offset && !got[0].Time.Equal(fromTime) {
+						cr.rewritten = true
+					} else if cr.err == nil && cr.res.Top.Offset < from.Offset {
+						// Rolled back to just before from: the
+						// read of from would have said so.
+						cr.err = broker.ErrEpochChanged
+					}
+				} else {
+					cr.res, cr.err = ps.r.History(ctx, st.channel, broker.HistoryRequest{Since: &from, Limit: catchUpPage})
+				}
 			} else {
 				// Nothing to start from: only the top, to resume there.
 				cr.res, cr.err = ps.r.History(ctx, st.channel, broker.HistoryRequest{})
@@ -868,7 +899,7 @@ func (ps *pubsub) deliver(st *chanState, it item) {
 		ps.mu.Unlock()
 		return
 	case !st.known:
-		st.pos, st.known, st.delivered = p.Position, true, true
+		st.pos, st.known, st.delivered, st.posTime = p.Position, true, true, p.Time
 	case st.pos.Epoch == "":
 		// Subscribed before the stream existed: it starts at 1.
 		if p.Offset != 1 {
@@ -876,10 +907,10 @@ func (ps *pubsub) deliver(st *chanState, it item) {
 			ps.mu.Unlock()
 			return
 		}
-		st.pos, st.delivered = p.Position, true
+		st.pos, st.delivered, st.posTime = p.Position, true, p.Time
 	case p.Epoch != st.pos.Epoch:
 		gap = gapEpochChanged
-		st.pos, st.delivered = p.Position, true
+		st.pos, st.delivered, st.posTime = p.Position, true, p.Time
 	case p.Offset <= st.pos.Offset:
 		// Handed over by a catch-up already, or at or before where
 		// the node resumed (the subscription's start, or the top
@@ -887,7 +918,7 @@ func (ps *pubsub) deliver(st *chanState, it item) {
 		ps.mu.Unlock()
 		return
 	case p.Offset == st.pos.Offset+1:
-		st.pos, st.delivered = p.Position, true
+		st.pos, st.delivered, st.posTime = p.Position, true, p.Time
 	default:
 		ps.startCatchUpLocked(st, it, gapLinkLost)
 		ps.mu.Unlock()
@@ -938,15 +969,26 @@ func (ps *pubsub) caughtUp(cr catchResult) {
 		} else {
 			st.pos, st.known, st.delivered = broker.Position{}, true, false
 		}
+	case cr.err == nil && cr.rewritten:
+		// Rolled back: what was handed over from some offset on is
+		// not in the stream. Say so, then hand over what is there
+		// from the offset handed over last.
+		gap = gapEpochChanged
+		for _, p := range cr.res.Publications {
+			pubs = append(pubs, p)
+			st.pos, st.delivered, st.posTime = p.Position, true, p.Time
+		}
+		st.known = len(pubs) > 0
+		more = len(cr.res.Publications) == cr.limit && st.pos.Offset < cr.res.Top.Offset
 	case cr.err == nil:
 		for _, p := range cr.res.Publications {
 			if p.Epoch == st.pos.Epoch && p.Offset <= st.pos.Offset && st.delivered {
 				continue
 			}
 			pubs = append(pubs, p)
-			st.pos, st.delivered = p.Position, true
+			st.pos, st.delivered, st.posTime = p.Position, true, p.Time
 		}
-		more = len(cr.res.Publications) == catchUpPage && st.pos.Offset < cr.res.Top.Offset
+		more = len(cr.res.Publications) == cr.limit && st.pos.Offset < cr.res.Top.Offset
 	default:
 		gap = st.reason
 		switch {
@@ -954,16 +996,18 @@ func (ps *pubsub) caughtUp(cr catchResult) {
 			gap = gapTrimmed
 		case errors.Is(cr.err, broker.ErrEpochChanged):
 			gap = gapEpochChanged
-			// The stream handed over is gone, or was rolled back
-			// (a failover to a replica that had not all of it):
-			// its offsets may be given to new publications, which
-			// are not the ones handed over.
-			st.delivered = false
 		}
 		// After the gap the next publication is taken as it comes
 		// (those held meanwhile are live and follow each other); the
 		// ones after it are checked again.
 		st.known = false
+		if top := cr.res.Top; errors.Is(cr.err, broker.ErrEpochChanged) && top.Epoch != "" && top.Epoch == st.pos.Epoch && top.Offset < st.pos.Offset {
+			// Rolled back (a failover to a replica that had not
+			// all of it): the offsets after top go to new
+			// publications, not the ones handed over. Resume at
+			// top, so they are handed over, in order.
+			st.pos, st.known, st.delivered = top, true, false
+		}
 	}
 	var held []item
 	again := false

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/hotline-rt/hotline/broker"
 	"github.com/hotline-rt/hotline/broker/brokertest"
 	"github.com/hotline-rt/hotline/broker/redisbroker"
@@ -74,6 +76,7 @@ func TestSentinelFailover(t *testing.T) {
 			default:
 			}
 			for _, ch := range chs {
+				started := time.Now().UnixNano()
 				pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				pos, err := pub.Publish(pctx, ch, json.RawMessage(fmt.Sprint(i)), nil, opts)
 				cancel()
@@ -82,7 +85,7 @@ func TestSentinelFailover(t *testing.T) {
 					mu.Lock()
 					acked[ch] = append(acked[ch], pos.Offset)
 					mu.Unlock()
-					if killedAt.Load() != 0 && recovered.Load() == 0 {
+					if k := killedAt.Load(); k != 0 && started > k && recovered.Load() == 0 {
 						recovered.Store(time.Now().UnixNano())
 					}
 				case errors.Is(err, broker.ErrOutcomeUnknown):
@@ -96,8 +99,8 @@ func TestSentinelFailover(t *testing.T) {
 	})
 	time.Sleep(500 * time.Millisecond)
 	old := s.Master.Addr
+	s.Master.Kill() // returns once the process is gone
 	killedAt.Store(time.Now().UnixNano())
-	s.Master.Kill()
 	deadline := time.Now().Add(30 * time.Second)
 	for recovered.Load() == 0 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
@@ -147,4 +150,40 @@ func TestSentinelFailover(t *testing.T) {
 		}
 		t.Logf("node %d: every acknowledged publication received or told (%d gap notices)", ni, gaps)
 	}
+}
+
+// TestSentinelConformance runs the suite every broker passes through
+// Sentinel (the master found by name).
+func TestSentinelConformance(t *testing.T) {
+	s := testredis.StartSentinel(t)
+	var prefixes atomic.Int64
+	var mu sync.Mutex
+	prefixOf := map[broker.Broker]string{}
+	rc := redis.NewClient(&redis.Options{Addr: s.Master.Addr})
+	t.Cleanup(func() { _ = rc.Close() })
+	brokertest.Run(t, func(t *testing.T) (broker.Broker, *brokertest.Node) {
+		prefix := fmt.Sprintf("conformance%d:", prefixes.Add(1))
+		b, err := redisbroker.New(redisbroker.Config{SentinelAddrs: s.Addrs(), SentinelMaster: testredis.SentinelMaster, Prefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = b.Close(context.Background()) })
+		n := &brokertest.Node{}
+		if err := b.Start(n); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		prefixOf[b] = prefix
+		mu.Unlock()
+		return b, n
+	}, func(t *testing.T, b broker.Broker) int {
+		mu.Lock()
+		prefix := prefixOf[b]
+		mu.Unlock()
+		keys, err := rc.Keys(context.Background(), prefix+"*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(keys)
+	})
 }

@@ -22,7 +22,7 @@ const serveSynopsis = `Usage: hotline serve [flags]
 
 Runs the hotline server: the chat page at /, the push endpoint /chat
 (WebSocket subprotocols chat and superchat), long polling and ajax polling
-fallbacks, the publish API under /api/, /metrics, /healthz, and the
+fallbacks, the publish API under /api/, /metrics, /healthz, /readyz, and the
 diagnostic endpoints /echo and /broadcast (see -diagnostics).
 
 Every limit below has a flag and a default; a client past one is told
