@@ -83,7 +83,7 @@ func cases(p params) []kase {
 			echo(s, raw, p.conns, 1, small, false, p, r)
 		}},
 		{name: fmt.Sprintf("broadcast to %s connections, 64 B", thousands(float64(p.conns))), unit: "deliveries/s", run: func(s *server, raw bool, p params, r *result) {
-			broadcast(s, raw, p.conns, 64, 64, p, r)
+			broadcast(s, raw, p.conns, 16, 64, p, r)
 		}},
 		{name: "permessage-deflate echo, 16 connections, 16 KiB JSON text", unit: "round trips/s", deflate: true, args: []string{"-deflate"}, run: func(s *server, raw bool, p params, r *result) {
 			echo(s, raw, 16, 1, text, true, p, r)
@@ -197,6 +197,13 @@ func main() {
 		}
 	}
 	rep.Versions["hotline"] = "this tree"
+	// hotline is whatever the repository holds: name the commit.
+	if rev, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output(); err == nil {
+		rep.Versions["hotline"] = "this tree at " + strings.TrimSpace(string(rev))
+		if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(st) > 0 {
+			rep.Versions["hotline"] += " with uncommitted changes"
+		}
+	}
 	fmt.Fprintf(os.Stderr, "wsbench %s: %s; %s\n", mode, rep.Machine, rep.Pinning)
 
 	if mode == "full" && *jsonOut == "" && *mdOut == "" && *svgOut == "" && *caseRE == "" && *rounds == 0 && *measure == 0 && len(names) == len(allServers) {
