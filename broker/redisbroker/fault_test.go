@@ -623,3 +623,55 @@ func TestRedisRewrittenStream(t *testing.T) {
 		t.Fatalf("received %s, epoch %s (was %s)", brokertest.Offs(got), got[5].Epoch, old)
 	}
 }
+
+// TestRedisRewrittenBeforeAnyDelivered: as TestRedisRewrittenStream, but
+// the node subscribed after the publications that get lost and handed
+// none over: it saw them only as the stream's top when it subscribed (a
+// client may have got them from history there). It checks that top
+// publication too, so the rewrite is found and the stream moved.
+func TestRedisRewrittenBeforeAnyDelivered(t *testing.T) {
+	ctx := context.Background()
+	addr := testredis.Start(t)
+	px := newProxy(t, addr)
+	a, na := newNode(t, px.addr())
+	b, _ := newNode(t, addr)
+	opts := broker.PublishOptions{HistorySize: 100}
+	old := brokertest.Pub(t, b, "rb0", 5, opts).Epoch
+	if err := a.Subscribe(ctx, "rb0"); err != nil {
+		t.Fatal(err)
+	}
+	px.cut(true)
+	rc := redis.NewClient(&redis.Options{Addr: addr})
+	defer rc.Close()
+	if err := rc.HSet(ctx, "hotline:{rb0}:meta", "offset", 3).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.LTrim(ctx, "hotline:{rb0}:history", 0, 2).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 { // offsets 4, 5, 6 again
+		if _, err := b.Publish(ctx, "rb0", json.RawMessage(fmt.Sprint(10+i)), nil, opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	px.cut(false)
+	brokertest.Eventually(t, "a gap", func() bool { return len(na.GapList("rb0")) > 0 || len(na.Received("rb0")) > 0 })
+	if _, err := b.Publish(ctx, "rb0", json.RawMessage("20"), nil, opts); err != nil {
+		t.Fatal(err)
+	}
+	brokertest.Eventually(t, "the new one", func() bool {
+		got := na.Received("rb0")
+		return len(got) > 0 && string(got[len(got)-1].Data) == "20"
+	})
+	since := broker.Position{Epoch: old, Offset: 5}
+	if res, err := b.History(ctx, "rb0", broker.HistoryRequest{Since: &since, Limit: -1}); !errors.Is(err, broker.ErrEpochChanged) {
+		t.Fatalf("since %s/5: %s, %v, want epoch changed", old, brokertest.Offs(res.Publications), err)
+	}
+	got := na.Received("rb0")
+	if g := na.GapList("rb0"); len(g) != 1 || g[0].Reason != "epoch changed" || g[0].Before != 0 {
+		t.Fatalf("gaps %+v, received %s", g, brokertest.Offs(got))
+	}
+	if brokertest.Offs(got) != "[1]" || got[0].Epoch == old {
+		t.Fatalf("received %s, epoch %s (was %s)", brokertest.Offs(got), got[0].Epoch, old)
+	}
+}

@@ -152,10 +152,10 @@ type chanState struct {
 	known     bool
 	delivered bool
 	// posTime is the Redis time of the publication at pos, if it was
-	// handed over: a catch-up reads that publication again and, if it
-	// is another one, knows the stream was rolled back (a failover to a
-	// replica that had not received it) and its offsets given to new
-	// publications.
+	// handed over or read with the top the subscription started at: a
+	// catch-up reads that publication again and, if it is another one,
+	// knows the stream was rolled back (a failover to a replica that
+	// had not received it) and its offsets given to new publications.
 	posTime time.Time
 
 	// retired is the epoch this node moved the stream from (or found
@@ -628,6 +628,7 @@ func (ps *pubsub) setBase(ctx context.Context, st *chanState) {
 		return
 	}
 	var base broker.Position
+	var baseTime time.Time
 	if e, ok := vals[0].(string); ok && e != "" {
 		s, _ := vals[1].(string)
 		off, err := strconv.ParseUint(s, 10, 64)
@@ -635,10 +636,19 @@ func (ps *pubsub) setBase(ctx context.Context, st *chanState) {
 			return
 		}
 		base = broker.Position{Epoch: e, Offset: off}
+		// The publication at the top, if history keeps it (and it
+		// is still the top): a catch-up checks it is still there,
+		// as it does the last one handed over. A client may have
+		// got it from history here.
+		if last, err := ps.r.client.LIndex(ctx, ps.r.historyKey(st.channel), -1).Result(); err == nil {
+			if p, err := decodePublication([]byte(last)); err == nil && p.Position == base {
+				baseTime = p.Time
+			}
+		}
 	}
 	ps.mu.Lock()
 	if ps.chans[st.channel] == st && !st.known {
-		st.pos, st.known, st.delivered = base, true, false
+		st.pos, st.known, st.delivered, st.posTime = base, true, false, baseTime
 	}
 	ps.mu.Unlock()
 }
@@ -812,7 +822,7 @@ func (ps *pubsub) scheduleLocked(st *chanState) {
 	}
 	ps.running++
 	from, known := st.pos, st.known
-	check := known && st.delivered && from.Offset >= 1 && !st.posTime.IsZero()
+	check := known && from.Offset >= 1 && !st.posTime.IsZero()
 	fromTime := st.posTime
 	ps.r.wg.Go(func() {
 		ctx, cancel := context.WithTimeout(ps.r.ctx, catchUpTimeout)
@@ -1043,7 +1053,7 @@ func (ps *pubsub) caughtUp(cr catchResult) {
 			gap = st.reason
 			st.known = false
 		} else {
-			st.pos, st.known, st.delivered = broker.Position{}, true, false
+			st.pos, st.known, st.delivered, st.posTime = broker.Position{}, true, false, time.Time{}
 		}
 	case cr.err == nil && cr.rewritten:
 		// Rolled back: what was handed over from some offset on is
@@ -1058,7 +1068,9 @@ func (ps *pubsub) caughtUp(cr catchResult) {
 		more = len(cr.res.Publications) == cr.limit && st.pos.Offset < cr.res.Top.Offset
 	case cr.err == nil:
 		for _, p := range cr.res.Publications {
-			if p.Epoch == st.pos.Epoch && p.Offset <= st.pos.Offset && st.delivered {
+			if p.Epoch == st.pos.Epoch && p.Offset <= st.pos.Offset {
+				// Handed over, or at or before where the node
+				// started (read again to check it).
 				continue
 			}
 			pubs = append(pubs, p)
@@ -1082,7 +1094,7 @@ func (ps *pubsub) caughtUp(cr catchResult) {
 			// all of it): the offsets after top go to new
 			// publications, not the ones handed over. Resume at
 			// top, so they are handed over, in order.
-			st.pos, st.known, st.delivered = top, true, false
+			st.pos, st.known, st.delivered, st.posTime = top, true, false, time.Time{}
 		}
 	}
 	var held []item
