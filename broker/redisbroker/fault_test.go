@@ -492,10 +492,13 @@ func testRedisFaults(t *testing.T, queueSize int, delay time.Duration) {
 }
 
 // TestRedisRolledBackStream: a stream that lost its latest publications
-// (as after a failover to a replica that had not received them) gives
-// their offsets to new publications. A node that had handed over the lost
-// ones, once its link is back, reports a gap and then hands over the new
-// publications at those offsets, not dropping them as duplicates.
+// (a failover to a replica that had not received them) is moved to a new
+// epoch by the nodes that had handed them over: each reports one gap,
+// "epoch changed", then hands over the new epoch from its start; and a
+// since from a lost publication is answered "epoch changed" afterwards,
+// never with the publications that took the lost offsets skipped. Two
+// nodes notice at once: the stream moves once (both hand over the new
+// publications in the same epoch).
 func TestRedisRolledBackStream(t *testing.T) {
 	for _, to := range []int{3, 4} {
 		t.Run(fmt.Sprint("to ", to), func(t *testing.T) { testRolledBack(t, to) })
@@ -506,13 +509,17 @@ func testRolledBack(t *testing.T, to int) {
 	ctx := context.Background()
 	addr := testredis.Start(t)
 	a, na := newNode(t, addr)
+	a2, na2 := newNode(t, addr)
 	b, _ := newNode(t, addr)
-	if err := a.Subscribe(ctx, "rb"); err != nil {
-		t.Fatal(err)
+	for _, n := range []*redisbroker.Broker{a, a2} {
+		if err := n.Subscribe(ctx, "rb"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	opts := broker.PublishOptions{HistorySize: 100}
 	brokertest.Pub(t, b, "rb", 5, opts)
-	brokertest.Eventually(t, "five", func() bool { return len(na.Received("rb")) == 5 })
+	brokertest.Eventually(t, "five", func() bool { return len(na.Received("rb")) == 5 && len(na2.Received("rb")) == 5 })
+	old := na.Received("rb")[4].Epoch
 	// Roll the stream back, as a promoted replica might be.
 	rc := redis.NewClient(&redis.Options{Addr: addr})
 	defer rc.Close()
@@ -525,19 +532,36 @@ func testRolledBack(t *testing.T, to int) {
 	if err := rc.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
 		t.Fatal(err)
 	}
-	brokertest.Eventually(t, "a gap after the link came back", func() bool { return len(na.GapList("rb")) > 0 })
-	for i := range 2 {
+	brokertest.Eventually(t, "a gap after the link came back", func() bool { return len(na.GapList("rb")) > 0 && len(na2.GapList("rb")) > 0 })
+	// More than were lost: the stream grows past the offsets handed over.
+	for i := range 3 {
 		if _, err := b.Publish(ctx, "rb", json.RawMessage(fmt.Sprint(10+i)), nil, opts); err != nil {
 			t.Fatal(err)
 		}
 	}
-	brokertest.Eventually(t, "the two new ones", func() bool { return len(na.Received("rb")) == 7 })
-	got := na.Received("rb")
-	if string(got[5].Data) != "10" || string(got[6].Data) != "11" || got[5].Offset != uint64(to+1) {
-		t.Fatalf("got %s, data %s %s", brokertest.Offs(got), got[5].Data, got[6].Data)
+	for _, n := range []*brokertest.Node{na, na2} {
+		brokertest.Eventually(t, "the three new ones", func() bool { return len(n.Received("rb")) == 8 })
 	}
-	if g := na.GapList("rb"); len(g) != 1 || g[0].Reason != "epoch changed" || g[0].Before != 5 {
-		t.Fatalf("gaps %+v", g)
+	// A client that had a lost publication resumes from it: no
+	// continuity is claimed.
+	for off := uint64(to + 1); off <= 5; off++ {
+		since := broker.Position{Epoch: old, Offset: off}
+		res, err := b.History(ctx, "rb", broker.HistoryRequest{Since: &since, Limit: -1})
+		if !errors.Is(err, broker.ErrEpochChanged) {
+			t.Fatalf("since %s/%d: %s, %v, want epoch changed", since.Epoch, off, brokertest.Offs(res.Publications), err)
+		}
+	}
+	for _, n := range []*brokertest.Node{na, na2} {
+		got := n.Received("rb")
+		if brokertest.Offs(got) != "[1 2 3 4 5 1 2 3]" || string(got[5].Data) != "10" || string(got[7].Data) != "12" {
+			t.Fatalf("got %s, data %s %s", brokertest.Offs(got), got[5].Data, got[7].Data)
+		}
+		if got[5].Epoch == old || got[5].Epoch != na.Received("rb")[5].Epoch || got[7].Epoch != got[5].Epoch {
+			t.Fatalf("epochs %s, then %s %s (first node %s)", old, got[5].Epoch, got[7].Epoch, na.Received("rb")[5].Epoch)
+		}
+		if g := n.GapList("rb"); len(g) != 1 || g[0].Reason != "epoch changed" || g[0].Before != 5 {
+			t.Fatalf("gaps %+v", g)
+		}
 	}
 }
 
@@ -545,8 +569,9 @@ func testRolledBack(t *testing.T, to int) {
 // publications take the lost offsets and go past where the node was before
 // its link comes back, so the stream's top is beyond the node's position
 // again. The node reads the publication it handed over last once more,
-// finds another one at that offset, and reports a gap before handing over
-// what is there: nothing is skipped silently.
+// finds another one at that offset, moves the stream to a new epoch and
+// reports one gap, then hands over the new epoch: nothing is skipped
+// silently, here or for a client resuming from a lost publication.
 func TestRedisRewrittenStream(t *testing.T) {
 	ctx := context.Background()
 	addr := testredis.Start(t)
@@ -559,6 +584,7 @@ func TestRedisRewrittenStream(t *testing.T) {
 	opts := broker.PublishOptions{HistorySize: 100}
 	brokertest.Pub(t, b, "rw", 5, opts)
 	brokertest.Eventually(t, "five", func() bool { return len(na.Received("rw")) == 5 })
+	old := na.Received("rw")[4].Epoch
 	px.cut(true)
 	rc := redis.NewClient(&redis.Options{Addr: addr})
 	defer rc.Close()
@@ -574,16 +600,78 @@ func TestRedisRewrittenStream(t *testing.T) {
 		}
 	}
 	px.cut(false)
-	brokertest.Eventually(t, "offset 6", func() bool {
-		got := na.Received("rw")
-		return got[len(got)-1].Offset == 6
-	})
+	brokertest.Eventually(t, "a gap", func() bool { return len(na.GapList("rw")) > 0 })
+	for i := range 2 {
+		if _, err := b.Publish(ctx, "rw", json.RawMessage(fmt.Sprint(20+i)), nil, opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	brokertest.Eventually(t, "seven", func() bool { return len(na.Received("rw")) >= 7 })
+	for _, off := range []uint64{4, 5} {
+		since := broker.Position{Epoch: old, Offset: off}
+		res, err := b.History(ctx, "rw", broker.HistoryRequest{Since: &since, Limit: -1})
+		if !errors.Is(err, broker.ErrEpochChanged) {
+			t.Fatalf("since %s/%d: %s, %v, want epoch changed", since.Epoch, off, brokertest.Offs(res.Publications), err)
+		}
+	}
 	got := na.Received("rw")
 	gaps := na.GapList("rw")
 	if len(gaps) != 1 || gaps[0].Reason != "epoch changed" || gaps[0].Before != 5 {
 		t.Fatalf("gaps %+v, received %s", gaps, brokertest.Offs(got))
 	}
-	if brokertest.Offs(got) != "[1 2 3 4 5 5 6]" || string(got[5].Data) != "11" || string(got[6].Data) != "12" {
-		t.Fatalf("received %s", brokertest.Offs(got))
+	if brokertest.Offs(got) != "[1 2 3 4 5 1 2]" || got[5].Epoch == old || string(got[5].Data) != "20" || string(got[6].Data) != "21" {
+		t.Fatalf("received %s, epoch %s (was %s)", brokertest.Offs(got), got[5].Epoch, old)
+	}
+}
+
+// TestRedisRewrittenBeforeAnyDelivered: as TestRedisRewrittenStream, but
+// the node subscribed after the publications that get lost and handed
+// none over: it saw them only as the stream's top when it subscribed (a
+// client may have got them from history there). It checks that top
+// publication too, so the rewrite is found and the stream moved.
+func TestRedisRewrittenBeforeAnyDelivered(t *testing.T) {
+	ctx := context.Background()
+	addr := testredis.Start(t)
+	px := newProxy(t, addr)
+	a, na := newNode(t, px.addr())
+	b, _ := newNode(t, addr)
+	opts := broker.PublishOptions{HistorySize: 100}
+	old := brokertest.Pub(t, b, "rb0", 5, opts).Epoch
+	if err := a.Subscribe(ctx, "rb0"); err != nil {
+		t.Fatal(err)
+	}
+	px.cut(true)
+	rc := redis.NewClient(&redis.Options{Addr: addr})
+	defer rc.Close()
+	if err := rc.HSet(ctx, "hotline:{rb0}:meta", "offset", 3).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.LTrim(ctx, "hotline:{rb0}:history", 0, 2).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 { // offsets 4, 5, 6 again
+		if _, err := b.Publish(ctx, "rb0", json.RawMessage(fmt.Sprint(10+i)), nil, opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	px.cut(false)
+	brokertest.Eventually(t, "a gap", func() bool { return len(na.GapList("rb0")) > 0 || len(na.Received("rb0")) > 0 })
+	if _, err := b.Publish(ctx, "rb0", json.RawMessage("20"), nil, opts); err != nil {
+		t.Fatal(err)
+	}
+	brokertest.Eventually(t, "the new one", func() bool {
+		got := na.Received("rb0")
+		return len(got) > 0 && string(got[len(got)-1].Data) == "20"
+	})
+	since := broker.Position{Epoch: old, Offset: 5}
+	if res, err := b.History(ctx, "rb0", broker.HistoryRequest{Since: &since, Limit: -1}); !errors.Is(err, broker.ErrEpochChanged) {
+		t.Fatalf("since %s/5: %s, %v, want epoch changed", old, brokertest.Offs(res.Publications), err)
+	}
+	got := na.Received("rb0")
+	if g := na.GapList("rb0"); len(g) != 1 || g[0].Reason != "epoch changed" || g[0].Before != 0 {
+		t.Fatalf("gaps %+v, received %s", g, brokertest.Offs(got))
+	}
+	if brokertest.Offs(got) != "[1]" || got[0].Epoch == old {
+		t.Fatalf("received %s, epoch %s (was %s)", brokertest.Offs(got), got[0].Epoch, old)
 	}
 }

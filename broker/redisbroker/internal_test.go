@@ -2,7 +2,8 @@ package redisbroker
 
 import (
 	"context"
-
+	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -112,5 +113,150 @@ func TestRedisCatchUpDoesNotStall(t *testing.T) {
 	got := brokertest.Offs(rec.Received("slow"))
 	if got != "[1 2 3]" || len(rec.EventList()) != 0 || len(rec.GapList("")) != 0 {
 		t.Fatalf("slow got %v, events %v, gaps %v", got, rec.EventList(), rec.GapList(""))
+	}
+}
+
+// TestRedisBumpEpochOnce: nodes that find the same rolled-back epoch at
+// once move the stream once: one call moves it, the others get the epoch
+// it moved to, and publications after any of them are in that epoch, from
+// offset 1. A node that saw an older epoch changes nothing.
+func TestRedisBumpEpochOnce(t *testing.T) {
+	ctx := context.Background()
+	addr := testredis.Start(t)
+	r, err := New(Config{Addr: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(ctx)
+	opts := broker.PublishOptions{HistorySize: 10}
+	old := brokertest.Pub(t, r, "b1", 3, opts).Epoch
+	const n = 4
+	type out struct {
+		epoch string
+		moved bool
+		err   error
+	}
+	outs := make(chan out, n)
+	for range n {
+		go func() {
+			e, m, err := r.bumpEpoch(ctx, "b1", old)
+			outs <- out{e, m, err}
+		}()
+	}
+	moved, epochs := 0, map[string]bool{}
+	for range n {
+		o := <-outs
+		if o.err != nil {
+			t.Fatal(o.err)
+		}
+		if o.moved {
+			moved++
+		}
+		epochs[o.epoch] = true
+	}
+	if moved != 1 || len(epochs) != 1 || epochs[old] || epochs[""] {
+		t.Fatalf("moved %d times, epochs %v (old %s)", moved, epochs, old)
+	}
+	p := brokertest.Pub(t, r, "b1", 1, opts)
+	if !epochs[p.Epoch] || p.Offset != 1 {
+		t.Fatalf("next publication at %+v, epochs %v", p, epochs)
+	}
+	if e, m, err := r.bumpEpoch(ctx, "b1", old); err != nil || m || e != p.Epoch {
+		t.Fatalf("stale bump: %q %v %v", e, m, err)
+	}
+	if e, m, err := r.bumpEpoch(ctx, "none", old); err != nil || m || e != "" {
+		t.Fatalf("bump of no stream: %q %v %v", e, m, err)
+	}
+}
+
+// TestRedisRolledBackHeldDropped: publications of the rolled-back epoch
+// that arrive live while the node catches up (they took the lost offsets,
+// before the stream moved to a new epoch) are dropped after the one gap:
+// without that, each would come as a second "epoch changed" gap and the
+// old epoch's offsets again.
+func TestRedisRolledBackHeldDropped(t *testing.T) {
+	ctx := context.Background()
+	addr := testredis.Start(t)
+	a, err := New(Config{Addr: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(ctx)
+	b, err := New(Config{Addr: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(ctx)
+	rec := &brokertest.Node{}
+	if err := a.Start(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Subscribe(ctx, "hd"); err != nil {
+		t.Fatal(err)
+	}
+	opts := broker.PublishOptions{HistorySize: 100}
+	old := brokertest.Pub(t, b, "hd", 5, opts).Epoch
+	brokertest.Eventually(t, "five", func() bool { return len(rec.Received("hd")) == 5 })
+
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	hook := func(ch string) {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		<-release
+	}
+	catchUpHook.Store(&hook)
+	defer catchUpHook.Store(nil)
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+
+	rc := redis.NewClient(&redis.Options{Addr: addr})
+	defer rc.Close()
+	if err := rc.HSet(ctx, "hotline:{hd}:meta", "offset", 3).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.LTrim(ctx, "hotline:{hd}:history", 0, 2).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no catch-up after the link came back")
+	}
+	// Offsets 4, 5, 6 again, in the old epoch, held behind the catch-up.
+	for i := range 3 {
+		if _, err := b.Publish(ctx, "hd", json.RawMessage(fmt.Sprint(10+i)), nil, opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	brokertest.Eventually(t, "three held", func() bool {
+		a.ps.mu.Lock()
+		defer a.ps.mu.Unlock()
+		return a.ps.held == 3
+	})
+	released = true
+	close(release)
+	brokertest.Eventually(t, "a gap", func() bool { return len(rec.GapList("hd")) > 0 })
+	for i := range 2 {
+		if _, err := b.Publish(ctx, "hd", json.RawMessage(fmt.Sprint(20+i)), nil, opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	brokertest.Eventually(t, "seven", func() bool { return len(rec.Received("hd")) >= 7 })
+	got := rec.Received("hd")
+	if g := rec.GapList("hd"); len(g) != 1 || g[0].Reason != "epoch changed" || g[0].Before != 5 {
+		t.Fatalf("gaps %+v, received %s", g, brokertest.Offs(got))
+	}
+	if brokertest.Offs(got) != "[1 2 3 4 5 1 2]" || got[5].Epoch == old || string(got[5].Data) != "20" {
+		t.Fatalf("received %s, epoch %s (was %s)", brokertest.Offs(got), got[5].Epoch, old)
 	}
 }

@@ -152,11 +152,16 @@ type chanState struct {
 	known     bool
 	delivered bool
 	// posTime is the Redis time of the publication at pos, if it was
-	// handed over: a catch-up reads that publication again and, if it
-	// is another one, knows the stream was rolled back (a failover to a
-	// replica that had not received it) and its offsets given to new
-	// publications.
+	// handed over or read with the top the subscription started at: a
+	// catch-up reads that publication again and, if it is another one,
+	// knows the stream was rolled back (a failover to a replica that
+	// had not received it) and its offsets given to new publications.
 	posTime time.Time
+
+	// retired is the epoch this node moved the stream from (or found
+	// moved) after it was rolled back: a late live publication of it is
+	// dropped, the gap was reported.
+	retired string
 
 	catching    bool   // a catch-up runs or waits for a slot
 	reason      string // why: the gap reason if history cannot fill it
@@ -174,8 +179,13 @@ type catchResult struct {
 	// rewritten: the publication read at from is not the one handed
 	// over there (see chanState.posTime).
 	rewritten bool
-	res       broker.HistoryResult
-	err       error
+	// moved: the stream was found rolled back and is now in epoch (moved
+	// there by this read or by another node first; "" if it is gone);
+	// res is read from that epoch's start.
+	moved bool
+	epoch string
+	res   broker.HistoryResult
+	err   error
 }
 
 func (ps *pubsub) init(r *Broker, queueSize, queueBytes, catchUps int, pingEvery time.Duration) {
@@ -618,6 +628,7 @@ func (ps *pubsub) setBase(ctx context.Context, st *chanState) {
 		return
 	}
 	var base broker.Position
+	var baseTime time.Time
 	if e, ok := vals[0].(string); ok && e != "" {
 		s, _ := vals[1].(string)
 		off, err := strconv.ParseUint(s, 10, 64)
@@ -625,10 +636,19 @@ func (ps *pubsub) setBase(ctx context.Context, st *chanState) {
 			return
 		}
 		base = broker.Position{Epoch: e, Offset: off}
+		// The publication at the top, if history keeps it (and it
+		// is still the top): a catch-up checks it is still there,
+		// as it does the last one handed over. A client may have
+		// got it from history here.
+		if last, err := ps.r.client.LIndex(ctx, ps.r.historyKey(st.channel), -1).Result(); err == nil {
+			if p, err := decodePublication([]byte(last)); err == nil && p.Position == base {
+				baseTime = p.Time
+			}
+		}
 	}
 	ps.mu.Lock()
 	if ps.chans[st.channel] == st && !st.known {
-		st.pos, st.known, st.delivered = base, true, false
+		st.pos, st.known, st.delivered, st.posTime = base, true, false, baseTime
 	}
 	ps.mu.Unlock()
 }
@@ -802,7 +822,7 @@ func (ps *pubsub) scheduleLocked(st *chanState) {
 	}
 	ps.running++
 	from, known := st.pos, st.known
-	check := known && st.delivered && from.Offset >= 1 && !st.posTime.IsZero()
+	check := known && from.Offset >= 1 && !st.posTime.IsZero()
 	fromTime := st.posTime
 	ps.r.wg.Go(func() {
 		ctx, cancel := context.WithTimeout(ps.r.ctx, catchUpTimeout)
@@ -853,8 +873,52 @@ func (ps *pubsub) scheduleLocked(st *chanState) {
 			}
 			break
 		}
+		if known && (cr.rewritten || rolledBack(cr.err, cr.res.Top, from)) {
+			ps.moveEpoch(ctx, st.channel, &cr)
+		}
 		ps.caught <- cr // room for every running catch-up
 	})
+}
+
+// rolledBack reports whether a read of history since from, which the node
+// saw in its epoch, found the stream's top before it in the same epoch.
+func rolledBack(err error, top, from broker.Position) bool {
+	return errors.Is(err, broker.ErrEpochChanged) && top.Epoch != "" && top.Epoch == from.Epoch && top.Offset < from.Offset
+}
+
+// moveEpoch, in a catch-up goroutine, moves a stream found rolled back
+// (offsets the node saw in cr.from's epoch now missing or holding other
+// publications) to a new epoch in Redis, and reads the new epoch from its
+// start. In the old epoch, a since from a lost publication would be
+// answered with the publications after it, skipping the ones that took
+// the lost offsets: in the new one it is answered "epoch changed", on
+// every node. If Redis does not answer, cr stays as read: the node reports
+// the gap and resumes in the old epoch.
+func (ps *pubsub) moveEpoch(ctx context.Context, channel string, cr *catchResult) {
+	var epoch string
+	var err error
+	for attempt := range catchUpTries {
+		if epoch, _, err = ps.r.bumpEpoch(ctx, channel, cr.from.Epoch); err == nil {
+			break
+		}
+		if attempt == catchUpTries-1 {
+			return
+		}
+		t := time.NewTimer(catchUpBackoff << attempt)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
+	}
+	cr.moved, cr.epoch, cr.rewritten = true, epoch, false
+	cr.page, cr.limit = true, catchUpPage
+	cr.res, cr.err = broker.HistoryResult{}, nil
+	if epoch != "" {
+		since := broker.Position{Epoch: epoch}
+		cr.res, cr.err = ps.r.History(ctx, channel, broker.HistoryRequest{Since: &since, Limit: catchUpPage})
+	}
 }
 
 // deliver hands one live message of st's channel to the handler, first
@@ -893,6 +957,11 @@ func (ps *pubsub) deliver(st *chanState, it item) {
 	}
 	gap := ""
 	switch {
+	case st.retired != "" && p.Epoch == st.retired:
+		// Published in the epoch this node left (before the move,
+		// maybe at an offset lost): the gap was reported.
+		ps.mu.Unlock()
+		return
 	case !st.known && st.delivered && p.Epoch == st.pos.Epoch && p.Offset <= st.pos.Offset:
 		// Continuity is unknown (after a gap), but this one was
 		// handed over already.
@@ -960,6 +1029,23 @@ func (ps *pubsub) caughtUp(cr catchResult) {
 	gap := ""
 	more := false
 	switch {
+	case cr.moved:
+		// Rolled back, and the stream moved to a new epoch: one gap,
+		// then the new epoch from its start.
+		gap = gapEpochChanged
+		st.retired = cr.from.Epoch
+		st.pos, st.known, st.delivered, st.posTime = broker.Position{Epoch: cr.epoch}, true, false, time.Time{}
+		if cr.err != nil {
+			// Trimmed already, or moved on again: the next
+			// publication is taken as it comes.
+			st.known = false
+			break
+		}
+		for _, p := range cr.res.Publications {
+			pubs = append(pubs, p)
+			st.pos, st.delivered, st.posTime = p.Position, true, p.Time
+		}
+		more = len(cr.res.Publications) == cr.limit && st.pos.Offset < cr.res.Top.Offset
 	case cr.err == nil && !cr.page:
 		// Nothing was known: continuity cannot be proved unless the
 		// stream does not exist (then it starts at offset 1).
@@ -967,7 +1053,7 @@ func (ps *pubsub) caughtUp(cr catchResult) {
 			gap = st.reason
 			st.known = false
 		} else {
-			st.pos, st.known, st.delivered = broker.Position{}, true, false
+			st.pos, st.known, st.delivered, st.posTime = broker.Position{}, true, false, time.Time{}
 		}
 	case cr.err == nil && cr.rewritten:
 		// Rolled back: what was handed over from some offset on is
@@ -982,7 +1068,9 @@ func (ps *pubsub) caughtUp(cr catchResult) {
 		more = len(cr.res.Publications) == cr.limit && st.pos.Offset < cr.res.Top.Offset
 	case cr.err == nil:
 		for _, p := range cr.res.Publications {
-			if p.Epoch == st.pos.Epoch && p.Offset <= st.pos.Offset && st.delivered {
+			if p.Epoch == st.pos.Epoch && p.Offset <= st.pos.Offset {
+				// Handed over, or at or before where the node
+				// started (read again to check it).
 				continue
 			}
 			pubs = append(pubs, p)
@@ -1006,7 +1094,7 @@ func (ps *pubsub) caughtUp(cr catchResult) {
 			// all of it): the offsets after top go to new
 			// publications, not the ones handed over. Resume at
 			// top, so they are handed over, in order.
-			st.pos, st.known, st.delivered = top, true, false
+			st.pos, st.known, st.delivered, st.posTime = top, true, false, time.Time{}
 		}
 	}
 	var held []item

@@ -714,6 +714,28 @@ func (r *Broker) History(ctx context.Context, channel string, req broker.History
 	return broker.HistoryResult{}, fmt.Errorf("broker: redis history of %s: trimmed while read %d times", channel, historyTries)
 }
 
+// bumpEpoch moves channel's stream from epoch old, which a node found
+// rolled back, to a new epoch (see bumpEpochScript). It returns the
+// stream's epoch afterwards: the new one, or the one another node moved it
+// to first ("" if the stream is gone), and whether this call moved it.
+func (r *Broker) bumpEpoch(ctx context.Context, channel, old string) (string, bool, error) {
+	keys := []string{r.metaKey(channel), r.historyKey(channel)}
+	res, err := bumpEpochScript.Run(ctx, r.client, keys, old, broker.NewEpoch()).Slice()
+	if err != nil {
+		r.reloadOnError(err)
+		return "", false, fmt.Errorf("broker: redis new epoch of %s: %w", channel, err)
+	}
+	if len(res) != 2 {
+		return "", false, fmt.Errorf("broker: redis new epoch of %s: unexpected reply %v", channel, res)
+	}
+	e, ok := res[0].(string)
+	n, ok2 := res[1].(int64)
+	if !ok || !ok2 {
+		return "", false, fmt.Errorf("broker: redis new epoch of %s: unexpected reply %v", channel, res)
+	}
+	return e, n == 1, nil
+}
+
 // historyTries bounds the reads of History when its range is trimmed
 // between its two round trips (publications arrive faster than a round
 // trip, on a short history).

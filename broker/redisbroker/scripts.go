@@ -175,6 +175,34 @@ end
 return res
 `)
 
+// bumpEpochScript moves a rolled-back stream to a new epoch: a failover to
+// a replica that had not received the latest publications left the meta
+// behind, and new publications took the offsets of the lost ones in the
+// same epoch. Only if the meta is still in the epoch the caller saw rolled
+// back does it change anything (compare-and-set on the epoch: of nodes
+// that notice at once, the first moves it, the others find the new epoch).
+// The new epoch starts at offset 0, as a new stream does, and its history
+// is empty: what the list held is under the old epoch (each stored
+// publication carries its epoch), and a since in the old epoch is answered
+// "epoch changed" from now on, so no reader is told it missed nothing.
+// The top is not compared: once an offset of the epoch was handed over as
+// one publication and is now another (or gone), the epoch is wrong for
+// good, whatever was published since.
+//
+// KEYS: meta, history. ARGV: 1 the epoch seen rolled back, 2 the new
+// epoch. Returns the stream's epoch afterwards ("" if it has no stream)
+// and 1 if this call moved it.
+var bumpEpochScript = redis.NewScript(`
+local e = redis.call('HGET', KEYS[1], 'epoch')
+if e ~= ARGV[1] then
+	return {e or '', 0}
+end
+redis.call('HSET', KEYS[1], 'epoch', ARGV[2], 'offset', 0)
+redis.call('HDEL', KEYS[1], 'bytes')
+redis.call('DEL', KEYS[2])
+return {ARGV[2], 1}
+`)
+
 // addPresenceScript stores presence entries that expire ttl from now (by
 // the server's clock) and keeps the hash at least that long.
 //
