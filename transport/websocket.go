@@ -40,6 +40,12 @@ type WebSocket struct {
 	// OnDeliver, if set, is called for each publication written, with
 	// the time the broker accepted it (for latency metrics).
 	OnDeliver func(transport string, published time.Time)
+	// TakeoverOther, if set, is called with a session that a connection
+	// here resumes, before it is served here: the other WebSocket
+	// transport's Takeover (the server sets the event loop's, when
+	// -event-loop serves GET /chat and this transport HTTP/2 CONNECT),
+	// so that the session's queue never has two writers.
+	TakeoverOther func(*push.Session)
 
 	// The connections being served: each one's goroutine is counted in
 	// before it starts and out when it has finished, and Wait waits for
@@ -177,6 +183,9 @@ func (t *WebSocket) resume(r *http.Request, ident auth.Identity, proto push.Prot
 	}
 	if s.Attach("websocket") != nil {
 		return nil, false
+	}
+	if t.TakeoverOther != nil {
+		t.TakeoverOther(s)
 	}
 	if ack, err := strconv.ParseUint(q.Get("ack"), 10, 64); err == nil {
 		s.Ack(ack)
