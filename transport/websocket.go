@@ -227,14 +227,21 @@ func (w *wsWriter) waitRead() {
 	go w.readFn()
 }
 
-// readOne reads and handles one message, then hands over to waitRead on a
-// new goroutine.
+// readOne reads and handles one message (or only control frames), then
+// hands over to waitRead on a new goroutine.
 func (w *wsWriter) readOne() {
 	c, s := w.c, w.s
 	ctx := context.Background()
-	op, msg, err := c.ReadMessage(ctx, w.rbuf[:0])
+	op, msg, err := c.ReadMessageReady(ctx, w.rbuf[:0])
 	if err != nil {
 		w.end(err)
+		return
+	}
+	if op == 0 {
+		// Only control frames (a keepalive pong, a ping answered): wait
+		// again on a fresh goroutine rather than inside the read on
+		// this one's grown stack.
+		go w.waitFn()
 		return
 	}
 	if op != ws.MessageText {
