@@ -34,6 +34,30 @@ type hub struct {
 
 	mu   sync.Mutex
 	subs []*subscription
+
+	// rmu guards the shared history reads of subscribers (sharedHistory):
+	// per request, the read in flight and the next one, which gathers the
+	// subscribers that arrive meanwhile. Never held across I/O.
+	rmu     sync.Mutex
+	reading map[readKey]*historyRead
+	queued  map[readKey]*historyRead
+}
+
+// readKey names the history read a subscriber asks for: the top only, or
+// the first page after a position.
+type readKey struct {
+	since bool
+	pos   broker.Position
+}
+
+// historyRead is one history read shared by the subscribers that wait for
+// it. res and err are written before done is closed and only read after.
+type historyRead struct {
+	req  broker.HistoryRequest
+	pos  broker.Position // req.Since points here
+	done chan struct{}
+	res  broker.HistoryResult
+	err  error
 }
 
 // subscription is one session in one channel. Fields below mu are guarded
@@ -251,7 +275,9 @@ func (e *Engine) forgetLocked(h *hub) {
 // session is in it. The replay stops at the top; then the held
 // publications are queued in order, each checked against the last position
 // given (next), which drops those the replay already gave. Live delivery
-// starts when nothing is held any more.
+// starts when nothing is held any more. The first read is shared with the
+// channel's other subscribers that join at the same time (sharedHistory),
+// keeping that order. A failure of the broker is errBrokerUnavailable.
 func (e *Engine) subscribe(ctx context.Context, s *Session, channel string, since *broker.Position, reply func(broker.HistoryResult, error) []byte) error {
 	ns, err := e.namespace(channel)
 	if err != nil {
@@ -259,7 +285,7 @@ func (e *Engine) subscribe(ctx context.Context, s *Session, channel string, sinc
 	}
 	h, err := e.acquireHub(ctx, channel)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errBrokerUnavailable, err)
 	}
 	sub := &subscription{s: s, hub: h, channel: channel, ns: ns, idx: -1, recovering: true}
 
@@ -290,10 +316,10 @@ func (e *Engine) subscribe(ctx context.Context, s *Session, channel string, sinc
 	if since != nil {
 		req.Limit = replayPage
 	}
-	res, herr := e.history(ctx, channel, req)
+	res, herr := e.sharedHistory(h, req)
 	if herr != nil && !isRecoveryError(herr) {
 		e.removeSub(ctx, s, sub)
-		return fmt.Errorf("push: read history of %s: %w", channel, herr)
+		return fmt.Errorf("push: read history of %s: %w: %w", channel, errBrokerUnavailable, herr)
 	}
 	top := res.Top
 	sub.epoch, sub.offset = top.Epoch, top.Offset
@@ -313,6 +339,82 @@ func (e *Engine) subscribe(ctx context.Context, s *Session, channel string, sinc
 	}
 	e.announce(ctx, sub)
 	return nil
+}
+
+// errBrokerUnavailable marks a subscribe that failed because the broker
+// did not serve it (no connection to be had in time, a timeout, a broker
+// going away): the client is told to retry (superchat 503), not that the
+// server failed.
+var errBrokerUnavailable = errors.New("push: broker unavailable")
+
+// sharedHistory reads the history a subscriber of h starts from, sharing
+// the read with the other subscribers of the channel on this node that ask
+// for the same (the top, or the first page after one position): in a
+// connect storm of one channel, one Redis round trip serves a batch of
+// subscribers instead of one each, so the broker's connection pool is not
+// emptied by one channel.
+//
+// Continuity: the caller has joined the hub (holding live publications)
+// before it calls, and joins only a read that has not started yet: the
+// read in flight, if any, began before the caller was in the hub, and a
+// publication after its top could have been fanned out before the caller
+// joined. So the caller waits for the next read, which starts when the one
+// in flight ends; every publication after the top of that read reaches the
+// hub after the caller is in it, as with a read of its own.
+//
+// The reads run in a goroutine of their own, one per request in flight,
+// each bounded by Config.BrokerTimeout and by nobody's ctx: one
+// subscriber's abandoned request must not fail the others. A subscriber
+// waits for its read even when its ctx has ended, as the rest of subscribe
+// sets up an abandoned request all the same (put).
+func (e *Engine) sharedHistory(h *hub, req broker.HistoryRequest) (broker.HistoryResult, error) {
+	key := readKey{}
+	if req.Since != nil {
+		key = readKey{since: true, pos: *req.Since}
+	}
+	h.rmu.Lock()
+	if h.queued == nil {
+		h.queued = make(map[readKey]*historyRead)
+		h.reading = make(map[readKey]*historyRead)
+	}
+	r := h.queued[key]
+	if r == nil {
+		r = &historyRead{req: req, pos: key.pos, done: make(chan struct{})}
+		if key.since {
+			r.req.Since = &r.pos
+		}
+		h.queued[key] = r
+	}
+	start := h.reading[key] == nil
+	if start {
+		delete(h.queued, key)
+		h.reading[key] = r
+	}
+	h.rmu.Unlock()
+	if start {
+		go e.runReads(h, key, r)
+	}
+	<-r.done // bounded by BrokerTimeout
+	return r.res, r.err
+}
+
+// runReads makes r, then each read queued for key meanwhile, until none is
+// queued.
+func (e *Engine) runReads(h *hub, key readKey, r *historyRead) {
+	for r != nil {
+		r.res, r.err = e.history(context.Background(), h.channel, r.req)
+		e.stats.historyReads.Add(1)
+		h.rmu.Lock()
+		close(r.done)
+		r = h.queued[key]
+		if r == nil {
+			delete(h.reading, key)
+		} else {
+			delete(h.queued, key)
+			h.reading[key] = r
+		}
+		h.rmu.Unlock()
+	}
 }
 
 // abandon ends a subscribe whose queueing failed: the session ended, or the

@@ -89,7 +89,7 @@ func TestBrokerTimeout(t *testing.T) {
 		c := connect(t, e, ProtocolSuperchat, "c")
 		start := time.Now()
 		m := c.request(`{"id":1,"op":"subscribe","channel":"g:x"}`)
-		if m.Error == nil || m.Error.Code != 500 {
+		if m.Error == nil || m.Error.Code != 503 {
 			t.Fatalf("reply %+v", m)
 		}
 		if d := time.Since(start); d != 3*time.Second {
@@ -277,7 +277,7 @@ func TestSubscribeFailureShared(t *testing.T) {
 		for i := range 10 {
 			c := connect(t, e, ProtocolSuperchat, fmt.Sprint("u", i))
 			wg.Go(func() {
-				if m := c.request(`{"id":1,"op":"subscribe","channel":"g:x"}`); m.Error == nil || m.Error.Code != 500 {
+				if m := c.request(`{"id":1,"op":"subscribe","channel":"g:x"}`); m.Error == nil || m.Error.Code != 503 {
 					t.Errorf("reply %+v", m)
 				}
 				if d := time.Since(start); d != timeout {

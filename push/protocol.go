@@ -168,6 +168,9 @@ func (s *Session) opSubscribe(ctx context.Context, req superchat.Request) *reply
 		return errorf(400, "already subscribed to %s", req.Channel)
 	case s.Err() != nil:
 		return nil // the session ended; nobody to answer
+	case errors.Is(err, errBrokerUnavailable):
+		s.log.Warn("subscribe failed", slog.String("channel", req.Channel), slog.Any("err", err))
+		return errorf(503, "broker unavailable: not subscribed; retry in a moment")
 	}
 	s.log().Warn("subscribe failed", slog.String("channel", req.Channel), slog.Any("err", err))
 	return errorf(500, "internal error")
@@ -254,7 +257,9 @@ func (s *Session) opHistory(ctx context.Context, req superchat.Request) (any, er
 	}
 	page, err := s.e.HistoryPage(ctx, req.Channel, hr, encodePushObject)
 	if err != nil && !isRecoveryError(err) {
-		return nil, err
+		// The namespace was checked above: the broker failed.
+		s.log.Warn("history read failed", slog.String("channel", req.Channel), slog.Any("err", err))
+		return nil, errorf(503, "broker unavailable: retry in a moment")
 	}
 	r := historyReply{Epoch: page.Top.Epoch, Offset: page.Top.Offset, Publications: page.Publications, More: page.More}
 	if req.Since != nil {

@@ -15,6 +15,7 @@ type Stats struct {
 	SlowConsumers       int64            // sessions ended because their queue was full
 	RateLimited         int64            // publishes refused by PublishRate
 	GapNotices          int64            // gap notices queued: a subscriber told it may have missed publications
+	SubscribeReads      int64            // broker history reads for subscribers' starting positions (concurrent subscribers of a channel share one)
 }
 
 // Transports counted by name in Stats.SessionsByTransport; others count as
@@ -31,6 +32,7 @@ type counters struct {
 	slowConsumers atomic.Int64
 	rateLimited   atomic.Int64
 	gaps          atomic.Int64
+	historyReads  atomic.Int64
 }
 
 func (c *counters) transport(name string) *atomic.Int64 {
@@ -54,6 +56,7 @@ func (e *Engine) Stats() Stats {
 		SlowConsumers:       e.stats.slowConsumers.Load(),
 		RateLimited:         e.stats.rateLimited.Load(),
 		GapNotices:          e.stats.gaps.Load(),
+		SubscribeReads:      e.stats.historyReads.Load(),
 	}
 	for i, t := range transports {
 		n := e.stats.byTransport[i].Load()

@@ -69,6 +69,8 @@ type EventLoop struct {
 	n    int
 	idle chan struct{}
 	live map[*push.Session]*elConn // the connection serving each session
+
+	echo echoCounts // ServeEcho's connections (eventloop_echo.go)
 }
 
 // closeWait bounds the wait for the peer's close frame after ours, as
@@ -385,9 +387,9 @@ func (t *EventLoop) sweeper() {
 // has been reused.
 type elConn struct {
 	t        *EventLoop
-	s        *push.Session
-	lastSeen atomic.Int64 // UnixNano of the last bytes read
-	fd       int32        // int32: with the flags it fills 16 bytes
+	s        *push.Session // nil: an echo connection (ServeEcho)
+	lastSeen atomic.Int64  // UnixNano of the last bytes read
+	fd       int32         // int32: with the flags it fills 16 bytes
 
 	cleanClose bool // the peer closed with 1000 or 1001
 	rRun       bool // the reader is submitted or running
@@ -532,6 +534,11 @@ func (c *elConn) closeFD() {
 	c.t.forget(c)
 	c.dec.Release()
 	c.pend = nil
+	if c.s == nil {
+		// An echo connection (ServeEcho): no session.
+		c.t.done()
+		return
+	}
 	if c.cleanClose {
 		// The client said goodbye: nothing to resume.
 		c.s.Close(push.CodeNormal, "closed by the client")
@@ -569,7 +576,11 @@ func (c *elConn) runRead() {
 			c.t.readers.Submit((*readRole)(c))
 			return
 		}
-		if c.rPend {
+		if c.rPend && !c.readOff {
+			// Readable again while reading. Once the reading is over
+			// (a close frame or a broken stream), what follows is not
+			// decoded: an error event is sticky and would be acted on
+			// again, and frames after a close are to be ignored.
 			c.mu.Unlock()
 			continue
 		}
@@ -630,12 +641,19 @@ func (c *elConn) decode() (done, stop bool) {
 
 // event acts on one decoded event; done means the reading is over.
 func (c *elConn) event(ev ws.Event) (done, stop bool) {
+	if c.s == nil {
+		c.t.echo.event(ev.Kind)
+	}
 	switch ev.Kind {
 	case ws.EventMessage:
 		c.mu.Lock()
 		off := c.handleOff || c.closeSent
 		c.mu.Unlock()
 		if off {
+			return false, false
+		}
+		if c.s == nil {
+			c.echoMessage(ev)
 			return false, false
 		}
 		if ev.Type != ws.MessageText {
@@ -790,7 +808,7 @@ func (c *elConn) flush(sc *writeScratch, ctrl []byte, noData bool) (blocked, mor
 	for chunk := 1; ; chunk++ {
 		var lastSeq uint64
 		batch := sc.batch[:0]
-		if !noData {
+		if !noData && c.s != nil { // an echo connection (no session) writes ctrl only
 			if d, ok := c.s.Err().(*push.Disconnect); ok && d != nil {
 				b = c.closeEnded(b, d, batch)
 				noData = true

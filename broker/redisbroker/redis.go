@@ -90,6 +90,15 @@ type Config struct {
 	// is replaced (and every channel caught up). It finds a connection
 	// that died without closing. 0 means 5 s.
 	PingInterval time.Duration
+	// PoolSize bounds the connections to each Redis server for calls
+	// (publish, history, presence; the Pub/Sub links are apart). A call
+	// that finds them all busy waits up to PoolTimeout for one, then
+	// fails with redis.ErrPoolTimeout (nothing was sent). 0 means 10 per
+	// CPU (GOMAXPROCS), go-redis's default.
+	PoolSize int
+	// PoolTimeout is how long a call waits for a free connection. 0
+	// means Timeout + 1 s, go-redis's default.
+	PoolTimeout time.Duration
 }
 
 // Defaults of Config.
@@ -223,6 +232,8 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.CatchUps <= 0 {
 		cfg.CatchUps = DefaultCatchUps
 	}
+	cfg.PoolSize = max(cfg.PoolSize, 0)
+	cfg.PoolTimeout = max(cfg.PoolTimeout, 0)
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = DefaultPingInterval
 	}
@@ -253,6 +264,8 @@ func New(cfg Config) (*Broker, error) {
 			DialTimeout:      cfg.Timeout,
 			ReadTimeout:      cfg.Timeout,
 			WriteTimeout:     cfg.Timeout,
+			PoolSize:         cfg.PoolSize,
+			PoolTimeout:      cfg.PoolTimeout,
 			MaxRetries:       -1,
 		})
 		r.client = r.single
@@ -275,6 +288,8 @@ func New(cfg Config) (*Broker, error) {
 				DialTimeout:  cfg.Timeout,
 				ReadTimeout:  cfg.Timeout,
 				WriteTimeout: cfg.Timeout,
+				PoolSize:     cfg.PoolSize,
+				PoolTimeout:  cfg.PoolTimeout,
 				MaxRetries:   -1,
 				// go-redis reloads the slot map on MOVED, not when
 				// a master stops answering: a short interval finds
@@ -333,6 +348,8 @@ func (r *Broker) options(addr string, cfg Config) *redis.Options {
 		DialTimeout:  cfg.Timeout,
 		ReadTimeout:  cfg.Timeout,
 		WriteTimeout: cfg.Timeout,
+		PoolSize:     cfg.PoolSize,
+		PoolTimeout:  cfg.PoolTimeout,
 		// A command whose connection broke after it was sent is not
 		// sent again: the publish script may have run, and running
 		// it twice would publish twice. Dialing is still retried.

@@ -69,6 +69,8 @@ func serve(ctx context.Context, args []string) error {
 	redisPrefix := fs.String("redis-prefix", "hotline:", "prefix of hotline's Redis keys and channels")
 	redisQueue := fs.Int("redis-queue-size", redisbroker.DefaultQueueSize, "Pub/Sub messages a node holds for delivery; past it (or past 64 MiB)\nthey are dropped and their channels repaired from history, or\nreported to clients as a gap")
 	redisCatchUps := fs.Int("redis-catchups", redisbroker.DefaultCatchUps, "history reads that repair delivery gaps at one time")
+	// storm: the Redis connection pool.
+	redisPoolSize := fs.Int("redis-pool-size", 0, "connections to each Redis server for calls (publish, history, presence);\na call that finds all busy waits up to 4 s for one, then fails (a\nsubscribe is answered 503, retry). 0: 10 per CPU")
 	emptyStreamTTL := fs.Duration("empty-stream-ttl", broker.DefaultEmptyStreamTTL, "how long a channel stream with nothing in its history is kept after\nits last publication; its next publication then starts a new epoch")
 	writeTimeout := fs.Duration("write-timeout", 10*time.Second, "how long the write of one message to a WebSocket client may take;\npast it the client is dropped")
 	var nsFlags stringList
@@ -133,6 +135,7 @@ func serve(ctx context.Context, args []string) error {
 		rc.Prefix = *redisPrefix
 		rc.QueueSize = *redisQueue
 		rc.CatchUps = *redisCatchUps
+		rc.PoolSize = *redisPoolSize
 		rc.EmptyStreamTTL = *emptyStreamTTL
 		rc.Logger = log
 		r, err := redisbroker.New(rc)

@@ -12,6 +12,12 @@
 // serverMaxWindowBits, clientMaxWindowBits, threshold). Without it, frames
 // go out exactly as sent.
 //
+// A CASE named echo-BASE runs BASE's opening against an echo server (the
+// event loop's, EventLoop.ServeEcho): the peer does not echo what it
+// receives but counts it, and closes with 1000 once it has received as many
+// messages as its opening sent (at once if none; never in the cases where
+// the server ends the conversation: ECHOES).
+//
 // Every event is printed on stdout as one JSON object per line. The exit
 // status is 0 when the conversation ended with a close, 1 on an error.
 
@@ -21,6 +27,27 @@ const WebSocket = require('ws');
 const BIG = 16 << 20;
 const PROTOCOLS = ['chat', 'superchat'];
 const TIMEOUT_MS = 45000;
+
+// Messages each opening sends, for echo-CASE; null: the server closes.
+const ECHOES = {
+  text: 1,
+  binary: 1,
+  fragmented: 2,
+  big: 1,
+  ping: 1,
+  deflate: 4,
+  subprotocol: 0,
+  'subprotocol-client-order': 0,
+  'close-peer': null,
+  'close-hotline': null,
+  'invalid-utf8': null,
+};
+
+// splitCase returns [BASE, true] for echo-BASE, else [kase, false].
+function splitCase(kase) {
+  if (kase.startsWith('echo-')) return [kase.slice('echo-'.length), true];
+  return [kase, false];
+}
 
 function emit(event) {
   process.stdout.write(JSON.stringify(event) + '\n');
@@ -116,11 +143,19 @@ function opening(ws, kase) {
 
 // converse runs the case on ws; extensions is the negotiated
 // Sec-WebSocket-Extensions header as sent or received.
-function converse(ws, kase, extensions, done) {
+function converse(ws, full, extensions, done) {
+  const [kase, echo] = splitCase(full);
+  const want = echo && kase in ECHOES ? ECHOES[kase] : null;
+  let got = 0;
   emit({ event: 'open', subprotocol: ws.protocol, extensions: extensions || '' });
   ws.on('message', (data, isBinary) => {
     emit(describe(data, isBinary));
-    ws.send(data, { binary: isBinary });
+    if (!echo) {
+      ws.send(data, { binary: isBinary });
+      return;
+    }
+    got++;
+    if (want !== null && got === want) ws.close(1000);
   });
   ws.on('ping', (data) => emit({ event: 'ping', data: data.toString() }));
   ws.on('pong', (data) => {
@@ -133,10 +168,11 @@ function converse(ws, kase, extensions, done) {
     done();
   });
   opening(ws, kase.startsWith('deflate') ? 'deflate' : kase);
+  if (want === 0) ws.close(1000);
 }
 
 function client(url, kase, deflate) {
-  const protocols = kase.startsWith('subprotocol') ? PROTOCOLS : [];
+  const protocols = splitCase(kase)[0].startsWith('subprotocol') ? PROTOCOLS : [];
   const ws = new WebSocket(url, protocols, {
     perMessageDeflate: deflate || false,
     maxPayload: 64 << 20,

@@ -13,6 +13,12 @@ clientMaxWindowBits are what the client offers or what the server imposes
 (threshold, for Node, is ignored: websockets compresses every message).
 Without it, frames go out exactly as sent.
 
+A CASE named echo-BASE runs BASE's opening against an echo server (the
+event loop's, EventLoop.ServeEcho): the peer does not echo what it
+receives but counts it, and closes with 1000 once it has received as many
+messages as its opening sent (at once if none; never in the cases where
+the server ends the conversation: ECHOES).
+
 Every event is printed on stdout as one JSON object per line. The exit
 status is 0 when the conversation ended with a close handshake or a
 closed connection, 1 on any other failure.
@@ -36,6 +42,28 @@ from websockets.frames import Opcode
 BIG = 16 << 20
 PROTOCOLS = ["chat", "superchat"]
 TIMEOUT = 45
+
+# Messages each opening sends, for echo-CASE; None: the server closes.
+ECHOES = {
+    "text": 1,
+    "binary": 1,
+    "fragmented": 2,
+    "big": 1,
+    "ping": 1,
+    "deflate": 4,
+    "subprotocol": 0,
+    "subprotocol-client-order": 0,
+    "close-peer": None,
+    "close-hotline": None,
+    "invalid-utf8": None,
+}
+
+
+def split_case(case):
+    """Returns (BASE, echo) for echo-BASE, else (case, False)."""
+    if case.startswith("echo-"):
+        return case[len("echo-"):], True
+    return case, False
 
 
 def emit(**event):
@@ -129,11 +157,21 @@ async def converse(ws, case):
         subprotocol=ws.subprotocol or "",
         extensions=ws.response_headers.get("Sec-WebSocket-Extensions", ""),
     )
+    case, echo = split_case(case)
     await opening(ws, case)
+    want = ECHOES.get(case) if echo else None
+    got = 0
     try:
+        if want == 0:
+            await ws.close(1000)
         async for msg in ws:
             emit(**describe(msg))
-            await ws.send(msg)
+            if not echo:
+                await ws.send(msg)
+                continue
+            got += 1
+            if want is not None and got == want:
+                await ws.close(1000)
     except websockets.ConnectionClosed:
         pass
     await ws.wait_closed()
@@ -141,7 +179,7 @@ async def converse(ws, case):
 
 
 async def client(url, case, deflate):
-    protocols = PROTOCOLS if case.startswith("subprotocol") else None
+    protocols = PROTOCOLS if split_case(case)[0].startswith("subprotocol") else None
     extensions = None
     if deflate is not None:
         extensions = [deflate_factory(deflate, client=True)]
