@@ -169,7 +169,7 @@ func (s *Session) opSubscribe(ctx context.Context, req superchat.Request) *reply
 	case s.Err() != nil:
 		return nil // the session ended; nobody to answer
 	case errors.Is(err, errBrokerUnavailable):
-		s.log.Warn("subscribe failed", slog.String("channel", req.Channel), slog.Any("err", err))
+		s.log().Warn("subscribe failed", slog.String("channel", req.Channel), slog.Any("err", err))
 		return errorf(503, "broker unavailable: not subscribed; retry in a moment")
 	}
 	s.log().Warn("subscribe failed", slog.String("channel", req.Channel), slog.Any("err", err))
@@ -258,7 +258,7 @@ func (s *Session) opHistory(ctx context.Context, req superchat.Request) (any, er
 	page, err := s.e.HistoryPage(ctx, req.Channel, hr, encodePushObject)
 	if err != nil && !isRecoveryError(err) {
 		// The namespace was checked above: the broker failed.
-		s.log.Warn("history read failed", slog.String("channel", req.Channel), slog.Any("err", err))
+		s.log().Warn("history read failed", slog.String("channel", req.Channel), slog.Any("err", err))
 		return nil, errorf(503, "broker unavailable: retry in a moment")
 	}
 	r := historyReply{Epoch: page.Top.Epoch, Offset: page.Top.Offset, Publications: page.Publications, More: page.More}
