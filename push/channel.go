@@ -291,16 +291,16 @@ func (e *Engine) subscribe(ctx context.Context, s *Session, channel string, sinc
 
 	s.mu.Lock()
 	switch {
-	case s.subs == nil:
+	case s.gone:
 		s.mu.Unlock()
 		e.releaseHub(ctx, h)
 		return s.Err()
-	case s.subs[channel] != nil:
+	case s.subs.get(channel) != nil:
 		s.mu.Unlock()
 		e.releaseHub(ctx, h)
 		return errAlreadySubscribed
 	}
-	s.subs[channel] = sub
+	s.subs.put(sub)
 	s.mu.Unlock()
 
 	h.mu.Lock()
@@ -471,7 +471,7 @@ func (e *Engine) replay(ctx context.Context, sub *subscription, pubs []*broker.P
 		case errors.Is(err, broker.ErrEpochChanged):
 			return e.notice(ctx, sub, gapEpoch)
 		default:
-			sub.s.log.Warn("replay: read history failed", slog.String("channel", sub.channel), slog.Any("err", err))
+			sub.s.log().Warn("replay: read history failed", slog.String("channel", sub.channel), slog.Any("err", err))
 			return e.notice(ctx, sub, gapBroker)
 		}
 	}
@@ -588,7 +588,7 @@ func (e *Engine) announce(ctx context.Context, sub *subscription) {
 		err := e.broker.AddPresence(bctx, sub.channel, s.id, s.info, e.cfg.PresenceTTL)
 		cancel()
 		if err != nil {
-			s.log.Warn("add presence failed", slog.String("channel", sub.channel), slog.Any("err", err))
+			s.log().Warn("add presence failed", slog.String("channel", sub.channel), slog.Any("err", err))
 		}
 	}
 	h := sub.hub
@@ -610,7 +610,7 @@ func (e *Engine) announce(ctx context.Context, sub *subscription) {
 		err := e.broker.PublishJoin(bctx, sub.channel, s.info)
 		cancel()
 		if err != nil {
-			s.log.Warn("publish join failed", slog.String("channel", sub.channel), slog.Any("err", err))
+			s.log().Warn("publish join failed", slog.String("channel", sub.channel), slog.Any("err", err))
 		}
 	}
 }
@@ -618,9 +618,9 @@ func (e *Engine) announce(ctx context.Context, sub *subscription) {
 // unsubscribe removes s from channel.
 func (e *Engine) unsubscribe(ctx context.Context, s *Session, channel string) bool {
 	s.mu.Lock()
-	sub := s.subs[channel]
+	sub := s.subs.get(channel)
 	if sub != nil {
-		delete(s.subs, channel)
+		s.subs.del(channel)
 	}
 	s.mu.Unlock()
 	if sub == nil {
@@ -632,8 +632,8 @@ func (e *Engine) unsubscribe(ctx context.Context, s *Session, channel string) bo
 
 func (e *Engine) removeSub(ctx context.Context, s *Session, sub *subscription) {
 	s.mu.Lock()
-	if s.subs[sub.channel] == sub {
-		delete(s.subs, sub.channel)
+	if s.subs.get(sub.channel) == sub {
+		s.subs.del(sub.channel)
 	}
 	s.mu.Unlock()
 	e.dropSub(ctx, sub)
@@ -668,7 +668,7 @@ func (e *Engine) dropSub(ctx context.Context, sub *subscription) {
 			err := e.broker.RemovePresence(bctx, sub.channel, s.id)
 			cancel()
 			if err != nil {
-				s.log.Warn("remove presence failed", slog.String("channel", sub.channel), slog.Any("err", err))
+				s.log().Warn("remove presence failed", slog.String("channel", sub.channel), slog.Any("err", err))
 			}
 		}
 		if sub.ns.JoinLeave {
@@ -676,7 +676,7 @@ func (e *Engine) dropSub(ctx context.Context, sub *subscription) {
 			err := e.broker.PublishLeave(bctx, sub.channel, s.info)
 			cancel()
 			if err != nil {
-				s.log.Warn("publish leave failed", slog.String("channel", sub.channel), slog.Any("err", err))
+				s.log().Warn("publish leave failed", slog.String("channel", sub.channel), slog.Any("err", err))
 			}
 		}
 	}

@@ -140,7 +140,7 @@ func (e *Engine) Connect(ctx context.Context, req ConnectRequest) (*Session, err
 			return nil, fmt.Errorf("push: join %s: %w", room, err)
 		}
 	}
-	s.log.Debug("session connected")
+	s.log().Debug("session connected")
 	return s, nil
 }
 

@@ -101,7 +101,7 @@ func (e *Engine) presenceEntries() map[string]*presenceBatch {
 	for _, s := range list {
 		subs = subs[:0]
 		s.mu.Lock()
-		for _, sub := range s.subs {
+		for sub := range s.subs.all() {
 			if sub.ns.Presence {
 				subs = append(subs, sub)
 			}

@@ -58,7 +58,7 @@ func (s *Session) handleChat(ctx context.Context, msg []byte) error {
 	}
 	data := mustMarshal(string(msg))
 	if _, err := s.e.publish(ctx, PublishRequest{Channel: s.room, Data: data, Info: &s.info}, ns); err != nil {
-		s.log.Warn("chat publish failed", slog.Any("err", err))
+		s.log().Warn("chat publish failed", slog.Any("err", err))
 		reason := "publish failed: not published"
 		if errors.Is(err, broker.ErrOutcomeUnknown) {
 			reason = "publish failed: outcome unknown"
@@ -115,7 +115,7 @@ func (s *Session) handleRequest(ctx context.Context, msg []byte) {
 	if err != nil {
 		var re *replyError
 		if !errors.As(err, &re) {
-			s.log.Warn("request failed", slog.String("op", req.Op), slog.Any("err", err))
+			s.log().Warn("request failed", slog.String("op", req.Op), slog.Any("err", err))
 			re = errorf(500, "internal error")
 		}
 		s.enqueue(Outbound{Data: encodeError(req.ID, re.code, re.msg)})
@@ -169,10 +169,10 @@ func (s *Session) opSubscribe(ctx context.Context, req superchat.Request) *reply
 	case s.Err() != nil:
 		return nil // the session ended; nobody to answer
 	case errors.Is(err, errBrokerUnavailable):
-		s.log.Warn("subscribe failed", slog.String("channel", req.Channel), slog.Any("err", err))
+		s.log().Warn("subscribe failed", slog.String("channel", req.Channel), slog.Any("err", err))
 		return errorf(503, "broker unavailable: not subscribed; retry in a moment")
 	}
-	s.log.Warn("subscribe failed", slog.String("channel", req.Channel), slog.Any("err", err))
+	s.log().Warn("subscribe failed", slog.String("channel", req.Channel), slog.Any("err", err))
 	return errorf(500, "internal error")
 }
 
@@ -208,10 +208,10 @@ func (s *Session) opPublish(ctx context.Context, req superchat.Request) (any, er
 	case err == nil:
 		return pos, nil
 	case errors.Is(err, broker.ErrOutcomeUnknown):
-		s.log.Warn("publish outcome unknown", slog.String("channel", req.Channel), slog.Any("err", err))
+		s.log().Warn("publish outcome unknown", slog.String("channel", req.Channel), slog.Any("err", err))
 		return nil, errorf(504, "outcome unknown: the broker did not confirm; retry with the same idempotency_key")
 	case errors.Is(err, ErrNotPublished):
-		s.log.Warn("publish failed", slog.String("channel", req.Channel), slog.Any("err", err))
+		s.log().Warn("publish failed", slog.String("channel", req.Channel), slog.Any("err", err))
 		return nil, errorf(503, "not published: the broker failed; retry")
 	}
 	return nil, err
@@ -258,7 +258,7 @@ func (s *Session) opHistory(ctx context.Context, req superchat.Request) (any, er
 	page, err := s.e.HistoryPage(ctx, req.Channel, hr, encodePushObject)
 	if err != nil && !isRecoveryError(err) {
 		// The namespace was checked above: the broker failed.
-		s.log.Warn("history read failed", slog.String("channel", req.Channel), slog.Any("err", err))
+		s.log().Warn("history read failed", slog.String("channel", req.Channel), slog.Any("err", err))
 		return nil, errorf(503, "broker unavailable: retry in a moment")
 	}
 	r := historyReply{Epoch: page.Top.Epoch, Offset: page.Top.Offset, Publications: page.Publications, More: page.More}

@@ -32,8 +32,12 @@ type queue struct {
 	maxBytes int
 	err      *Disconnect   // set once, when the session ends
 	done     chan struct{} // closed when err is set
-	notify   chan struct{} // cap 1: something was queued or the session ended
-	room     chan struct{} // made by a waiting pushWait, closed by ack; else nil
+	// notify (cap 1) wakes a wait: something was queued or the session
+	// ended. Made by the first wait (a polling transport); nil until
+	// then, so that a session served over WebSocket holds no channel for
+	// it and a delivery sends on none.
+	notify chan struct{}
+	room   chan struct{} // made by a waiting pushWait, closed by ack; else nil
 
 	onSignal atomic.Pointer[func()] // the session's wake function (SetWake), or nil
 }
@@ -46,13 +50,16 @@ func (q *queue) init(maxItems, maxBytes int) {
 	q.next = 1
 	q.maxItems, q.maxBytes = maxItems, maxBytes
 	q.done = make(chan struct{})
-	q.notify = make(chan struct{}, 1)
 }
 
-func (q *queue) signal() {
-	select {
-	case q.notify <- struct{}{}:
-	default:
+// signal wakes a waiter (notify is q.notify, read under q.mu) and calls the
+// session's wake function.
+func (q *queue) signal(notify chan struct{}) {
+	if notify != nil {
+		select {
+		case notify <- struct{}{}:
+		default:
+		}
 	}
 	if f := q.onSignal.Load(); f != nil {
 		(*f)()
@@ -75,8 +82,9 @@ func (q *queue) push(o Outbound) (ok, full bool) {
 	q.next++
 	q.bytes += len(o.Data)
 	q.items = append(q.items, o)
+	notify := q.notify
 	q.mu.Unlock()
-	q.signal()
+	q.signal(notify)
 	return true, false
 }
 
@@ -98,8 +106,9 @@ func (q *queue) pushWait(ctx context.Context, o Outbound) error {
 			q.next++
 			q.bytes += len(o.Data)
 			q.items = append(q.items, o)
+			notify := q.notify
 			q.mu.Unlock()
-			q.signal()
+			q.signal(notify)
 			return nil
 		}
 		if q.room == nil {
@@ -132,8 +141,9 @@ func (q *queue) close(d *Disconnect, notice []byte) bool {
 		q.bytes += len(notice)
 	}
 	close(q.done)
+	notify := q.notify
 	q.mu.Unlock()
-	q.signal()
+	q.signal(notify)
 	return true
 }
 
@@ -152,10 +162,14 @@ func (q *queue) wait(ctx context.Context, after uint64) error {
 		q.mu.Lock()
 		has := len(q.items) > 0 && q.next-1 > after
 		err := q.err
+		if q.notify == nil && !has && err == nil {
+			q.notify = make(chan struct{}, 1)
+		}
+		notify := q.notify
 		q.mu.Unlock()
 		if has {
 			if woke {
-				q.signal() // pass the wake-up on to another waiter
+				q.signal(notify) // pass the wake-up on to another waiter
 			}
 			return nil
 		}
@@ -163,7 +177,7 @@ func (q *queue) wait(ctx context.Context, after uint64) error {
 			return err
 		}
 		select {
-		case <-q.notify:
+		case <-notify:
 			woke = true
 		case <-q.done:
 		case <-ctx.Done():
@@ -225,6 +239,15 @@ func (q *queue) ack(seq uint64) {
 	n := copy(q.items, q.items[k:])
 	clear(q.items[n:])
 	q.items = q.items[:n]
+}
+
+// compact gives back the items array of an empty queue.
+func (q *queue) compact() {
+	q.mu.Lock()
+	if len(q.items) == 0 {
+		q.items = nil
+	}
+	q.mu.Unlock()
 }
 
 // size reports the queued items and bytes.

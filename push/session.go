@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"iter"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hotline-rt/hotline/auth"
@@ -23,19 +25,19 @@ type Session struct {
 	info  broker.ClientInfo // user, name, client = id
 	proto Protocol
 	room  string // chat: the room channel; superchat: ""
-	log   *slog.Logger
 	q     queue
-	user  *user         // the user's publish bucket and session count
-	turn  chan struct{} // cap 1: held while a message is handled
+	user  *user       // the user's publish bucket and session count
+	busy  atomic.Bool // a message is being handled (takeTurn)
 
 	mu        sync.Mutex
-	ident     auth.Identity            // replaced by a refresh
-	expiry    *time.Timer              // ends the session at ident.Expires
-	subs      map[string]*subscription // nil once the session has ended
+	ident     auth.Identity // replaced by a refresh
+	expiry    *time.Timer   // ends the session at ident.Expires
+	subs      subSet        // emptied when the session ends (gone)
 	transport string
-	attached  int         // transports attached now
-	grace     *time.Timer // ends a detached session
-	gone      bool        // ended: Attach does nothing
+	attached  int           // transports attached now
+	grace     *time.Timer   // ends a detached session
+	turnFree  chan struct{} // made by a takeTurn that waits, closed by endTurn
+	gone      bool          // ended: Attach does nothing
 }
 
 func (e *Engine) newSession(req ConnectRequest, room string) *Session {
@@ -45,15 +47,105 @@ func (e *Engine) newSession(req ConnectRequest, room string) *Session {
 		ident:     req.Identity,
 		proto:     req.Protocol,
 		room:      room,
-		turn:      make(chan struct{}, 1),
-		subs:      make(map[string]*subscription),
 		transport: req.Transport,
 		attached:  1,
 	}
 	s.info = broker.ClientInfo{User: req.Identity.UserID, Name: req.Identity.Name, Client: s.id}
-	s.log = slog.New(&sessionLog{h: e.log.Handler(), s: s})
 	s.q.init(e.cfg.QueueMessages, e.cfg.QueueBytes)
 	return s
+}
+
+// log returns the session's logger: the engine's, with the session's
+// attributes added to each record as it is logged. It is made for each
+// call: a session logs seldom (its connect and end at debug level, and
+// failures), and a logger kept per session is memory every idle session
+// would hold for it.
+func (s *Session) log() *slog.Logger {
+	return slog.New(&sessionLog{h: s.e.log.Handler(), s: s})
+}
+
+// subSet is a session's subscriptions by channel: a slice while they are
+// few (most sessions have one or two; a map's smallest table is ~250 B
+// that every idle session would hold), a map past subSetSlice.
+type subSet struct {
+	list []*subscription
+	m    map[string]*subscription
+}
+
+// subSetSlice is the most subscriptions a subSet keeps in its slice.
+const subSetSlice = 8
+
+func (ss *subSet) get(channel string) *subscription {
+	if ss.m != nil {
+		return ss.m[channel]
+	}
+	for _, sub := range ss.list {
+		if sub.channel == channel {
+			return sub
+		}
+	}
+	return nil
+}
+
+// put adds sub, whose channel is not in the set.
+func (ss *subSet) put(sub *subscription) {
+	if ss.m == nil && len(ss.list) < subSetSlice {
+		ss.list = append(ss.list, sub)
+		return
+	}
+	if ss.m == nil {
+		ss.m = make(map[string]*subscription, 2*subSetSlice)
+		for _, s := range ss.list {
+			ss.m[s.channel] = s
+		}
+		ss.list = nil
+	}
+	ss.m[sub.channel] = sub
+}
+
+func (ss *subSet) del(channel string) {
+	if ss.m != nil {
+		delete(ss.m, channel)
+		return
+	}
+	for i, sub := range ss.list {
+		if sub.channel == channel {
+			last := len(ss.list) - 1
+			ss.list[i] = ss.list[last]
+			ss.list[last] = nil
+			ss.list = ss.list[:last]
+			if last == 0 {
+				ss.list = nil
+			}
+			return
+		}
+	}
+}
+
+func (ss *subSet) len() int {
+	if ss.m != nil {
+		return len(ss.m)
+	}
+	return len(ss.list)
+}
+
+// all yields the subscriptions (in no particular order).
+func (ss *subSet) all() iter.Seq[*subscription] {
+	return func(yield func(*subscription) bool) {
+		if ss.m != nil {
+			for _, sub := range ss.m {
+				if !yield(sub) {
+					return
+				}
+			}
+			return
+		}
+		for _, sub := range ss.list {
+			if !yield(sub) {
+				return
+			}
+		}
+	}
 }
 
 // sessionLog is a session's log handler: the engine's, with the session's
@@ -226,6 +318,13 @@ func (s *Session) ClearWake(f *func()) { s.q.onSignal.CompareAndSwap(f, nil) }
 // them (WebSocket) or the client said it got them (polling).
 func (s *Session) Ack(seq uint64) { s.q.ack(seq) }
 
+// Compact gives back the memory an empty queue keeps for the next items
+// (Ack keeps a small array, so that a stream of deliveries allocates
+// nothing). A transport calls it when its connection has been quiet for a
+// while, such as on a keepalive pong, so that a long-idle session holds
+// only what it needs.
+func (s *Session) Compact() { s.q.compact() }
+
 // QueueSize reports what the outbound queue holds, in items and bytes.
 func (s *Session) QueueSize() (items, bytes int) { return s.q.size() }
 
@@ -233,9 +332,9 @@ func (s *Session) QueueSize() (items, bytes int) { return s.q.size() }
 func (s *Session) Channels() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]string, 0, len(s.subs))
-	for ch := range s.subs {
-		out = append(out, ch)
+	out := make([]string, 0, s.subs.len())
+	for sub := range s.subs.all() {
+		out = append(out, sub.channel)
 	}
 	return out
 }
@@ -244,7 +343,7 @@ func (s *Session) Channels() []string {
 func (s *Session) subCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.subs)
+	return s.subs.len()
 }
 
 // enqueue queues o for the client; a full queue ends the session.
@@ -286,15 +385,15 @@ func (s *Session) end(d *Disconnect, async bool) bool {
 		s.expiry.Stop()
 	}
 	subs := s.subs
-	s.subs = nil
+	s.subs = subSet{}
 	s.mu.Unlock()
 	s.e.removeSession(s)
 	s.e.users.leave(s.user)
-	s.log.Debug("session ended", slog.Int("code", d.Code), slog.String("reason", d.Reason))
+	s.log().Debug("session ended", slog.Int("code", d.Code), slog.String("reason", d.Reason))
 	cleanup := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 		defer cancel()
-		for _, sub := range subs {
+		for sub := range subs.all() {
 			s.e.dropSub(ctx, sub)
 		}
 	}
@@ -379,23 +478,45 @@ func (s *Session) HandleBatch(ctx context.Context, msgs [][]byte) error {
 // takeTurn waits until no other message of the session is being handled.
 // Handling one message at a time keeps replies in request order across
 // transports and makes the per-session limits exact.
+// The turn is a flag, and a channel made only when a message has to wait
+// for it: most sessions never have two messages at once, and an idle
+// session then holds no channel for it.
 func (s *Session) takeTurn(ctx context.Context) error {
-	select {
-	case s.turn <- struct{}{}:
-		return nil
-	default:
-	}
-	select {
-	case s.turn <- struct{}{}:
-		return nil
-	case <-s.q.done:
-		return s.Err()
-	case <-ctx.Done():
-		return ctx.Err()
+	for {
+		if s.busy.CompareAndSwap(false, true) {
+			return nil
+		}
+		s.mu.Lock()
+		if s.busy.CompareAndSwap(false, true) {
+			s.mu.Unlock()
+			return nil
+		}
+		if s.turnFree == nil {
+			s.turnFree = make(chan struct{})
+		}
+		free := s.turnFree
+		s.mu.Unlock()
+		select {
+		case <-free:
+		case <-s.q.done:
+			return s.Err()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 
-func (s *Session) endTurn() { <-s.turn }
+// endTurn gives the turn back and wakes the messages waiting for it (one
+// takes it; the others wait again).
+func (s *Session) endTurn() {
+	s.busy.Store(false)
+	s.mu.Lock()
+	if s.turnFree != nil {
+		close(s.turnFree)
+		s.turnFree = nil
+	}
+	s.mu.Unlock()
+}
 
 // users counts the sessions of each user on this engine and holds the
 // publish rate bucket they share. An entry lives from its user's first

@@ -367,6 +367,9 @@ func New(cfg Config) (*Server, error) {
 		// Polling takes a session over from either WebSocket transport.
 		wsTakeover, el := s.polling.Takeover, s.eventloop
 		s.polling.Takeover = func(ps *push.Session) { wsTakeover(ps); el.Takeover(ps) }
+		// A session resumed over HTTP/2 CONNECT stops being served by
+		// the event loop (and the other way round: newEventLoop).
+		s.websocket.TakeoverOther = el.Takeover
 		for _, p := range []string{"/chat", "/chat/{room}"} {
 			s.mux.Handle("GET "+p, s.admit(s.eventloop))
 			s.mux.Handle("CONNECT "+p, s.admit(s.websocket))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,12 @@ type WebSocket struct {
 	// OnDeliver, if set, is called for each publication written, with
 	// the time the broker accepted it (for latency metrics).
 	OnDeliver func(transport string, published time.Time)
+	// TakeoverOther, if set, is called with a session that a connection
+	// here resumes, before it is served here: the other WebSocket
+	// transport's Takeover (the server sets the event loop's, when
+	// -event-loop serves GET /chat and this transport HTTP/2 CONNECT),
+	// so that the session's queue never has two writers.
+	TakeoverOther func(*push.Session)
 
 	// The connections being served: each one's goroutine is counted in
 	// before it starts and out when it has finished, and Wait waits for
@@ -178,6 +185,9 @@ func (t *WebSocket) resume(r *http.Request, ident auth.Identity, proto push.Prot
 	if s.Attach("websocket") != nil {
 		return nil, false
 	}
+	if t.TakeoverOther != nil {
+		t.TakeoverOther(s)
+	}
 	if ack, err := strconv.ParseUint(q.Get("ack"), 10, 64); err == nil {
 		s.Ack(ack)
 	}
@@ -200,9 +210,8 @@ func (t *WebSocket) log() *slog.Logger {
 // only while the session has something to write: the session wakes it
 // (SetWake) when an item is queued; it drains the queue and ends.
 func (t *WebSocket) serve(c *ws.Conn, s *push.Session) {
-	w := &wsWriter{t: t, c: c, s: s, exited: make(chan struct{}, 1)}
+	w := &wsWriter{t: t, c: c, s: s}
 	w.wake, w.runFn = w.kick, w.run
-	w.waitFn, w.readFn = w.waitRead, w.readOne
 	s.SetWake(&w.wake)
 	w.kick() // what was queued before the wake was set
 	w.waitRead()
@@ -215,17 +224,27 @@ func (w *wsWriter) waitRead() {
 		w.end(err)
 		return
 	}
-	go w.readFn()
+	go w.readOne()
 }
 
-// readOne reads and handles one message, then hands over to waitRead on a
-// new goroutine.
+// readOne reads and handles one message (or only control frames), then
+// hands over to waitRead on a new goroutine.
 func (w *wsWriter) readOne() {
 	c, s := w.c, w.s
 	ctx := context.Background()
-	op, msg, err := c.ReadMessage(ctx, w.rbuf[:0])
+	op, msg, err := c.ReadMessageReady(ctx, w.rbuf[:0])
 	if err != nil {
 		w.end(err)
+		return
+	}
+	if op == 0 {
+		// Only control frames (a keepalive pong, a ping answered): the
+		// connection has been quiet. Give back the read buffer and the
+		// queue's spare array, and wait again on a fresh goroutine
+		// rather than inside the read on this one's grown stack.
+		w.rbuf = nil
+		s.Compact()
+		go w.waitRead()
 		return
 	}
 	if op != ws.MessageText {
@@ -242,7 +261,7 @@ func (w *wsWriter) readOne() {
 	if cap(msg) <= maxKeptReadBuf {
 		w.rbuf = msg
 	}
-	go w.waitFn()
+	go w.waitRead()
 }
 
 // maxKeptReadBuf is the largest read buffer an idle connection keeps for
@@ -292,17 +311,17 @@ const (
 // wsWriter writes a session's queue to its connection, on a goroutine
 // that runs only while there is something to write.
 type wsWriter struct {
-	t      *WebSocket
-	c      *ws.Conn
-	s      *push.Session
-	state  atomic.Int32
-	halt   atomic.Bool   // the client dropped: write no further batch
-	exited chan struct{} // cap 1: a token each time the writer goes idle
-	wake   func()        // w.kick, bound once: the session's wake function
-	runFn  func()        // w.run, bound once: go w.runFn() does not allocate
-	waitFn func()        // w.waitRead, bound once
-	readFn func()        // w.readOne, bound once
-	rbuf   []byte        // the read buffer, kept between messages if small
+	t     *WebSocket
+	c     *ws.Conn
+	s     *push.Session
+	state atomic.Int32
+	halt  atomic.Bool // the client dropped: write no further batch
+	// busy is held by a writer goroutine while it runs, so that stop can
+	// wait for it (a mutex rather than a channel: nothing to allocate).
+	busy  sync.Mutex
+	wake  func() // w.kick, bound once: the session's wake function
+	runFn func() // w.run, bound once: go w.runFn() does not allocate
+	rbuf  []byte // the read buffer, kept between messages if small
 
 	// Written by the running writer goroutine only. Atomic because a
 	// writer that has just gone idle reads them (more) while a new one
@@ -323,16 +342,14 @@ func (w *wsWriter) kick() {
 // run drains the queue, goes idle, and runs again if something arrived
 // meanwhile (a wake that found it running did not start another).
 func (w *wsWriter) run() {
+	w.busy.Lock()
+	defer w.busy.Unlock()
 	for {
 		w.drain()
 		if beforeIdle != nil {
 			beforeIdle(w)
 		}
 		w.state.Store(writerIdle)
-		select {
-		case w.exited <- struct{}{}:
-		default:
-		}
 		if !w.more() || !w.state.CompareAndSwap(writerIdle, writerRunning) {
 			return
 		}
@@ -359,8 +376,17 @@ func (w *wsWriter) stop(halt bool) {
 	if halt {
 		w.halt.Store(true)
 	}
-	for !w.state.CompareAndSwap(writerIdle, writerStopped) {
-		<-w.exited
+	for {
+		// busy waits for a running writer; a writer just started that
+		// has not taken busy yet leaves the state running: give it the
+		// processor and try again.
+		w.busy.Lock()
+		stopped := w.state.CompareAndSwap(writerIdle, writerStopped)
+		w.busy.Unlock()
+		if stopped {
+			return
+		}
+		runtime.Gosched()
 	}
 }
 

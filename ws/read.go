@@ -31,7 +31,41 @@ func (c *Conn) ReadMessage(ctx context.Context, buf []byte) (MessageType, []byte
 	return MessageType(op), buf, nil
 }
 
+// ReadMessageReady is ReadMessage for a caller that waited with
+// WaitReadable: it handles the control frames that have arrived (pings are
+// answered, pongs noted, a close returned as in ReadMessage) and, if then
+// nothing of a data frame is buffered, returns MessageType 0, buf and a nil
+// error instead of waiting inside the read for the next data message. A
+// data frame that has begun to arrive is read to the end of its message,
+// as ReadMessage does. It lets a server that parks idle connections in
+// WaitReadable (on a small stack) go back to waiting there after a
+// keepalive ping or pong, rather than staying blocked in a read on the
+// stack the read grew.
+func (c *Conn) ReadMessageReady(ctx context.Context, buf []byte) (MessageType, []byte, error) {
+	stop, err := c.begin(ctx)
+	if err != nil {
+		return 0, buf, err
+	}
+	c.readMu.Lock()
+	op, buf, err := c.readMessageIdle(buf, true)
+	c.readMu.Unlock()
+	if err = c.unwatch(ctx, stop, err); err != nil {
+		return 0, buf, err
+	}
+	return MessageType(op), buf, nil
+}
+
+// errOnlyControl ends a ReadMessageReady that found control frames only.
+var errOnlyControl = errors.New("ws: only control frames were ready")
+
 func (c *Conn) readMessage(buf []byte) (opcode, []byte, error) {
+	return c.readMessageIdle(buf, false)
+}
+
+// readMessageIdle is readMessage; with idle, it returns opcode 0 and a nil
+// error once it has handled control frames and no more bytes are buffered
+// between messages.
+func (c *Conn) readMessageIdle(buf []byte, idle bool) (opcode, []byte, error) {
 	if c.msgOp != 0 {
 		// A NextReader that was not read to its end: skip its rest.
 		if err := c.skipMessage(); err != nil {
@@ -39,7 +73,10 @@ func (c *Conn) readMessage(buf []byte) (opcode, []byte, error) {
 		}
 	}
 	for {
-		h, err := c.nextDataFrame()
+		h, err := c.nextFrame(idle)
+		if err == errOnlyControl {
+			return 0, buf, nil
+		}
 		if err != nil {
 			return 0, buf, err
 		}
@@ -376,10 +413,19 @@ func (c *Conn) fail(code StatusCode, reason string) error {
 // nextDataFrame reads frame headers, handling any control frames, until
 // the header of the next data frame of a message; it checks every rule of
 // RFC 6455 that a header can break.
-func (c *Conn) nextDataFrame() (header, error) {
+func (c *Conn) nextDataFrame() (header, error) { return c.nextFrame(false) }
+
+// nextFrame is nextDataFrame; with idle, once it has handled a control
+// frame between messages and nothing more is buffered, it returns
+// errOnlyControl instead of reading on.
+func (c *Conn) nextFrame(idle bool) (header, error) {
+	handled := false
 	for {
 		if c.readErr != nil {
 			return header{}, c.readErr
+		}
+		if idle && handled && c.msgOp == 0 && c.rpos == c.rend {
+			return header{}, errOnlyControl
 		}
 		if err := c.fill(2); err != nil {
 			return header{}, err
@@ -403,6 +449,7 @@ func (c *Conn) nextDataFrame() (header, error) {
 			if err := c.handleControl(h); err != nil {
 				return header{}, err
 			}
+			handled = true
 			continue
 		}
 		if h.op != opContinuation {
