@@ -65,9 +65,9 @@ type EventLoop struct {
 	swept     sync.WaitGroup
 	closeOnce sync.Once
 
+	openConns // counted from the upgrade until the fd is closed
+
 	mu   sync.Mutex
-	n    int
-	idle chan struct{}
 	live map[*push.Session]*elConn // the connection serving each session
 
 	echo echoCounts // ServeEcho's connections (eventloop_echo.go)
@@ -315,46 +315,9 @@ func detachFD(nc net.Conn) (int, error) {
 	return fd, nil
 }
 
-func (t *EventLoop) add() {
-	t.mu.Lock()
-	t.n++
-	if t.n == 1 {
-		t.idle = make(chan struct{})
-	}
-	t.mu.Unlock()
-}
-
-func (t *EventLoop) done() {
-	t.mu.Lock()
-	t.n--
-	if t.n == 0 {
-		close(t.idle)
-	}
-	t.mu.Unlock()
-}
-
 // Wait blocks until every connection has closed, or ctx ends.
 func (t *EventLoop) Wait(ctx context.Context) error {
-	t.mu.Lock()
-	idle := t.idle
-	n := t.n
-	t.mu.Unlock()
-	if n == 0 {
-		return nil
-	}
-	select {
-	case <-idle:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("transport: %d WebSocket connections (event loop) still open: %w", t.Len(), ctx.Err())
-	}
-}
-
-// Len returns the number of connections being served.
-func (t *EventLoop) Len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.n
+	return t.wait(ctx, "WebSocket connections (event loop)")
 }
 
 // sweeper checks every connection a few times per keepalive period: it

@@ -3,7 +3,6 @@ package transport
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"runtime"
@@ -48,14 +47,9 @@ type WebSocket struct {
 	// so that the session's queue never has two writers.
 	TakeoverOther func(*push.Session)
 
-	// The connections being served: each one's goroutine is counted in
-	// before it starts and out when it has finished, and Wait waits for
-	// idle to close. Not a sync.WaitGroup: ServeHTTP may still be adding
-	// connections while Wait waits (hijacked connections outlive
-	// http.Server.Shutdown), which a WaitGroup forbids at zero.
-	mu   sync.Mutex
-	n    int
-	idle chan struct{} // closed when n drops to 0
+	openConns // each connection's goroutines, counted until they return
+
+	mu sync.Mutex
 	// live is the connection serving each session now, so that a resume
 	// takes the session over from a connection that is still open on
 	// this side (a client that found it silent): two writers of one
@@ -136,24 +130,6 @@ func (t *WebSocket) Takeover(s *push.Session) {
 	if c != nil {
 		go c.Close(StatusSessionMoved, "session moved to another transport")
 	}
-}
-
-func (t *WebSocket) add() {
-	t.mu.Lock()
-	t.n++
-	if t.n == 1 {
-		t.idle = make(chan struct{})
-	}
-	t.mu.Unlock()
-}
-
-func (t *WebSocket) done() {
-	t.mu.Lock()
-	t.n--
-	if t.n == 0 {
-		close(t.idle)
-	}
-	t.mu.Unlock()
 }
 
 // pickProtocol chooses the push protocol with ws.SelectSubprotocol, the
@@ -535,24 +511,5 @@ func putMsgs(m *[][]byte) { msgsPool.Put(m) }
 // returned), or ctx ends. It is for shutdown, after the engine has ended
 // the sessions.
 func (t *WebSocket) Wait(ctx context.Context) error {
-	t.mu.Lock()
-	idle := t.idle
-	n := t.n
-	t.mu.Unlock()
-	if n == 0 {
-		return nil
-	}
-	select {
-	case <-idle:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("transport: %d WebSocket connections still open: %w", t.Len(), ctx.Err())
-	}
-}
-
-// Len returns the number of connections being served.
-func (t *WebSocket) Len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.n
+	return t.wait(ctx, "WebSocket connections")
 }
