@@ -92,7 +92,7 @@ func (c *elConn) echoMessage(ev ws.Event) {
 	c.mu.Lock()
 	var sub bool
 	if len(c.ctrl) > 0 && len(c.ctrl)+len(frame) > echoBacklog {
-		sub = c.queueCtrlLocked(ws.AppendClose(nil, ws.StatusPolicyViolation, "echo: the client does not read"), true, true)
+		sub = c.queueCtrlLocked(ws.AppendClose(nil, ws.StatusPolicyViolation, "echo: the client does not read"), true, false)
 	} else {
 		sub = c.queueCtrlLocked(frame, false, false)
 	}
